@@ -1,0 +1,44 @@
+"""`flowledger publish FILE|-`: one JSON envelope or NDJSON; the valid lines are
+published, every refused line is reported with its number and reason."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from flowledger.cli import context
+from flowledger.cli.output import EXIT_REFUSED, console, print_json, refusals, table
+from flowledger.errors import InvalidInput
+from topics.publisher import Published, publish_text
+
+
+def publish(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="A file of JSON/NDJSON envelopes, or - for stdin."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Publish events to flowledger.events.v1."""
+    with refusals(as_json):
+        if source == "-":
+            text = sys.stdin.read()
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise InvalidInput(f"no such file: {source}", code="FILE_NOT_FOUND", path=source)
+            text = path.read_text(encoding="utf-8")
+        outcomes = publish_text(context.settings(ctx), text)
+    refused = [o for o in outcomes if not isinstance(o, Published)]
+    if as_json:
+        print_json([o.as_dict() for o in outcomes])
+    else:
+        rows = [
+            [o.line, o.event_id, o.partition, o.offset, ""]
+            if isinstance(o, Published)
+            else [o.line, "", "", "", f"{o.error.get('code')}: {o.error.get('message')}"]
+            for o in outcomes
+        ]
+        console.print(table("publish", ["line", "event_id", "partition", "offset", "error"], rows))
+    if refused:
+        raise typer.Exit(EXIT_REFUSED)

@@ -1,0 +1,108 @@
+"""The one settings object. Built once (by the CLI, or by a test fixture) and passed
+down; library code never reads the environment itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "flowledger"
+    # Lets tests (and side-by-side deployments) keep their topics apart.
+    topic_prefix: str = ""
+    events_partitions: int = Field(default=6, ge=1)
+    # Partitions of the audit and runtime topics (keyed by event and run).
+    partitions: int = Field(default=6, ge=1)
+    events_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class TemporalSettings(_Section):
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    task_queue: str = "flowledger-runtime"
+
+
+class DatabaseSettings(_Section):
+    # Empty means "the SQLite file of the local stack".
+    url: str = ""
+
+
+class StackSettings(_Section):
+    state_dir: Path = Path(".flowledger")
+    # Downloaded Kafka jars; shared between state directories so tests reuse them.
+    cache_dir: Path | None = None
+    ready_timeout_s: float = Field(default=120.0, gt=0)
+    kafka_version: str = "4.1.1"
+    kafka_heap: str = "512m"
+    # 0 picks a free loopback port at start.
+    kafka_port: int = Field(default=0, ge=0, le=65535)
+    temporal_port: int = Field(default=0, ge=0, le=65535)
+    postgres_port: int = Field(default=0, ge=0, le=65535)
+    java_bin: str = "java"
+    mvn_bin: str = "mvn"
+    temporal_bin: str | None = None
+    postgres_bin_dir: Path | None = None
+
+    def resolved_cache_dir(self) -> Path:
+        return (self.cache_dir or self.state_dir / "cache").resolve()
+
+
+class ProcessorSettings(_Section):
+    group_id: str = "flowledger-processor"
+    early_event_window_s: float = Field(default=600.0, ge=0)
+    clock_skew_tolerance_s: float = Field(default=2.0, ge=0)
+
+
+class ProjectorSettings(_Section):
+    group_id: str = "flowledger-projector"
+    batch_size: int = Field(default=500, ge=1)
+
+
+class ExpressionSettings(_Section):
+    extra_functions: list[str] = Field(default_factory=list)
+    step_budget: int = Field(default=100_000, ge=1)
+    max_output_chars: int = Field(default=262_144, ge=1)
+
+
+class CorrelationSettings(_Section):
+    # Raw JSON object text (or already-parsed mapping); validated by the
+    # correlation module when loaded so a bad value fails at start-up.
+    paths: Any = None
+    paths_file: Path | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLOWLEDGER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
+    processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    projector: ProjectorSettings = Field(default_factory=ProjectorSettings)
+    expressions: ExpressionSettings = Field(default_factory=ExpressionSettings)
+    correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
+
+    def database_url(self) -> str:
+        """The projection database: the configured URL, else the stack's SQLite file."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.stack.state_dir / 'flowledger.db').resolve()}"
+
+    def topic(self, base: str) -> str:
+        """The physical name of a catalogue topic under this deployment's prefix."""
+        return f"{self.kafka.topic_prefix}{base}"

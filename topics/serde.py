@@ -1,0 +1,104 @@
+"""JSON serde for every record on flowledger topics. Decoding validates against the
+schemas and names the field and reason of every refusal."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from flowledger.errors import InvalidInput
+from schemas.audit import AuditRecord
+from schemas.definition_record import DefinitionRecord
+from schemas.envelope import EventEnvelope
+from schemas.runtime import RUNTIME_EVENT_ADAPTER, RuntimeEvent
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class RecordRefused(InvalidInput):
+    """A record that does not satisfy its schema. ``problems`` lists every field at
+    fault as {"field", "reason"}; the first one is repeated as ``field``/``reason``."""
+
+    code = "RECORD_INVALID"
+
+
+def encode(record: BaseModel) -> bytes:
+    return record.model_dump_json(exclude_none=False).encode("utf-8")
+
+
+def _problems(exc: ValidationError) -> list[dict[str, str]]:
+    out = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "(record)"
+        reason = error["msg"]
+        if error["type"] == "extra_forbidden":
+            reason = "unknown field"
+        elif error["type"] == "missing":
+            reason = "required field is missing"
+        elif error["type"] == "timezone_aware":
+            reason = "timestamp must carry a UTC offset (e.g. Z or +02:00)"
+        out.append({"field": field, "reason": reason})
+    return out
+
+
+def _parse_json(raw: bytes | str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordRefused(f"not JSON: {exc}", code="RECORD_NOT_JSON", reason=str(exc)) from exc
+
+
+def _validate(model: type[M], data: Any, what: str) -> M:
+    if not isinstance(data, dict):
+        raise RecordRefused(
+            f"{what} must be a JSON object, got {type(data).__name__}",
+            field="(record)",
+            reason="not an object",
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = _problems(exc)
+        first = problems[0]
+        raise RecordRefused(
+            f"{what} refused: {first['field']}: {first['reason']}",
+            field=first["field"],
+            reason=first["reason"],
+            problems=problems,
+        ) from exc
+
+
+def decode_envelope(raw: bytes | str) -> EventEnvelope:
+    return envelope_from_obj(_parse_json(raw))
+
+
+def envelope_from_obj(data: Any) -> EventEnvelope:
+    return _validate(EventEnvelope, data, "event envelope")
+
+
+def decode_runtime(raw: bytes | str) -> RuntimeEvent:
+    data = _parse_json(raw)
+    try:
+        return RUNTIME_EVENT_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        problems = _problems(exc)
+        raise RecordRefused(
+            f"runtime event refused: {problems[0]['field']}: {problems[0]['reason']}",
+            field=problems[0]["field"],
+            reason=problems[0]["reason"],
+            problems=problems,
+        ) from exc
+
+
+def encode_runtime(event: RuntimeEvent) -> bytes:
+    return RUNTIME_EVENT_ADAPTER.dump_json(event)
+
+
+def decode_audit(raw: bytes | str) -> AuditRecord:
+    return _validate(AuditRecord, _parse_json(raw), "audit record")
+
+
+def decode_definition(raw: bytes | str) -> DefinitionRecord:
+    return _validate(DefinitionRecord, _parse_json(raw), "definition record")
