@@ -32,6 +32,19 @@ class TemporalSettings(_Section):
     task_queue: str = "flowledger-runtime"
 
 
+class ActionSettings(_Section):
+    # Hosts core.http_request may call; anything else is HTTP_HOST_NOT_ALLOWED.
+    http_allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost"])
+    http_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class WorkflowSettings(_Section):
+    # Continue-as-new after this many executed steps (Temporal may ask sooner).
+    continue_as_new_steps: int = Field(default=250, ge=10)
+    delivered_ids_limit: int = Field(default=1000, ge=10)
+    max_definition_bytes: int = Field(default=512 * 1024, ge=1024)
+
+
 class DatabaseSettings(_Section):
     # Empty means "the SQLite file of the local stack".
     url: str = ""
@@ -95,6 +108,8 @@ class Settings(BaseSettings):
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     projector: ProjectorSettings = Field(default_factory=ProjectorSettings)
     expressions: ExpressionSettings = Field(default_factory=ExpressionSettings)
+    actions: ActionSettings = Field(default_factory=ActionSettings)
+    workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
 
     def database_url(self) -> str:

@@ -3,6 +3,7 @@ the same launcher as `flowledger stack up`, failing (never skipping) when it can
 
 from __future__ import annotations
 
+import gc
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,9 @@ class StackHandle:
         return base.rsplit("/", 1)[0] + f"/{name}"
 
     def close(self) -> None:
+        # Kafka clients left for the garbage collector would log reconnect failures
+        # once the broker is gone; destroy them while it is still up.
+        gc.collect()
         if self._postgres is not None and self._postgres.mode == "managed":
             database.stop_postgres(self._postgres)
         launcher.down(self.settings)

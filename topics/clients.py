@@ -15,6 +15,8 @@ def _base(settings: Settings) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.kafka.bootstrap_servers,
         "client.id": settings.kafka.client_id,
+        # Warnings such as "coordinator load in progress" are retried internally.
+        "log_level": 3,
     }
 
 

@@ -32,6 +32,22 @@ def _register() -> None:
     app.add_typer(expr.app, name="expr")
     app.command("publish")(publish.publish)
     app.command("correlate")(correlate.correlate)
+    from flowledger.cli import audit, definitions, projector_cmd, runs, tasks, waits
+
+    app.add_typer(runs.app, name="runs")
+    app.add_typer(waits.app, name="waits")
+    app.add_typer(tasks.app, name="tasks")
+    app.add_typer(audit.app, name="audit")
+    app.add_typer(definitions.app, name="definitions")
+    from flowledger.cli import definitions_authoring
+
+    definitions.app.command("validate")(definitions_authoring.validate)
+    definitions.app.command("publish")(definitions_authoring.publish)
+    app.command("projector")(projector_cmd.projector)
+    from flowledger.cli import run_control
+
+    run_control.register(runs.app)
+    app.command("worker")(run_control.worker)
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ def _parse_now(raw: str | None) -> datetime:
 @app.command("eval")
 def eval_(
     ctx: typer.Context,
-    expression: str = typer.Argument(..., help="The expression, e.g. \"payload.total > 100\"."),
+    expression: str = typer.Argument(..., help='The expression, e.g. "payload.total > 100".'),
     input_json: str | None = typer.Option(
         None, "--input", help="The context as JSON (default {})."
     ),

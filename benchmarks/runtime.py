@@ -1,0 +1,144 @@
+"""Runtime throughput on the local stack, printed as one JSON document:
+
+- steps/s of one long run of `assign` steps, and the runtime events/s it emits;
+- complete simple runs/s (start -> core.noop action -> return), against a bare
+  start loop of an empty workflow on the same server in the same run.
+
+    .venv/bin/python benchmarks/runtime.py [--steps 2000] [--runs 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from temporalio import workflow
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._stack import local_stack
+from flowledger.settings import Settings
+from schemas.definition_record import DefinitionRecord
+from workflows import control
+from workflows.activities import RuntimeActivities
+from workflows.definitions.canonical import definition_hash
+from workflows.interpreter_workflow import InterpreterWorkflow
+from workflows.worker import connect
+
+
+@workflow.defn(name="bench.empty", sandboxed=False)
+class EmptyWorkflow:
+    @workflow.run
+    async def run(self) -> None:
+        return None
+
+
+def record(steps: list[dict[str, object]]) -> DefinitionRecord:
+    doc = {
+        "id": f"bench-{uuid.uuid4().hex[:6]}",
+        "version": 1,
+        "tenant": "bench",
+        "name": "bench",
+        "steps": steps,
+    }
+    return DefinitionRecord(
+        tenant="bench",
+        definition_id=doc["id"],
+        version=1,
+        hash=definition_hash(doc),
+        published_at=datetime.now(UTC),
+        definition=doc,
+    )
+
+
+async def measure(settings: Settings, steps: int, runs: int) -> dict[str, object]:
+    from temporalio.worker import Worker
+
+    client = await connect(settings)
+    activities = RuntimeActivities(settings)
+    worker = Worker(
+        client,
+        task_queue=settings.temporal.task_queue,
+        workflows=[InterpreterWorkflow, EmptyWorkflow],
+        activities=[activities.emit_runtime_events, activities.run_action],
+        max_concurrent_activities=50,
+    )
+    async with worker:
+        long_def = record(
+            [
+                {
+                    "id": f"s{i}",
+                    "type": "assign",
+                    "assign": {"vars.n": {"$expr": "coalesce(vars.n, 0) + 1"}},
+                }
+                for i in range(steps)
+            ]
+        )
+        t0 = time.perf_counter()
+        started = await control.start(settings, client, long_def, {})
+        result = await client.get_workflow_handle(started.workflow_id).result()
+        long_s = time.perf_counter() - t0
+        events = int(result["last_seq"])
+
+        simple = record(
+            [
+                {
+                    "id": "act",
+                    "type": "action.call",
+                    "action": "core.noop",
+                    "version": 1,
+                    "input": {"value": {"$expr": "payload.n"}},
+                    "save_as": "vars.out",
+                },
+                {"id": "ret", "type": "control.return", "output": {"$expr": "vars.out.value"}},
+            ]
+        )
+        t0 = time.perf_counter()
+        handles = [await control.start(settings, client, simple, {"n": i}) for i in range(runs)]
+        await asyncio.gather(*(client.get_workflow_handle(h.workflow_id).result() for h in handles))
+        simple_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        empties = [
+            await client.start_workflow(
+                "bench.empty",
+                id=f"bench-empty-{uuid.uuid4()}",
+                task_queue=settings.temporal.task_queue,
+            )
+            for _ in range(runs)
+        ]
+        await asyncio.gather(*(h.result() for h in empties))
+        empty_s = time.perf_counter() - t0
+    activities.close()
+    simple_rate = runs / simple_s
+    empty_rate = runs / empty_s
+    return {
+        "long_run_steps": steps,
+        "steps_per_s": round(steps / long_s, 1),
+        "runtime_events": events,
+        "runtime_events_per_s": round(events / long_s, 1),
+        "simple_runs": runs,
+        "simple_runs_per_s": round(simple_rate, 2),
+        "empty_workflow_runs_per_s": round(empty_rate, 2),
+        "simple_vs_empty_ratio": round(simple_rate / empty_rate, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=100)
+    args = parser.parse_args()
+    with local_stack() as settings:
+        figures = asyncio.run(measure(settings, args.steps, args.runs))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""`flowledger definitions validate|publish FILE`: the authoring half of the
+definitions command group (registered on the `definitions` app by cli/__init__)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+
+from flowledger.cli import context
+from flowledger.cli.output import (
+    EXIT_REFUSED,
+    console,
+    err_console,
+    print_json,
+    refusals,
+    table,
+)
+from flowledger.errors import InvalidInput
+from workflows.definitions import DefinitionInvalid, definition_hash
+from workflows.definitions import validate as check
+
+JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document.")
+FILE_ARGUMENT = typer.Argument(..., help="A definition JSON file.")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load(file: Path) -> dict[str, Any]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {file}: {exc}", path=str(file)) from exc
+    try:
+        # NaN and Infinity are accepted by json.loads but are not JSON, and would
+        # make the canonical hash impossible.
+        document = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        raise InvalidInput(f"{file} is not JSON: {exc}", path=str(file)) from exc
+    if not isinstance(document, dict):
+        raise InvalidInput(
+            f"{file} must hold a JSON object, not {type(document).__name__}", path=str(file)
+        )
+    return document
+
+
+def _print_problems(error: DefinitionInvalid) -> None:
+    rows = [[p.path, p.code, p.message] for p in error.problems]
+    err_console.print(table(f"{len(rows)} problem(s)", ["path", "code", "message"], rows))
+    err_console.print(f"[bold red]{error.code}[/]: the definition was refused")
+
+
+def _refuse_invalid(error: DefinitionInvalid, as_json: bool) -> NoReturn:
+    if as_json:
+        print_json({"error": error.to_dict()})
+    else:
+        _print_problems(error)
+    raise typer.Exit(EXIT_REFUSED)
+
+
+def validate(
+    ctx: typer.Context,
+    file: Path = FILE_ARGUMENT,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Check a definition and list every problem with its step path."""
+    with refusals(as_json):
+        document = _load(file)
+        problems = check(document, context.settings(ctx))
+    if problems:
+        _refuse_invalid(DefinitionInvalid(problems), as_json)
+    body = {
+        "valid": True,
+        "hash": definition_hash(document),
+        "id": document["id"],
+        "version": document["version"],
+        "tenant": document["tenant"],
+    }
+    if as_json:
+        print_json(body)
+    else:
+        console.print(
+            f"[bold green]valid[/]: {body['tenant']}:{body['id']} version {body['version']} "
+            f"(sha256 {body['hash']})"
+        )
+
+
+def publish(
+    ctx: typer.Context,
+    file: Path = FILE_ARGUMENT,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Validate a definition and publish it to flowledger.definitions.v1."""
+    # Imported here so `validate` works without loading the Kafka client.
+    from workflows.definitions import store
+
+    with refusals(as_json):
+        document = _load(file)
+        try:
+            outcome = store.publish(context.settings(ctx), document)
+        except DefinitionInvalid as exc:
+            # Ahead of refusals(): people get the problems as a table, not a repr.
+            _refuse_invalid(exc, as_json)
+    body = outcome.as_dict()
+    if as_json:
+        print_json(body)
+        return
+    if outcome.published:
+        console.print(
+            f"[bold green]published[/] {body['key']} at partition {body['partition']} "
+            f"offset {body['offset']} (sha256 {body['hash']})"
+        )
+    else:
+        console.print(
+            f"[bold]unchanged[/]: {body['key']} is already published with this content "
+            f"(sha256 {body['hash']})"
+        )

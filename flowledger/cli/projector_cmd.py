@@ -1,0 +1,57 @@
+"""`flowledger projector`: run the projector in the foreground."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import typer
+
+from flowledger.cli import context
+from flowledger.cli.output import console, print_json, refusals
+from flowledger.cli.runs import DATABASE, JSON
+
+
+def projector(
+    ctx: typer.Context,
+    database: str | None = DATABASE,
+    until_idle: bool = typer.Option(
+        False,
+        "--until-idle",
+        "--once",
+        help="Stop once every assigned partition is applied up to its end.",
+    ),
+    timeout: float = typer.Option(
+        300.0, "--timeout", min=0, help="With --until-idle: give up after this many seconds."
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1),
+    as_json: bool = JSON,
+) -> None:
+    """Fold the runtime, audit and definitions topics into the projection tables."""
+    from projections.projector import Projector
+
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with refusals(as_json):
+            runner = Projector(context.settings(ctx), database_url=database, batch_size=batch_size)
+            if not as_json:
+                console.print(
+                    f"projector: group {runner.group_id}, batch {runner.batch_size}, "
+                    f"database {runner.engine.url.render_as_string(hide_password=True)}"
+                )
+            stats = runner.run_until_idle(timeout, stop) if until_idle else runner.run(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if as_json:
+        print_json(stats.as_dict())
+    else:
+        console.print(stats.as_dict())
+    if until_idle and not stats.caught_up and not stop.is_set():
+        raise typer.Exit(1)

@@ -1,0 +1,143 @@
+"""`flowledger runs start|cancel|resume|retry|requeue|rerun` and `flowledger worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import typer
+from temporalio.client import Client
+
+from flowledger.cli import context
+from flowledger.cli.output import console, err_console, print_json, refusals
+from flowledger.errors import InvalidInput, ServiceUnavailable
+from flowledger.settings import Settings
+from workflows import control
+from workflows.worker import connect, run_worker
+
+JSON = typer.Option(False, "--json", help="Print one JSON document.")
+REASON = typer.Option(..., "--reason", help="Why (recorded with the request).")
+
+
+def _report(as_json: bool, document: dict[str, Any]) -> None:
+    if as_json:
+        print_json(document)
+    else:
+        console.print(", ".join(f"{k}={v}" for k, v in document.items() if v is not None))
+
+
+def start(
+    ctx: typer.Context,
+    definition_id: str = typer.Argument(..., help="The definition to run."),
+    tenant: str = typer.Option(..., "--tenant"),
+    input_json: str = typer.Option("{}", "--input", help="The run input as a JSON object."),
+    version: int | None = typer.Option(None, "--version", help="Pin a version (else latest)."),
+    as_json: bool = JSON,
+) -> None:
+    """Start a run of a published definition."""
+    settings = context.settings(ctx)
+    with refusals(as_json):
+        try:
+            data = json.loads(input_json)
+        except ValueError as exc:
+            raise InvalidInput(f"--input is not JSON: {exc}", field="--input") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("--input must be a JSON object", field="--input")
+        record = control.find_definition(settings, tenant, definition_id, version)
+
+        async def go() -> control.StartedRun:
+            client = await connect(settings)
+            return await control.start(settings, client, record, data)
+
+        started = asyncio.run(go())
+    _report(as_json, started.as_dict())
+
+
+async def _maybe_client(settings: Settings) -> Client | None:
+    try:
+        return await asyncio.wait_for(connect(settings), timeout=10)
+    except (ServiceUnavailable, TimeoutError):
+        return None
+
+
+Call = Callable[[Settings, Client | None, str, str], Awaitable[dict[str, Any]]]
+
+
+async def _cancel(
+    settings: Settings, client: Client | None, run_id: str, reason: str
+) -> dict[str, Any]:
+    return await control.cancel(settings, client, run_id, reason)
+
+
+async def _rerun(
+    settings: Settings, client: Client | None, run_id: str, reason: str
+) -> dict[str, Any]:
+    if client is None:
+        raise ServiceUnavailable(
+            f"Temporal at {settings.temporal.address} is unreachable", code="TEMPORAL_UNAVAILABLE"
+        )
+    return await control.rerun(settings, client, run_id, reason)
+
+
+def _refusal(action: str) -> Call:
+    async def call(
+        settings: Settings, client: Client | None, run_id: str, reason: str
+    ) -> dict[str, Any]:
+        return await control.unsupported(client, action, run_id, reason)
+
+    return call
+
+
+def _command(action: str, call: Call, doc: str) -> Callable[..., None]:
+    def command(
+        ctx: typer.Context,
+        run_id: str = typer.Argument(..., help="The run."),
+        reason: str = REASON,
+        as_json: bool = JSON,
+    ) -> None:
+        settings = context.settings(ctx)
+
+        async def go() -> dict[str, Any]:
+            return await call(settings, await _maybe_client(settings), run_id, reason)
+
+        with refusals(as_json):
+            document = asyncio.run(go())
+        _report(as_json, document)
+
+    command.__doc__ = doc
+    return command
+
+
+def register(runs_app: typer.Typer) -> None:
+    runs_app.command("start")(start)
+    runs_app.command("cancel")(
+        _command("cancel", _cancel, "Ask Temporal to cancel a run; it turns CANCELED once stopped.")
+    )
+    runs_app.command("rerun")(
+        _command("rerun", _rerun, "Start a new run with the original input on the pinned version.")
+    )
+    for action in ("resume", "retry", "requeue"):
+        runs_app.command(action)(
+            _command(action, _refusal(action), f"Refused: Temporal decides when a run {action}s.")
+        )
+
+
+def worker(ctx: typer.Context) -> None:
+    """Run the Temporal worker in the foreground (Ctrl-C stops it cleanly)."""
+    settings = context.settings(ctx)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        err_console.print(
+            f"worker on {settings.temporal.address}, task queue {settings.temporal.task_queue}"
+        )
+        await run_worker(settings, stop)
+
+    with refusals(False):
+        asyncio.run(go())

@@ -1,0 +1,72 @@
+"""Engines for the projection database. SQLite gets the settings that make it a fair
+multi-process store: WAL (readers never block the projector), a busy timeout, and
+``BEGIN IMMEDIATE`` so two writers queue up instead of failing on lock upgrade."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from flowledger.errors import ServiceUnavailable
+
+SQLITE_BUSY_TIMEOUT_S = 60.0
+
+
+def engine(url: str, **kwargs: Any) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, **kwargs)
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        # psycopg 3 is the driver this project ships with; a bare postgresql:// URL
+        # would otherwise ask for psycopg2.
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
+    connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, **kwargs.pop("connect_args", {})}
+    eng = create_engine(url, connect_args=connect_args, **kwargs)
+
+    @event.listens_for(eng, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own implicit BEGIN is replaced by the one below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(eng, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return eng
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """A missing or unreachable database becomes a clear refusal, not a traceback."""
+    try:
+        yield
+    except (OperationalError, ProgrammingError) as exc:
+        raise ServiceUnavailable(
+            f"cannot read the projection database: {str(exc.orig).strip()}",
+            code="DATABASE_UNAVAILABLE",
+            hint="start `flowledger projector` once to create the tables",
+        ) from exc
+
+
+@contextmanager
+def reading(url: str) -> Iterator[Connection]:
+    """A connection for the read side, with database_errors() mapping."""
+    eng = engine(url)
+    try:
+        with database_errors(), eng.connect() as conn:
+            yield conn
+    finally:
+        eng.dispose()

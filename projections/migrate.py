@@ -1,0 +1,31 @@
+"""Create or upgrade the projection tables: ``upgrade(url)`` runs the Alembic migrations
+shipped inside this package, with no alembic.ini."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine
+
+from projections.db import engine as make_engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def config(url: str = "") -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
+    eng = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    cfg = config()
+    with eng.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    if isinstance(url_or_engine, str):
+        eng.dispose()

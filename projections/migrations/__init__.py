@@ -1,0 +1,1 @@
+"""Alembic environment of the projection tables (run through projections.migrate)."""

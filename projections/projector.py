@@ -1,0 +1,286 @@
+"""The projector runner: consumes the runtime, audit and definitions topics and applies
+each batch, with its checkpoints, in one database transaction.
+
+Positions come from the database, not from Kafka: on every assignment the consumer is
+seeked to the stored checkpoints, and offsets are committed to Kafka only as a courtesy
+(for lag dashboards) after the database commit. The consume loop is single-threaded, so
+rebalance callbacks (which run inside ``consume``) never see a batch in flight; a batch
+that straddles a rebalance is still safe because ``apply_batch`` re-reads and locks the
+checkpoints inside its transaction and skips what another instance already applied."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from flowledger.errors import ServiceUnavailable
+from flowledger.settings import Settings
+from projections import db, migrate
+from projections.apply import (
+    DEFAULT_PROJECTION,
+    BatchResult,
+    Incoming,
+    Kind,
+    apply_batch,
+    read_checkpoints,
+)
+from projections.changes import Coordinates
+from topics import clients
+from topics.catalogue import AUDIT, DEFINITIONS, RUNTIME
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.2
+DB_RETRY_MAX_S = 5.0
+
+
+def topic_kinds(settings: Settings) -> dict[str, Kind]:
+    return {
+        settings.topic(RUNTIME): "runtime",
+        settings.topic(AUDIT): "audit",
+        settings.topic(DEFINITIONS): "definitions",
+    }
+
+
+@dataclass
+class RunStats:
+    batches: int = 0
+    records: int = 0
+    applied: int = 0
+    skipped: int = 0
+    errors: int = 0
+    caught_up: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "records": self.records,
+            "applied": self.applied,
+            "skipped": self.skipped,
+            "errors": self.errors,
+            "caught_up": self.caught_up,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class Projector:
+    """One projector instance. Several may run in one consumer group (threads or
+    processes); the database checkpoints keep them from doubling anything."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        database_url: str | None = None,
+        engine: Engine | None = None,
+        projection: str = DEFAULT_PROJECTION,
+        batch_size: int | None = None,
+        group_id: str | None = None,
+        migrate_first: bool = True,
+        on_batch: Callable[[BatchResult], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.projection = projection
+        self.batch_size = batch_size or settings.projector.batch_size
+        self.group_id = group_id or settings.projector.group_id
+        self._own_engine = engine is None
+        self.engine = engine or db.engine(database_url or settings.database_url())
+        self._kinds = topic_kinds(settings)
+        self._owned: set[tuple[str, int]] = set()
+        self._next: dict[tuple[str, int], int] = {}
+        self._consumer: Consumer | None = None
+        self._on_batch = on_batch
+        self.stats = RunStats()
+        if migrate_first:
+            migrate.upgrade(self.engine)
+
+    # -- rebalance callbacks (run inside consume()) ---------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = self._db_retry(lambda: self._read_checkpoints())
+        for tp in partitions:
+            slot = (tp.topic, tp.partition)
+            if slot in stored:
+                tp.offset = stored[slot]
+                self._next[slot] = stored[slot]
+            else:
+                tp.offset = OFFSET_BEGINNING
+                self._next[slot] = 0
+            self._owned.add(slot)
+        consumer.incremental_assign(partitions)
+        log.info("assigned %s", sorted(self._owned))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Nothing is in flight here: batches are applied and committed before the
+        # next consume() call, which is where this callback runs.
+        for tp in partitions:
+            self._owned.discard((tp.topic, tp.partition))
+            self._next.pop((tp.topic, tp.partition), None)
+        log.info("revoked %s", [(tp.topic, tp.partition) for tp in partitions])
+
+    def _read_checkpoints(self) -> dict[tuple[str, int], int]:
+        with self.engine.connect() as conn:
+            return read_checkpoints(conn, self.projection)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def _consumer_or_start(self) -> Consumer:
+        if self._consumer is None:
+            consumer = clients.consumer(
+                self.settings,
+                self.group_id,
+                **{"partition.assignment.strategy": "cooperative-sticky"},
+            )
+            consumer.subscribe(
+                sorted(self._kinds),
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_revoke,
+            )
+            self._consumer = consumer
+        return self._consumer
+
+    def _db_retry(self, work: Callable[[], Any]) -> Any:
+        delay = 0.1
+        deadline = time.monotonic() + self.settings.kafka.request_timeout_s
+        while True:
+            try:
+                return work()
+            except OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise ServiceUnavailable(
+                        f"projection database unavailable: {exc.orig}", code="DATABASE_UNAVAILABLE"
+                    ) from exc
+                log.warning("database busy or unavailable, retrying: %s", exc.orig)
+                time.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_MAX_S)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                time.sleep(delay)
+
+    def _apply(self, batch: list[Incoming]) -> BatchResult:
+        def work() -> BatchResult:
+            with self.engine.begin() as conn:
+                return apply_batch(conn, batch, self.projection)
+
+        result: BatchResult = self._db_retry(work)
+        self._next.update(result.next_offsets)
+        self.stats.batches += 1
+        self.stats.records += len(batch)
+        self.stats.applied += result.applied
+        self.stats.skipped += result.skipped
+        self.stats.errors += result.errors
+        if self._on_batch is not None:
+            self._on_batch(result)
+        return result
+
+    def _courtesy_commit(self, consumer: Consumer, result: BatchResult) -> None:
+        offsets = [
+            TopicPartition(topic, p, offset)
+            for (topic, p), offset in result.next_offsets.items()
+            if (topic, p) in self._owned
+        ]
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            # The database holds the truth; a refused commit costs only lag metrics.
+            log.debug("courtesy commit refused: %s", exc)
+
+    def poll_once(self, timeout: float = POLL_S) -> int:
+        """Consume and apply at most one batch; returns the number of records read."""
+        consumer = self._consumer_or_start()
+        messages = consumer.consume(num_messages=self.batch_size, timeout=timeout)
+        batch: list[Incoming] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise ServiceUnavailable(f"Kafka consumer failed: {err}", code="KAFKA_FATAL")
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err)
+                continue
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and partition is not None and offset is not None
+            if (topic, partition) not in self._owned:
+                continue
+            batch.append(
+                Incoming(
+                    self._kinds[topic],
+                    Coordinates(topic, partition, offset),
+                    msg.key(),
+                    msg.value(),
+                )
+            )
+        if batch:
+            result = self._apply(batch)
+            self._courtesy_commit(consumer, result)
+        return len(messages)
+
+    def caught_up(self) -> bool:
+        """Every owned partition has been applied up to its end offset (as of now)."""
+        consumer = self._consumer_or_start()
+        if not self._owned:
+            return False
+        timeout = self.settings.kafka.request_timeout_s
+        owned = [TopicPartition(t, p) for t, p in sorted(self._owned)]
+        positions = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(owned)}
+        for slot in self._owned:
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(*slot), timeout=timeout, cached=False
+            )
+            # The consumer's position also steps over transaction markers, which are
+            # never delivered and so never reach the checkpoint.
+            done = max(self._next.get(slot, 0), positions.get(slot, -1))
+            if done < high:
+                return False
+        return True
+
+    def run(self, stop: threading.Event) -> RunStats:
+        started = time.monotonic()
+        try:
+            while not stop.is_set():
+                self.poll_once()
+        finally:
+            self.stats.seconds = time.monotonic() - started
+            self.close()
+        return self.stats
+
+    def run_until_idle(self, timeout: float, stop: threading.Event | None = None) -> RunStats:
+        """Run until every owned partition is caught up, or ``timeout`` seconds pass
+        (``stats.caught_up`` says which)."""
+        started = time.monotonic()
+        deadline = started + timeout
+        try:
+            while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+                read = self.poll_once()
+                if read == 0 and self.caught_up():
+                    self.stats.caught_up = True
+                    break
+        finally:
+            self.stats.seconds = time.monotonic() - started
+            self.close()
+        return self.stats
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            try:
+                consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                log.debug("consumer close: %s", exc)
+        self._owned.clear()
+        self._next.clear()
+        if self._own_engine:
+            self.engine.dispose()

@@ -1,0 +1,322 @@
+"""Read functions over the projection tables, returning the plain dicts of the CLI
+contract (ARCHITECTURE §10). Timestamps come out as ISO-8601 UTC strings."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Select, select
+
+from flowledger.errors import FlowledgerError
+from projections import tables as t
+
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED")
+RUN_STATUSES = ("RUNNING", "WAITING", *TERMINAL)
+WAIT_STATUSES = ("OPEN", "RESOLVED", "TIMED_OUT", "CANCELED")
+AUDIT_STATUSES = ("matched", "unmatched", "error")
+DEFAULT_LIMIT = 1000
+
+
+class RunNotFound(FlowledgerError):
+    code = "RUN_NOT_FOUND"
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run {run_id!r} in the projection", status=404, run_id=run_id)
+
+
+class RunWaitTimeout(FlowledgerError):
+    code = "RUN_WAIT_TIMEOUT"
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
+
+
+def _pick(row: Mapping[Any, Any], fields: Sequence[str]) -> dict[str, Any]:
+    return {f: iso(row[f]) if isinstance(row[f], datetime) else row[f] for f in fields}
+
+
+RUN_FIELDS = (
+    "run_id",
+    "tenant",
+    "definition_id",
+    "version",
+    "status",
+    "current_step_path",
+    "input",
+    "output",
+    "error",
+    "started_at",
+    "completed_at",
+    "updated_at",
+    "definition_hash",
+    "parent_run_id",
+    "root_run_id",
+    "last_seq",
+)
+STEP_FIELDS = (
+    "step_path",
+    "step_id",
+    "step_type",
+    "iteration",
+    "status",
+    "output",
+    "error",
+    "started_at",
+    "completed_at",
+    "started_seq",
+)
+WAIT_FIELDS = (
+    "wait_id",
+    "run_id",
+    "wait_type",
+    "event_type",
+    "correlation_key",
+    "status",
+    "created_at",
+    "resolved_at",
+    "matched_event_id",
+    "tenant",
+    "step_path",
+    "timeout_at",
+    "task_id",
+)
+TASK_FIELDS = (
+    "task_id",
+    "run_id",
+    "task_type",
+    "title",
+    "status",
+    "form_schema",
+    "response",
+    "tenant",
+    "description",
+    "context",
+    "step_path",
+    "completed_by",
+    "created_at",
+    "completed_at",
+)
+AUDIT_FIELDS = (
+    "event_id",
+    "tenant",
+    "event_type",
+    "correlation_key",
+    "correlation_source",
+    "correlation_detail",
+    "error_code",
+    "error_message",
+    "received_at",
+    "status",
+    "event_name",
+    "occurred_at",
+    "last_received_at",
+    "audit_count",
+)
+LOG_FIELDS = ("seq", "level", "message", "details", "occurred_at")
+DEFINITION_FIELDS = (
+    "tenant",
+    "definition_id",
+    "version",
+    "hash",
+    "name",
+    "description",
+    "trigger_event_type",
+    "published_at",
+)
+
+
+def _rows(conn: Connection, query: Select[Any], fields: Sequence[str]) -> list[dict[str, Any]]:
+    return [_pick(row._mapping, fields) for row in conn.execute(query)]
+
+
+def list_runs(
+    conn: Connection,
+    *,
+    tenant: str | None = None,
+    status: str | None = None,
+    definition_id: str | None = None,
+    limit: int | None = DEFAULT_LIMIT,
+) -> list[dict[str, Any]]:
+    r = t.workflow_runs
+    query = select(r).order_by(r.c.updated_at.desc(), r.c.run_id)
+    if tenant is not None:
+        query = query.where(r.c.tenant == tenant)
+    if status is not None:
+        query = query.where(r.c.status == status)
+    if definition_id is not None:
+        query = query.where(r.c.definition_id == definition_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return _rows(conn, query, RUN_FIELDS)
+
+
+def find_run(conn: Connection, run_id: str) -> dict[str, Any] | None:
+    r = t.workflow_runs
+    found = _rows(conn, select(r).where(r.c.run_id == run_id), RUN_FIELDS)
+    return found[0] if found else None
+
+
+def get_run(conn: Connection, run_id: str) -> dict[str, Any]:
+    run = find_run(conn, run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    return run
+
+
+def show_run(conn: Connection, run_id: str) -> dict[str, Any]:
+    run = get_run(conn, run_id)
+    s, lg = t.workflow_run_steps, t.workflow_run_logs
+    steps = _rows(
+        conn, select(s).where(s.c.run_id == run_id).order_by(s.c.started_seq), STEP_FIELDS
+    )
+    logs = _rows(conn, select(lg).where(lg.c.run_id == run_id).order_by(lg.c.seq), LOG_FIELDS)
+    return {"run": run, "steps": steps, "waits": list_waits(conn, run_id=run_id), "logs": logs}
+
+
+def list_waits(
+    conn: Connection,
+    *,
+    run_id: str | None = None,
+    status: str | None = None,
+    tenant: str | None = None,
+    limit: int | None = DEFAULT_LIMIT,
+) -> list[dict[str, Any]]:
+    w = t.workflow_run_waits
+    query = select(w).order_by(w.c.created_at, w.c.run_id, w.c.wait_id)
+    if run_id is not None:
+        query = query.where(w.c.run_id == run_id)
+    if status is not None:
+        query = query.where(w.c.status == status)
+    if tenant is not None:
+        query = query.where(w.c.tenant == tenant)
+    if limit is not None:
+        query = query.limit(limit)
+    return _rows(conn, query, WAIT_FIELDS)
+
+
+def list_tasks(
+    conn: Connection,
+    *,
+    status: str | None = None,
+    run_id: str | None = None,
+    limit: int | None = DEFAULT_LIMIT,
+) -> list[dict[str, Any]]:
+    h = t.workflow_human_tasks
+    query = select(h).order_by(h.c.created_at, h.c.task_id)
+    if status is not None:
+        query = query.where(h.c.status == status)
+    if run_id is not None:
+        query = query.where(h.c.run_id == run_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return _rows(conn, query, TASK_FIELDS)
+
+
+def list_audit(
+    conn: Connection,
+    *,
+    tenant: str | None = None,
+    event_type: str | None = None,
+    correlation_key: str | None = None,
+    status: str | None = None,
+    limit: int | None = DEFAULT_LIMIT,
+) -> list[dict[str, Any]]:
+    a, d = t.workflow_runtime_events, t.workflow_event_deliveries
+    query = select(a).order_by(a.c.received_at, a.c.audit_id)
+    if tenant is not None:
+        query = query.where(a.c.tenant == tenant)
+    if event_type is not None:
+        query = query.where(a.c.event_type == event_type)
+    if correlation_key is not None:
+        query = query.where(a.c.correlation_key == correlation_key)
+    if status is not None:
+        query = query.where(a.c.status == status)
+    if limit is not None:
+        query = query.limit(limit)
+    rows = list(conn.execute(query))
+    deliveries: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    ids = [row.audit_id for row in rows]
+    for start in range(0, len(ids), 500):
+        dq = (
+            select(d.c.audit_id, d.c.run_id, d.c.wait_id, d.c.kind, d.c.outcome)
+            .where(d.c.audit_id.in_(ids[start : start + 500]))
+            .order_by(d.c.audit_id, d.c.delivery_key)
+        )
+        for audit_id, run_id, wait_id, kind, outcome in conn.execute(dq):
+            deliveries[audit_id].append(
+                {"run_id": run_id, "wait_id": wait_id, "kind": kind, "outcome": outcome}
+            )
+    out = []
+    for row in rows:
+        item = _pick(row._mapping, AUDIT_FIELDS)
+        item["deliveries"] = deliveries.get(row.audit_id, [])
+        out.append(item)
+    return out
+
+
+def list_definitions(
+    conn: Connection, *, tenant: str | None = None, limit: int | None = DEFAULT_LIMIT
+) -> list[dict[str, Any]]:
+    d = t.workflow_definitions
+    query = select(d).order_by(d.c.tenant, d.c.definition_id, d.c.version)
+    if tenant is not None:
+        query = query.where(d.c.tenant == tenant)
+    if limit is not None:
+        query = query.limit(limit)
+    return _rows(conn, query, DEFINITION_FIELDS)
+
+
+def list_errors(conn: Connection, *, limit: int | None = DEFAULT_LIMIT) -> list[dict[str, Any]]:
+    e = t.projection_errors
+    query = select(e).order_by(e.c.topic, e.c.partition, e.c.offset)
+    if limit is not None:
+        query = query.limit(limit)
+    fields = ("projection", "topic", "partition", "offset", "record_key", "code", "reason")
+    return _rows(conn, query, fields)
+
+
+def wait_for_run(
+    engine: Engine,
+    run_id: str,
+    *,
+    timeout: float,
+    status: str | None = None,
+    interval: float = 0.2,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll until the run reaches ``status`` (any terminal status when None).
+
+    Raises RunWaitTimeout when the deadline passes with the run known but elsewhere, and
+    RunNotFound when the run never appeared in the projection."""
+    wanted = (status,) if status is not None else TERMINAL
+    deadline = clock() + timeout
+    run: dict[str, Any] | None = None
+    while True:
+        with engine.connect() as conn:
+            run = find_run(conn, run_id)
+        if run is not None and run["status"] in wanted:
+            return run
+        remaining = deadline - clock()
+        if remaining <= 0:
+            break
+        sleep(min(interval, remaining))
+    if run is None:
+        raise RunNotFound(run_id)
+    raise RunWaitTimeout(
+        f"run {run_id} did not reach {' or '.join(wanted)} within {timeout:g}s "
+        f"(it is {run['status']})",
+        run_id=run_id,
+        expected=list(wanted),
+        current_status=run["status"],
+        run=run,
+    )

@@ -1,0 +1,94 @@
+"""Shared pieces of the runtime's integration tests: a worker on the test's own task
+queue, definition records built in memory, and runtime events read back from Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+
+from flowledger.settings import Settings
+from schemas.definition_record import DefinitionRecord
+from topics.catalogue import RUNTIME
+from topics.reader import read_all
+from workflows import control
+from workflows.activities import RuntimeActivities
+from workflows.definitions.canonical import definition_hash
+from workflows.messages import run_workflow_id
+from workflows.worker import build_worker, connect
+
+
+def definition(steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "id": f"def-{uuid.uuid4().hex[:6]}",
+        "version": 1,
+        "tenant": "acme",
+        "name": "test",
+        "description": "",
+        "steps": steps,
+        **extra,
+    }
+
+
+def record(document: dict[str, Any]) -> DefinitionRecord:
+    return DefinitionRecord(
+        tenant=document["tenant"],
+        definition_id=document["id"],
+        version=document["version"],
+        hash=definition_hash(document),
+        published_at=datetime.now(UTC),
+        definition=document,
+    )
+
+
+@asynccontextmanager
+async def worker(settings: Settings) -> AsyncIterator[Client]:
+    client = await connect(settings)
+    activities = RuntimeActivities(settings)
+    async with build_worker(client, settings, activities):
+        yield client
+    activities.close()
+
+
+async def start(
+    settings: Settings, client: Client, document: dict[str, Any], data: dict[str, Any] | None = None
+) -> tuple[str, WorkflowHandle[Any, Any]]:
+    started = await control.start(settings, client, record(document), data or {})
+    return started.run_id, client.get_workflow_handle(run_workflow_id(started.run_id))
+
+
+def events_of(settings: Settings, run_id: str) -> list[dict[str, Any]]:
+    found = [json.loads(r.value) for r in read_all(settings, settings.topic(RUNTIME))]
+    return sorted((e for e in found if e["run_id"] == run_id), key=lambda e: e["seq"])
+
+
+async def wait_for_events(
+    settings: Settings, run_id: str, until: str = "RunCompleted", timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        events = await asyncio.to_thread(events_of, settings, run_id)
+        if any(e["type"] == until for e in events) or time.monotonic() > deadline:
+            return events
+        await asyncio.sleep(0.2)
+
+
+def types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == kind]
+
+
+def completed(events: list[dict[str, Any]]) -> dict[str, Any]:
+    done = of_type(events, "RunCompleted")
+    assert done, f"no RunCompleted in {types(events)}"
+    return dict(done[-1]["data"])

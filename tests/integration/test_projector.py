@@ -1,0 +1,225 @@
+"""The projector against real Kafka and a real database (SQLite and PostgreSQL):
+generated records in, tables out; crashes, poison records and rebalances change
+nothing in the result."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from flowledger.settings import Settings
+from projections import db, lag, migrate
+from projections import tables as t
+from projections.projector import Projector
+from projections.synthetic import Generated, stream
+from tests.stack_fixture import StackHandle
+from topics import clients
+from topics.catalogue import RUNTIME
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, stack: StackHandle, settings: Settings) -> str:
+    if request.param == "postgres":
+        return stack.postgres_url()
+    return settings.database_url()
+
+
+@pytest.fixture
+def engines() -> Iterator[list[Engine]]:
+    made: list[Engine] = []
+    yield made
+    for eng in made:
+        eng.dispose()
+
+
+def open_engine(engines: list[Engine], url: str) -> Engine:
+    eng = db.engine(url)
+    migrate.upgrade(eng)
+    engines.append(eng)
+    return eng
+
+
+def produce(settings: Settings, records: Sequence[Generated | tuple[str, bytes, bytes]]) -> None:
+    producer = clients.producer(settings)
+    for item in records:
+        base, key, value = (
+            (item.base, item.key, item.value) if isinstance(item, Generated) else item
+        )
+        producer.produce(settings.topic(base), key=key, value=value)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def dump(engine: Engine) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with engine.connect() as conn:
+        for name, table in t.TABLES.items():
+            if name in ("projection_checkpoints", "projection_errors"):
+                continue
+            rows = conn.execute(select(table).order_by(*table.primary_key.columns))
+            out[name] = [
+                {
+                    k: v.isoformat() if isinstance(v, datetime) else v
+                    for k, v in row._mapping.items()
+                }
+                for row in rows
+            ]
+    return out
+
+
+def count(engine: Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(t.TABLES[table])).scalar_one())
+
+
+def reference(settings: Settings, tmp_path: Path, engines: list[Engine]) -> dict[str, Any]:
+    """What one clean projector (its own group, its own database) makes of the log."""
+    url = f"sqlite:///{tmp_path / f'reference-{uuid.uuid4().hex[:6]}.db'}"
+    eng = open_engine(engines, url)
+    stats = Projector(
+        settings, engine=eng, group_id=f"reference-{uuid.uuid4().hex[:8]}", batch_size=1000
+    ).run_until_idle(120)
+    assert stats.caught_up
+    return dump(eng)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_projector_builds_the_tables_and_records_poison(
+    settings: Settings, database_url: str, tmp_path: Path, engines: list[Engine]
+) -> None:
+    records = list(stream(runs=40, seed=5, audits=12, definitions=3))
+    half = len(records) // 2
+    poison = [
+        (RUNTIME, b"run-000001", b"{not json"),
+        (RUNTIME, b"run-000002", b'{"type": "RunExploded", "run_id": "run-000002"}'),
+    ]
+    produce(settings, [*records[:half], *poison, *records[half:]])
+    eng = open_engine(engines, database_url)
+    stats = Projector(settings, engine=eng).run_until_idle(120)
+    assert stats.caught_up, stats
+    assert stats.errors == 2
+    assert count(eng, "workflow_runs") == 40
+    assert count(eng, "workflow_runtime_events") == 12
+    assert count(eng, "workflow_definitions") == 3
+    with eng.connect() as conn:
+        errors = list(conn.execute(select(t.projection_errors)))
+    assert sorted(e.code for e in errors) == ["RECORD_INVALID", "RECORD_NOT_JSON"]
+    assert all(e.topic == settings.topic(RUNTIME) and e.offset >= 0 for e in errors)
+    assert lag.wait_caught_up(settings, eng, timeout=10)
+    assert all(row["lag"] == 0 for row in lag.lag(settings, eng))
+    assert dump(eng) == reference(settings, tmp_path, engines)
+
+
+def _flowledger() -> str:
+    found = shutil.which("flowledger", path=str(Path(sys.executable).parent))
+    assert found is not None, "the flowledger console script is not installed"
+    return found
+
+
+def _checkpointed(eng: Engine) -> int:
+    with eng.connect() as conn:
+        total = conn.execute(select(func.sum(t.projection_checkpoints.c.next_offset))).scalar()
+    return int(total or 0)
+
+
+def test_killing_the_projector_loses_and_doubles_nothing(
+    settings: Settings, database_url: str, tmp_path: Path, engines: list[Engine]
+) -> None:
+    records = list(stream(runs=1500, seed=9, audits=300, definitions=5))
+    produce(settings, records)
+    eng = open_engine(engines, database_url)
+    env = {
+        **os.environ,
+        "FLOWLEDGER_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "FLOWLEDGER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "FLOWLEDGER_DATABASE__URL": database_url,
+        "FLOWLEDGER_PROJECTOR__BATCH_SIZE": "200",
+    }
+    total = len(records)
+    for kill in range(5):
+        before = _checkpointed(eng)
+        # A SIGKILLed member keeps its partitions until the session timeout; a fresh
+        # group per restart avoids that wait, and shows that positions come from the
+        # database checkpoints (a new group has no Kafka offsets at all).
+        env["FLOWLEDGER_PROJECTOR__GROUP_ID"] = f"kill-{kill}-{uuid.uuid4().hex[:6]}"
+        proc = subprocess.Popen(
+            [_flowledger(), "projector"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            target = before + max(1, (total - before) // 4)
+            wait_for(
+                lambda target=target: _checkpointed(eng) >= target or proc.poll() is not None,  # type: ignore[misc]
+                90,
+                f"projector #{kill} to apply some batches",
+            )
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+    stats = Projector(
+        settings, engine=eng, group_id=f"final-{uuid.uuid4().hex[:6]}"
+    ).run_until_idle(120)
+    assert stats.caught_up
+    assert count(eng, "workflow_runs") == 1500
+    assert count(eng, "projection_errors") == 0
+    assert dump(eng) == reference(settings, tmp_path, engines)
+
+
+def test_two_projectors_share_six_partitions_across_a_rebalance(
+    settings: Settings, database_url: str, tmp_path: Path, engines: list[Engine]
+) -> None:
+    assert settings.kafka.partitions == 6
+    records = list(stream(runs=2000, seed=13, audits=200, definitions=4))
+    produce(settings, records)
+    eng = open_engine(engines, database_url)
+    stop = threading.Event()
+    first = Projector(settings, engine=eng, batch_size=100)
+    second = Projector(settings, engine=eng, batch_size=100)
+    failures: list[BaseException] = []
+
+    def run(projector: Projector) -> None:
+        try:
+            projector.run(stop)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(first,), daemon=True)]
+    threads[0].start()
+    try:
+        wait_for(lambda: _checkpointed(eng) > 0, 60, "the first projector to start applying")
+        threads.append(threading.Thread(target=run, args=(second,), daemon=True))
+        threads[1].start()
+        assert lag.wait_caught_up(settings, eng, timeout=120)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert not failures, failures
+    assert first.stats.records > 0 and second.stats.records > 0, "no rebalance happened"
+    assert count(eng, "workflow_runs") == 2000
+    assert dump(eng) == reference(settings, tmp_path, engines)

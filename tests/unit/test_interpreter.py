@@ -1,0 +1,139 @@
+"""The interpreter's pure core under an in-memory host: no Temporal, no Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from workflows.errors import StepError
+from workflows.interpreter import Interpreter
+from workflows.messages import ActionRequest, DeliveredEvent, RunInput
+
+
+class MemoryHost:
+    def __init__(self, fail_actions: int = 0) -> None:
+        self.clock = datetime(2026, 1, 1, tzinfo=UTC)
+        self.emitted: list[dict[str, Any]] = []
+        self.calls: list[ActionRequest] = []
+        self.fail_actions = fail_actions
+
+    def now(self) -> datetime:
+        return self.clock
+
+    async def emit(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        self.emitted.extend(events)
+
+    async def call_action(self, request: ActionRequest) -> dict[str, Any]:
+        self.calls.append(request)
+        if len(self.calls) <= self.fail_actions:
+            raise StepError("ActionError", "BOOM", "failed", request.step_path, retryable=True)
+        return {"output": {"echo": request.input}}
+
+    async def sleep(self, seconds: float) -> None:
+        self.clock += timedelta(seconds=seconds)
+
+    async def wait_until(self, ready: Callable[[], bool], timeout_s: float | None) -> bool:
+        await asyncio.sleep(0)
+        return ready()
+
+
+def run_input(steps: list[dict[str, Any]], data: dict[str, Any] | None = None) -> RunInput:
+    return RunInput(
+        run_id="r1",
+        tenant="acme",
+        definition_id="d",
+        version=1,
+        definition_hash="0" * 64,
+        definition={"steps": steps},
+        input=data or {},
+    )
+
+
+async def test_seq_is_contiguous_and_ids_deterministic() -> None:
+    host = MemoryHost()
+    steps = [{"id": "a", "type": "assign", "assign": {"vars.x": 1}}]
+    result = await Interpreter(run_input(steps), host).execute()
+    again = MemoryHost()
+    await Interpreter(run_input(steps), again).execute()
+    assert result.status == "SUCCEEDED"
+    assert [e["seq"] for e in host.emitted] == [1, 2, 3, 4]
+    assert host.emitted == again.emitted
+
+
+async def test_retry_backoff_uses_the_workflow_clock() -> None:
+    host = MemoryHost(fail_actions=2)
+    steps = [
+        {
+            "id": "c",
+            "type": "action.call",
+            "action": "core.noop",
+            "version": 1,
+            "input": {"value": 1},
+            "save_as": "vars.out",
+            "retry": {"max_attempts": 3, "backoff_ms": 1000, "backoff_multiplier": 3},
+        }
+    ]
+    interpreter = Interpreter(run_input(steps), host)
+    result = await interpreter.execute()
+    assert result.status == "SUCCEEDED"
+    assert [c.attempt for c in host.calls] == [1, 2, 3]
+    assert host.clock == datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=4)
+    assert interpreter.data.vars["out"] == {"echo": {"value": 1}}
+
+
+async def test_duplicate_delivery_is_dropped_and_bounded() -> None:
+    interpreter = Interpreter(run_input([]), MemoryHost(), delivered_limit=10)
+    event = DeliveredEvent(event_id="e", event_type="t", correlation_key="k")
+    assert interpreter.deliver(event) is True
+    assert interpreter.deliver(event) is False
+    for i in range(20):
+        interpreter.deliver(DeliveredEvent(event_id=f"x{i}", event_type="t"))
+    assert len(interpreter.delivered) == 10
+
+
+async def test_buffered_event_resumes_a_later_wait() -> None:
+    host = MemoryHost()
+    steps = [
+        {
+            "id": "w",
+            "type": "event.wait",
+            "event_type": "t",
+            "correlation_key": 42,
+            "assign": {"vars.p": {"$expr": "event.payload.v"}},
+        }
+    ]
+    interpreter = Interpreter(run_input(steps), host)
+    interpreter.deliver(
+        DeliveredEvent(event_id="e", event_type="t", correlation_key="42", payload={"v": "early"})
+    )
+    result = await interpreter.execute()
+    assert result.status == "SUCCEEDED"
+    assert interpreter.data.vars["p"] == "early"
+    created = next(e for e in host.emitted if e["type"] == "WaitCreated")
+    assert created["data"]["correlation_key"] == "42"
+
+
+async def test_assign_refuses_proto_targets() -> None:
+    steps = [{"id": "a", "type": "assign", "assign": {"vars.__proto__.x": 1}}]
+    result = await Interpreter(run_input(steps), MemoryHost()).execute()
+    assert result.status == "FAILED"
+    assert result.error is not None and result.error["code"] == "ASSIGN_TARGET_INVALID"
+
+
+async def test_nested_return_unwinds() -> None:
+    steps = [
+        {
+            "id": "loop",
+            "type": "control.forEach",
+            "items": [1, 2, 3],
+            "item_var": "i",
+            "body": [{"id": "r", "type": "control.return", "output": {"$expr": "local.i * 10"}}],
+        },
+        {"id": "never", "type": "assign", "assign": {"vars.x": 1}},
+    ]
+    host = MemoryHost()
+    result = await Interpreter(run_input(steps), host).execute()
+    assert result.output == 10
+    assert not any(e["data"].get("step_id") == "never" for e in host.emitted)

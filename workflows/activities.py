@@ -1,0 +1,140 @@
+"""The activities: the only place the runtime touches the world. One input model
+each; failures carry their category and code to the workflow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+from pydantic import ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from flowledger.errors import FlowledgerError
+from flowledger.settings import Settings
+from topics import clients
+from topics.catalogue import RUNTIME
+from workflows.actions.registry import ActionContext, ActionFailed, lookup
+from workflows.messages import ActionRequest, ActionResult, EmitRequest
+
+
+def _failure(
+    category: str,
+    code: str,
+    message: str,
+    *,
+    retryable: bool,
+    details: dict[str, Any] | None = None,
+) -> ApplicationError:
+    return ApplicationError(
+        message,
+        {"code": code, "message": message, "details": details or {}, "retryable": retryable},
+        type=category,
+        non_retryable=True,
+    )
+
+
+class RuntimeActivities:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer: Producer | None = None
+
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = clients.producer(self.settings, **{"linger.ms": 2})
+        return self._producer
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(self.settings.kafka.request_timeout_s)
+
+    @activity.defn(name="emit_runtime_events")
+    async def emit_runtime_events(self, request: EmitRequest) -> int:
+        """Publish a run's events keyed by run_id (so they stay in seq order on one
+        partition) and return only once Kafka has acknowledged all of them."""
+        topic = self.settings.topic(RUNTIME)
+        errors: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        producer = self.producer
+        key = request.run_id.encode("utf-8")
+        for event in request.events:
+            value = json.dumps(event, separators=(",", ":")).encode("utf-8")
+            while True:
+                try:
+                    producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    await asyncio.to_thread(producer.poll, 0.1)
+        remaining = await asyncio.to_thread(producer.flush, self.settings.kafka.request_timeout_s)
+        if remaining or errors:
+            # Retryable: Temporal calls again and the deterministic event ids let
+            # consumers drop whatever did land the first time.
+            raise ApplicationError(
+                f"Kafka did not acknowledge {remaining + len(errors)} runtime event(s): "
+                + "; ".join(errors[:3]),
+                type="KafkaUnavailable",
+            )
+        return len(request.events)
+
+    @activity.defn(name="run_action")
+    async def run_action(self, request: ActionRequest) -> ActionResult:
+        try:
+            spec = lookup(request.action, request.version)
+        except FlowledgerError as exc:
+            raise _failure(
+                "ValidationError", "ACTION_UNKNOWN", exc.message, retryable=False
+            ) from None
+        try:
+            data = spec.input_model.model_validate(request.input)
+        except ValidationError as exc:
+            raise _failure(
+                "ValidationError",
+                "ACTION_INPUT_INVALID",
+                f"input of {request.action} v{request.version}: {exc}",
+                retryable=False,
+                details={"errors": json.loads(exc.json(include_url=False))},
+            ) from None
+        context = ActionContext(
+            settings=self.settings,
+            run_id=request.run_id,
+            tenant=request.tenant,
+            step_path=request.step_path,
+            iteration=request.iteration,
+            idempotency_key=request.idempotency_key,
+            attempt=request.attempt,
+        )
+        try:
+            output = await spec.handler(data, context)
+        except ActionFailed as exc:
+            raise _failure(
+                exc.category,
+                exc.code,
+                exc.message,
+                retryable=exc.retryable,
+                details={
+                    k: v for k, v in exc.context.items() if isinstance(v, str | int | float | bool)
+                },
+            ) from None
+        except Exception as exc:  # an action's own bug is still an ActionError to the run
+            raise _failure(
+                "ActionError",
+                "ACTION_CRASHED",
+                f"{request.action} raised {type(exc).__name__}: {exc}",
+                retryable=True,
+            ) from None
+        dumped = output.model_dump(mode="json", by_alias=True, exclude_none=True)
+        result: dict[str, Any] = {"output": dumped}
+        if spec.emits_run_log:
+            result["run_log"] = {
+                "level": dumped.get("level", "INFO"),
+                "message": dumped.get("message", ""),
+                "details": dumped.get("details", {}),
+            }
+        return ActionResult.model_validate(result)

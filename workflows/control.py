@@ -1,0 +1,303 @@
+"""Run control: start, cancel and rerun go to Temporal, the only execution authority;
+resume, retry and requeue exist only to refuse, since Temporal owns those decisions."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from flowledger.errors import FlowledgerError, InvalidInput
+from flowledger.settings import Settings
+from schemas.definition_record import DefinitionRecord
+from workflows.messages import (
+    TASK_QUEUE,
+    WORKFLOW_NAME,
+    CancelRequest,
+    ExpressionOptions,
+    RunInput,
+    run_workflow_id,
+)
+
+ENGINE = "temporal"
+# Temporal refuses payloads over 2 MiB; refuse earlier with a clear error.
+MAX_INPUT_BYTES = 2 * 1024 * 1024 - 64 * 1024
+UNSUPPORTED_HINTS = {
+    "resume": "a waiting run resumes when its event, timer or task arrives; publish the event",
+    "retry": "Temporal retries failed activities itself; use `runs rerun` for a new run",
+    "requeue": "Temporal schedules runs itself; use `runs rerun` for a new run",
+}
+
+
+class RunControlError(FlowledgerError):
+    code = "RUN_CONTROL_FAILED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        status: int,
+        action: str,
+        run_id: str | None,
+        hint: str | None = None,
+        **context: Any,
+    ) -> None:
+        super().__init__(
+            message,
+            code=code,
+            status=status,
+            action=action,
+            engine=ENGINE,
+            run_id=run_id,
+            hint=hint,
+            **context,
+        )
+        self.status = status
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    run_id: str
+    workflow_id: str
+    definition_id: str
+    version: int
+    definition_hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "workflow_id": self.workflow_id,
+            "definition_id": self.definition_id,
+            "version": self.version,
+            "definition_hash": self.definition_hash,
+        }
+
+
+def expression_options(settings: Settings) -> ExpressionOptions:
+    e = settings.expressions
+    return ExpressionOptions(
+        extra_functions=tuple(e.extra_functions),
+        step_budget=e.step_budget,
+        max_output_chars=e.max_output_chars,
+    )
+
+
+def check_input(record: DefinitionRecord, data: dict[str, Any]) -> None:
+    size = len(json.dumps(data, separators=(",", ":")).encode("utf-8"))
+    if size > MAX_INPUT_BYTES:
+        raise InvalidInput(
+            f"run input is {size} bytes; the limit is {MAX_INPUT_BYTES}",
+            code="RUN_INPUT_TOO_LARGE",
+            status=400,
+            size=size,
+        )
+    schema = record.definition.get("payload_schema")
+    if not schema:
+        return
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
+    if errors:
+        problems = [
+            {"path": "/".join(str(p) for p in e.path) or "(input)", "message": e.message}
+            for e in errors
+        ]
+        raise InvalidInput(
+            f"run input does not match the payload schema: {problems[0]}",
+            code="RUN_INPUT_INVALID",
+            status=400,
+            problems=problems,
+        )
+
+
+def run_input_for(
+    settings: Settings,
+    record: DefinitionRecord,
+    data: dict[str, Any],
+    *,
+    run_id: str,
+    trigger_event_id: str | None = None,
+) -> RunInput:
+    return RunInput(
+        run_id=run_id,
+        tenant=record.tenant,
+        definition_id=record.definition_id,
+        version=record.version,
+        definition_hash=record.hash,
+        definition=record.definition,
+        input=data,
+        trigger_event_id=trigger_event_id,
+        expressions=expression_options(settings),
+    )
+
+
+def find_definition(
+    settings: Settings, tenant: str, definition_id: str, version: int | None
+) -> DefinitionRecord:
+    from workflows.definitions import store
+
+    record = (
+        store.get(settings, tenant, definition_id, version)
+        if version is not None
+        else store.latest(settings, tenant, definition_id)
+    )
+    if record is None:
+        what = f"{definition_id} v{version}" if version is not None else definition_id
+        raise InvalidInput(
+            f"no published definition {what} for tenant {tenant}",
+            code="DEFINITION_NOT_FOUND",
+            status=404,
+            definition_id=definition_id,
+            tenant=tenant,
+            version=version,
+        )
+    return record
+
+
+async def start(
+    settings: Settings,
+    client: Client,
+    record: DefinitionRecord,
+    data: dict[str, Any],
+    *,
+    run_id: str | None = None,
+    workflow_id: str | None = None,
+    trigger_event_id: str | None = None,
+) -> StartedRun:
+    check_input(record, data)
+    rid = run_id or str(uuid.uuid4())
+    wid = workflow_id or run_workflow_id(rid)
+    await client.start_workflow(
+        WORKFLOW_NAME,
+        run_input_for(settings, record, data, run_id=rid, trigger_event_id=trigger_event_id),
+        id=wid,
+        task_queue=settings.temporal.task_queue or TASK_QUEUE,
+    )
+    return StartedRun(rid, wid, record.definition_id, record.version, record.hash)
+
+
+def _check_reason(action: str, run_id: str, reason: str | None) -> None:
+    if reason is None or len(reason.strip()) < 3:
+        raise RunControlError(
+            "a reason of at least 3 characters is required",
+            code="INVALID_REQUEST",
+            status=400,
+            action=action,
+            run_id=run_id,
+        )
+
+
+async def _describe(client: Client, action: str, run_id: str) -> Any:
+    handle = client.get_workflow_handle(run_workflow_id(run_id))
+    try:
+        return handle, await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise RunControlError(
+                f"no run {run_id}", code="RUN_NOT_FOUND", status=404, action=action, run_id=run_id
+            ) from None
+        raise
+
+
+async def cancel(
+    settings: Settings,
+    client: Client | None,
+    run_id: str,
+    reason: str,
+    requested_by: str | None = None,
+) -> dict[str, Any]:
+    _check_reason("cancel", run_id, reason)
+
+    def refused(why: str) -> RunControlError:
+        return RunControlError(
+            f"Temporal did not accept the cancel: {why}",
+            code="WORKFLOW_TEMPORAL_CANCEL_FAILED",
+            status=409,
+            action="cancel",
+            run_id=run_id,
+            hint="check that Temporal is reachable and the run is still open; nothing changed",
+        )
+
+    if client is None:
+        raise refused(f"Temporal at {settings.temporal.address} is unreachable")
+    try:
+        handle, info = await _describe(client, "cancel", run_id)
+        if info.status != WorkflowExecutionStatus.RUNNING:
+            raise refused(f"the run is already {info.status.name if info.status else 'closed'}")
+        await handle.signal(
+            "request_cancel", CancelRequest(reason=reason, requested_by=requested_by)
+        )
+        await handle.cancel()
+    except RunControlError:
+        raise
+    except Exception as exc:  # unreachable, refused: either way nothing changed
+        raise refused(str(exc)) from exc
+    return {
+        "ok": True,
+        "action": "cancel",
+        "engine": ENGINE,
+        "run_id": run_id,
+        "reason": reason,
+        "note": "the run turns CANCELED once its workflow has stopped",
+    }
+
+
+async def unsupported(
+    client: Client | None, action: str, run_id: str, reason: str
+) -> dict[str, Any]:
+    _check_reason(action, run_id, reason)
+    if client is not None:
+        # Unreachable or not: the answer is the same refusal, but a 404 wins.
+        with contextlib.suppress(RPCError):
+            await _describe(client, action, run_id)
+    raise RunControlError(
+        f"{action} is not something flowledger does: Temporal is the execution authority",
+        code="WORKFLOW_TEMPORAL_ACTION_UNSUPPORTED",
+        status=409,
+        action=action,
+        run_id=run_id,
+        hint=UNSUPPORTED_HINTS[action],
+    )
+
+
+async def original_input(client: Client, run_id: str) -> RunInput:
+    handle = client.get_workflow_handle(run_workflow_id(run_id))
+    try:
+        history = await handle.fetch_history()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise RunControlError(
+                f"no run {run_id}", code="RUN_NOT_FOUND", status=404, action="rerun", run_id=run_id
+            ) from None
+        raise
+    started = history.events[0].workflow_execution_started_event_attributes
+    values = await client.data_converter.decode(started.input.payloads, [RunInput])
+    value = values[0]
+    assert isinstance(value, RunInput)
+    return value
+
+
+async def rerun(settings: Settings, client: Client, run_id: str, reason: str) -> dict[str, Any]:
+    _check_reason("rerun", run_id, reason)
+    original = await original_input(client, run_id)
+    new_id = str(uuid.uuid4())
+    fresh = original.model_copy(update={"run_id": new_id, "carry": None, "trigger_event_id": None})
+    await client.start_workflow(
+        WORKFLOW_NAME, fresh, id=run_workflow_id(new_id), task_queue=settings.temporal.task_queue
+    )
+    return {
+        "ok": True,
+        "action": "rerun",
+        "engine": ENGINE,
+        "run_id": new_id,
+        "rerun_of": run_id,
+        "definition_id": original.definition_id,
+        "version": original.version,
+        "reason": reason,
+    }

@@ -1,0 +1,252 @@
+"""The definition document of ARCHITECTURE §6 as pydantic models.
+
+These models are the shape of a definition and the source of its exported JSON
+Schema. They do not carry the cross-field rules (assignment targets, filter op/value
+pairs, retry placement, duplicate ids...): those live in `validate.py`, which walks
+the raw document so that it can report every problem with its step path, where a
+single pydantic pass would stop at the first broken branch of a union.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+
+ERROR_CATEGORIES: Final = (
+    "ValidationError",
+    "ExpressionError",
+    "ActionError",
+    "TimeoutError",
+    "ChildWorkflowError",
+)
+# Cancellation and InterpreterCorruption are never catchable, so they can never be
+# retried either: they are left out of the categories an author may name.
+ErrorCategory = Literal[
+    "ValidationError",
+    "ExpressionError",
+    "ActionError",
+    "TimeoutError",
+    "ChildWorkflowError",
+]
+
+FILTER_OPS: Final = (
+    "=",
+    "!=",
+    "in",
+    "not_in",
+    "exists",
+    "not_exists",
+    ">",
+    ">=",
+    "<",
+    "<=",
+    "contains",
+    "starts_with",
+    "ends_with",
+)
+FilterOp = Literal[
+    "=",
+    "!=",
+    "in",
+    "not_in",
+    "exists",
+    "not_exists",
+    ">",
+    ">=",
+    "<",
+    "<=",
+    "contains",
+    "starts_with",
+    "ends_with",
+]
+
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+
+class _Strict(BaseModel):
+    # Strict: a definition is authored JSON, so "1" is not a version and 1 is not true.
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+class Expr(_Strict):
+    """`{"$expr": "..."}`: evaluated by the expression contract (§7) at run time."""
+
+    expr: str = Field(alias="$expr")
+
+
+# Wherever an expression is allowed a JSON literal is too. Left to right, so that an
+# expression object parses as Expr rather than as a literal mapping.
+ExprOrLiteral = Annotated[Expr | JsonValue, Field(union_mode="left_to_right")]
+ExprMap = dict[str, ExprOrLiteral]
+
+
+DEFAULT_RETRY_ON: Final[tuple[ErrorCategory, ...]] = ("ActionError", "TimeoutError")
+
+
+class RetryPolicy(_Strict):
+    """Authored retries (attempt 1 is the first call)."""
+
+    max_attempts: int = Field(ge=1)
+    backoff_ms: int = Field(default=1000, ge=0)
+    backoff_multiplier: float = Field(default=2.0, ge=1.0)
+    max_delay_ms: int | None = Field(default=None, ge=0)
+    # Deterministic failures (ValidationError, ExpressionError) would fail again.
+    retry_on: list[ErrorCategory] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON))
+
+
+class Filter(_Strict):
+    """An event.wait filter over the event payload: `{path, op, value}`."""
+
+    path: NonEmptyStr
+    op: FilterOp
+    value: JsonValue = None
+
+
+class Trigger(_Strict):
+    type: Literal["event"]
+    event_type: NonEmptyStr
+    # name -> expression over `event`; the result is the run input.
+    payload_mapping: ExprMap = Field(default_factory=dict)
+
+
+class _Step(_Strict):
+    id: NonEmptyStr
+
+
+class AssignStep(_Step):
+    type: Literal["assign"]
+    assign: ExprMap
+
+
+class ActionCallStep(_Step):
+    type: Literal["action.call"]
+    action: NonEmptyStr
+    version: int = Field(ge=1)
+    input: ExprMap = Field(default_factory=dict)
+    save_as: str | None = None
+    idempotency_key: ExprOrLiteral = None
+    retry: RetryPolicy | None = None
+    on_error: Literal["fail", "continue"] = "fail"
+
+
+class IfStep(_Step):
+    type: Literal["control.if"]
+    condition: ExprOrLiteral
+    then: list[Step]
+    else_: list[Step] = Field(default_factory=list, alias="else")
+
+
+class ForEachStep(_Step):
+    type: Literal["control.forEach"]
+    items: ExprOrLiteral
+    item_var: NonEmptyStr = "item"
+    body: list[Step]
+    on_item_error: Literal["fail", "continue"] = "fail"
+
+
+class TryCatchStep(_Step):
+    type: Literal["control.tryCatch"]
+    try_: list[Step] = Field(alias="try")
+    catch: list[Step] = Field(default_factory=list)
+    capture_error_as: str | None = None
+
+
+class CallWorkflowStep(_Step):
+    type: Literal["control.callWorkflow"]
+    definition_id: NonEmptyStr
+    # None: the latest published version when the parent reaches the step.
+    version: int | None = Field(default=None, ge=1)
+    input: ExprMap = Field(default_factory=dict)
+    output: ExprMap = Field(default_factory=dict)
+    retry: RetryPolicy | None = None
+
+
+class ReturnStep(_Step):
+    type: Literal["control.return"]
+    output: ExprOrLiteral = None
+
+
+class EventWaitStep(_Step):
+    type: Literal["event.wait"]
+    event_type: NonEmptyStr
+    correlation_key: ExprOrLiteral
+    filters: list[Filter] = Field(default_factory=list)
+    timeout_ms: int | None = Field(default=None, ge=1)
+    assign: ExprMap = Field(default_factory=dict)
+
+
+class TimeWaitStep(_Step):
+    type: Literal["time.wait"]
+    duration_ms: int | None = Field(default=None, ge=0)
+    until: ExprOrLiteral = None
+    assign: ExprMap = Field(default_factory=dict)
+
+
+class HumanTaskStep(_Step):
+    type: Literal["human.task"]
+    task_type: NonEmptyStr
+    title: ExprOrLiteral
+    description: ExprOrLiteral = None
+    context: ExprMap = Field(default_factory=dict)
+    form_schema: dict[str, Any] | None = None
+    assign: ExprMap = Field(default_factory=dict)
+
+
+Step = Annotated[
+    AssignStep
+    | ActionCallStep
+    | IfStep
+    | ForEachStep
+    | TryCatchStep
+    | CallWorkflowStep
+    | ReturnStep
+    | EventWaitStep
+    | TimeWaitStep
+    | HumanTaskStep,
+    Field(discriminator="type"),
+]
+
+STEP_MODELS: Final[dict[str, type[_Step]]] = {
+    "assign": AssignStep,
+    "action.call": ActionCallStep,
+    "control.if": IfStep,
+    "control.forEach": ForEachStep,
+    "control.tryCatch": TryCatchStep,
+    "control.callWorkflow": CallWorkflowStep,
+    "control.return": ReturnStep,
+    "event.wait": EventWaitStep,
+    "time.wait": TimeWaitStep,
+    "human.task": HumanTaskStep,
+}
+
+# Fields holding nested step lists, by the name they have in the document; step
+# paths name them the same way (`.then.steps[0]`).
+CHILD_LISTS: Final[dict[str, tuple[str, ...]]] = {
+    "control.if": ("then", "else"),
+    "control.forEach": ("body",),
+    "control.tryCatch": ("try", "catch"),
+}
+
+
+class Definition(_Strict):
+    id: NonEmptyStr
+    version: int = Field(ge=1)
+    tenant: NonEmptyStr
+    name: NonEmptyStr
+    description: str
+    payload_schema: dict[str, Any] | None = None
+    trigger: Trigger | None = None
+    steps: list[Step] = Field(min_length=1)
+
+
+_MODELS: Final[tuple[type[BaseModel], ...]] = (*STEP_MODELS.values(), Definition)
+for _model in _MODELS:
+    _model.model_rebuild()
+
+_ADAPTER: Final = TypeAdapter(Definition)
+
+
+def definition_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a definition document (exported to schemas/json/)."""
+    return _ADAPTER.json_schema(by_alias=True)

@@ -1,0 +1,196 @@
+"""Published definitions on flowledger.definitions.v1 (a thin shell over Kafka).
+
+The topic is the source of truth: it is compacted and keyed by
+`tenant:definition_id:version`, so reading it from the beginning gives every
+published version. A version, once published, never changes: the same content
+again is a no-op and different content is refused.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from confluent_kafka import KafkaError, KafkaException, Message
+
+from flowledger.errors import FlowledgerError, ServiceUnavailable
+from flowledger.settings import Settings
+from schemas.definition_record import DefinitionRecord
+from topics import clients
+from topics.catalogue import DEFINITIONS
+from topics.reader import ReadRecord, read_all
+from topics.serde import RecordRefused, decode_definition, encode
+from workflows.definitions.canonical import definition_hash
+from workflows.definitions.validate import parse
+
+DefinitionKey = tuple[str, str, int]
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    outcome: Literal["published", "unchanged"]
+    record: DefinitionRecord
+    # Where the record sits: the new one, or the earlier identical one.
+    partition: int | None
+    offset: int | None
+
+    @property
+    def published(self) -> bool:
+        return self.outcome == "published"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "published": self.published,
+            "outcome": self.outcome,
+            "hash": self.record.hash,
+            "key": self.record.key(),
+            "tenant": self.record.tenant,
+            "id": self.record.definition_id,
+            "version": self.record.version,
+            "partition": self.partition,
+            "offset": self.offset,
+        }
+
+
+@dataclass(frozen=True)
+class _Stored:
+    record: DefinitionRecord
+    partition: int
+    offset: int
+
+
+# A topic created moments ago may not have elected its partition leader yet;
+# these answers go away on their own within a few seconds.
+_TRANSIENT: Final = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+    }
+)
+_READ_ATTEMPTS: Final = 10
+_READ_BACKOFF_S: Final = 0.5
+
+
+def _read_records(settings: Settings) -> list[ReadRecord]:
+    topic = settings.topic(DEFINITIONS)
+    for attempt in range(1, _READ_ATTEMPTS + 1):
+        try:
+            return read_all(settings, topic)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code not in _TRANSIENT or attempt == _READ_ATTEMPTS:
+                raise ServiceUnavailable(
+                    f"reading {topic} failed: {exc}", code="DEFINITIONS_READ_FAILED", topic=topic
+                ) from exc
+            time.sleep(_READ_BACKOFF_S * attempt)
+    raise AssertionError("unreachable")
+
+
+def _read(settings: Settings) -> dict[DefinitionKey, _Stored]:
+    out: dict[DefinitionKey, _Stored] = {}
+    for item in _read_records(settings):
+        if not item.value:
+            # A tombstone: compaction's way of removing a key. Matched against the
+            # records' own keys, since a tenant or id may itself contain ':'.
+            for gone in [k for k, s in out.items() if s.record.key() == item.key]:
+                del out[gone]
+            continue
+        try:
+            record = decode_definition(item.value)
+        except RecordRefused:
+            # Someone else's garbage on the topic must not hide the good records.
+            continue
+        key = (record.tenant, record.definition_id, record.version)
+        out[key] = _Stored(record, item.partition, item.offset)
+    return out
+
+
+def published(settings: Settings) -> dict[DefinitionKey, DefinitionRecord]:
+    """Every published definition by (tenant, definition_id, version)."""
+    return {key: stored.record for key, stored in _read(settings).items()}
+
+
+def latest(settings: Settings, tenant: str, definition_id: str) -> DefinitionRecord | None:
+    versions = [
+        record
+        for (t, d, _v), record in published(settings).items()
+        if t == tenant and d == definition_id
+    ]
+    return max(versions, key=lambda r: r.version, default=None)
+
+
+def get(
+    settings: Settings, tenant: str, definition_id: str, version: int
+) -> DefinitionRecord | None:
+    return published(settings).get((tenant, definition_id, version))
+
+
+def publish(settings: Settings, document: dict[str, Any]) -> PublishOutcome:
+    """Validate and publish; raises DefinitionInvalid or DEFINITION_VERSION_EXISTS.
+
+    Two publishers racing on the same new version can both get through: Kafka has
+    no compare-and-set, and the later record then wins on the compacted topic.
+    """
+    definition = parse(document, settings)
+    digest = definition_hash(document)
+    key = (definition.tenant, definition.id, definition.version)
+    existing = _read(settings).get(key)
+    if existing is not None:
+        if existing.record.hash == digest:
+            return PublishOutcome("unchanged", existing.record, existing.partition, existing.offset)
+        raise FlowledgerError(
+            f"{definition.tenant}:{definition.id} version {definition.version} is already "
+            "published with different content; publish it as a new version",
+            code="DEFINITION_VERSION_EXISTS",
+            tenant=definition.tenant,
+            id=definition.id,
+            version=definition.version,
+            existing_hash=existing.record.hash,
+            hash=digest,
+        )
+    record = DefinitionRecord(
+        tenant=definition.tenant,
+        definition_id=definition.id,
+        version=definition.version,
+        hash=digest,
+        published_at=datetime.now(UTC),
+        definition=document,
+    )
+    partition, offset = _produce(settings, record)
+    return PublishOutcome("published", record, partition, offset)
+
+
+def _produce(settings: Settings, record: DefinitionRecord) -> tuple[int, int]:
+    producer = clients.producer(settings)
+    delivered: list[tuple[int, int]] = []
+    failures: list[str] = []
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            failures.append(str(err))
+            return
+        partition, offset = msg.partition(), msg.offset()
+        assert partition is not None and offset is not None
+        delivered.append((partition, offset))
+
+    producer.produce(
+        settings.topic(DEFINITIONS),
+        key=record.key().encode("utf-8"),
+        value=encode(record),
+        on_delivery=on_delivery,
+    )
+    remaining = producer.flush(settings.kafka.request_timeout_s)
+    if remaining or failures or not delivered:
+        raise ServiceUnavailable(
+            f"Kafka did not acknowledge the definition {record.key()}: "
+            + ("; ".join(failures) or "timed out"),
+            code="PUBLISH_FAILED",
+            key=record.key(),
+        )
+    return delivered[0]

@@ -1,0 +1,98 @@
+"""What crosses the Temporal boundary: workflow input, signals, activity inputs and
+results. pydantic models, carried by temporalio's pydantic data converter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TASK_QUEUE = "flowledger-runtime"
+WORKFLOW_NAME = "flowledger.interpreter"
+
+
+def run_workflow_id(run_id: str) -> str:
+    return f"flowledger:run:{run_id}"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ExpressionOptions(_Message):
+    extra_functions: tuple[str, ...] = ()
+    step_budget: int = 100_000
+    max_output_chars: int = 262_144
+
+
+class DeliveredEvent(_Message):
+    """The `deliver_event` signal: an ingress event routed to this run."""
+
+    event_id: str
+    event_type: str
+    correlation_key: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    received_at: str | None = None
+
+
+class CancelRequest(_Message):
+    reason: str
+    requested_by: str | None = None
+
+
+class Carry(_Message):
+    """Interpreter state handed across continue-as-new (see the long-runs issue)."""
+
+    next_seq: int = 1
+    state: dict[str, Any] = Field(default_factory=dict)
+    delivered_ids: list[str] = Field(default_factory=list)
+    buffered: list[DeliveredEvent] = Field(default_factory=list)
+
+
+class RunInput(_Message):
+    run_id: str
+    tenant: str
+    definition_id: str
+    version: int
+    definition_hash: str
+    definition: dict[str, Any]
+    input: dict[str, Any] = Field(default_factory=dict)
+    trigger_event_id: str | None = None
+    parent_run_id: str | None = None
+    root_run_id: str | None = None
+    parent_step_path: str | None = None
+    expressions: ExpressionOptions = Field(default_factory=ExpressionOptions)
+    carry: Carry | None = None
+
+
+class RunResult(_Message):
+    run_id: str
+    status: str
+    output: Any = None
+    error: dict[str, Any] | None = None
+    last_seq: int = 0
+
+
+class EmitRequest(_Message):
+    """Runtime events (already numbered by the workflow) for one run, in seq order."""
+
+    run_id: str
+    events: list[dict[str, Any]]
+
+
+class ActionRequest(_Message):
+    run_id: str
+    tenant: str
+    step_path: str
+    iteration: str
+    action: str
+    version: int
+    input: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str
+    attempt: int = 1
+
+
+class ActionResult(_Message):
+    output: dict[str, Any] = Field(default_factory=dict)
+    # Set by actions whose effect is a RunLog entry (core.log); the workflow numbers it.
+    run_log: dict[str, Any] | None = None
