@@ -6,14 +6,15 @@ records against a SQLite file."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Literal
+from operator import itemgetter
+from typing import Any, Literal, NamedTuple
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Insert, Table, and_, delete, select, tuple_
+from sqlalchemy import Connection, Dialect, Insert, Table, and_, delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
@@ -28,20 +29,23 @@ from projections.fold_ingress import (
     fold_definition_tombstone,
     parse_definition_key,
 )
-from projections.fold_runtime import RUN_COLUMNS, RunRow, RunState, fold_runtime
+from projections.fold_runtime import RUN_COLUMNS, TERMINAL, RunRow, RunState, fold_rows
 from schemas.audit import AuditRecord
 from schemas.definition_record import DefinitionRecord
 from schemas.runtime import RUNTIME_EVENT_ADAPTER, RuntimeEvent
 from topics.serde import RecordRefused, decode_audit, decode_definition, decode_runtime
 
 Kind = Literal["runtime", "audit", "definitions"]
+Slot = tuple[str, int]  # (topic, partition)
 DEFAULT_PROJECTION = "core"
 _CHUNK = 500  # rows per IN (...) lookup: far below every driver's parameter limit
 _EXCERPT = 2000
+# Run states kept in memory between batches; past this the cache starts over (from
+# the database), which bounds memory without ever being wrong.
+RUN_CACHE_LIMIT = 200_000
 
 
-@dataclass(frozen=True)
-class Incoming:
+class Incoming(NamedTuple):
     """One Kafka record as the applier sees it."""
 
     kind: Kind
@@ -56,13 +60,17 @@ class BatchResult:
     skipped: int = 0  # duplicates, stale seqs, records already behind a checkpoint
     errors: int = 0
     rows: int = 0
-    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    next_offsets: dict[Slot, int] = field(default_factory=dict)
+    # The runs this batch changed, with the partition of the record that last did: the
+    # applier's cache takes them once the transaction has committed.
+    runs: dict[str, tuple[Slot, RunState]] = field(default_factory=dict)
 
     def add(self, other: BatchResult) -> None:
         self.applied += other.applied
         self.skipped += other.skipped
         self.errors += other.errors
         self.rows += other.rows
+        self.runs.update(other.runs)
 
 
 @dataclass(frozen=True)
@@ -217,8 +225,80 @@ def _insert_ignore(dialect: str, table: Table) -> Insert:
     return insert.on_conflict_do_nothing()
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A compiled bulk upsert and how to turn a row into its parameters."""
+
+    sql: str
+    names: tuple[str, ...]  # the columns, in parameter order
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    positional: bool
+
+    def params(self, rows: Iterable[dict[str, Any]]) -> list[Any]:
+        get = itemgetter(*self.names)
+        processed = [(i, p) for i, p in enumerate(self.processors) if p is not None]
+        out: list[Any] = []
+        for row in rows:
+            values = get(row)
+            if len(self.names) == 1:
+                values = (values,)
+            if processed:
+                values = list(values)
+                for i, process in processed:
+                    values[i] = process(values[i])
+            out.append(
+                tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
+            )
+        return out
+
+
+@lru_cache(maxsize=256)
+def _prepared(dialect: Dialect, table_name: str, columns: frozenset[str]) -> _Prepared:
+    table = t.TABLES[table_name]
+    names = tuple(c.name for c in table.columns if c.name in columns)
+    compiled = _upsert(dialect.name, table_name, columns).compile(
+        dialect=dialect, column_keys=list(names)
+    )
+    if compiled.positional:
+        assert compiled.positiontup is not None
+        names = tuple(compiled.positiontup)
+    processors = tuple(
+        _skip_none(table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+        for name in names
+    )
+    return _Prepared(compiled.string, names, processors, bool(compiled.positional))
+
+
+def _skip_none(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """The processor with its answer for None computed once: most JSON and timestamp
+    columns of a row are empty, and serializing ``None`` each time was a good share of
+    the write path."""
+    if process is None:
+        return None
+    empty = process(None)
+
+    def processed(value: Any) -> Any:
+        return empty if value is None else process(value)
+
+    return processed
+
+
+def write_rows(
+    conn: Connection, table_name: str, columns: frozenset[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """One bulk INSERT ... ON CONFLICT DO UPDATE of ``columns`` for every row.
+
+    The statement is compiled once per (dialect, table, columns) and each value goes
+    through the column type's own bind processor, so what is stored is exactly what
+    ``conn.execute(insert, rows)`` would store; the driver's executemany then runs
+    without SQLAlchemy's per-row parameter handling, which was most of the cost."""
+    if not rows:
+        return
+    prepared = _prepared(conn.dialect, table_name, columns)
+    conn.exec_driver_sql(prepared.sql, prepared.params(rows))
+
+
 def _write(conn: Connection, changes: ChangeSet) -> int:
-    dialect = conn.dialect.name
     for (table_name, _), key in changes.deletes.items():
         table = t.TABLES[table_name]
         conn.execute(delete(table).where(and_(*(table.c[k] == v for k, v in key.items()))))
@@ -226,7 +306,7 @@ def _write(conn: Connection, changes: ChangeSet) -> int:
     for (table_name, _), row in changes.upserts.items():
         groups[(table_name, frozenset(row))].append(row)
     for (table_name, columns), rows in groups.items():
-        conn.execute(_upsert(dialect, table_name, columns), rows)
+        write_rows(conn, table_name, columns, rows)
     return len(changes)
 
 
@@ -270,19 +350,39 @@ def _definition_slot(item: Incoming, record: Any) -> tuple[str, str, int]:
     return (key["tenant"], key["definition_id"], key["version"])
 
 
-def _fold(conn: Connection, decoded: Sequence[Decoded]) -> tuple[ChangeSet, int, int]:
-    """Fold decoded records (in partition order) into coalesced changes."""
-    run_ids = sorted({r.run_id for _, rec in decoded if (r := _runtime(rec)) is not None})
+def _fold(
+    conn: Connection, decoded: Sequence[Decoded], runs: dict[str, RunState | None]
+) -> tuple[ChangeSet, dict[str, tuple[Slot, RunState]], int, int]:
+    """Fold decoded records (in partition order) into coalesced changes.
+
+    ``runs`` holds the state of every run the records name (None: not in the
+    database); the runs changed come back separately, since their rows are written
+    from the final state of the batch rather than once per event."""
     audit_ids = sorted({audit_id(r) for _, r in decoded if isinstance(r, AuditRecord)})
     def_keys = sorted(
         {_definition_slot(item, r) for item, r in decoded if item.kind == "definitions"}
     )
-    runs = _load_runs(conn, run_ids) if run_ids else {}
     audits = _load_audits(conn, audit_ids) if audit_ids else {}
     defs = _load_definitions(conn, def_keys) if def_keys else {}
     changes = ChangeSet()
+    touched: dict[str, tuple[Slot, RunState]] = {}
     applied = skipped = 0
     for item, record in decoded:
+        if item.kind == "runtime":
+            event = _runtime(record)
+            assert event is not None
+            run_id = event.run_id
+            folded = fold_rows(event, item.at, runs[run_id])
+            if folded is None:
+                skipped += 1
+                continue
+            new_state, run_changes = folded
+            runs[run_id] = new_state
+            touched[run_id] = ((item.at.topic, item.at.partition), new_state)
+            applied += 1
+            for change in run_changes:
+                changes.add(change)
+            continue
         if isinstance(record, AuditRecord):
             key = audit_id(record)
             folded_audit = fold_audit(record, item.at, audits.get(key))
@@ -295,7 +395,7 @@ def _fold(conn: Connection, decoded: Sequence[Decoded]) -> tuple[ChangeSet, int,
             if folded_def.state is not None:
                 defs[dkey] = folded_def.state
             ok, new = folded_def.applied, folded_def.changes
-        elif record is None:
+        else:
             # A definitions tombstone; its key was checked when decoding.
             raw_key = (item.key or b"").decode("utf-8", errors="replace")
             dkey = _definition_slot(item, None)
@@ -304,17 +404,15 @@ def _fold(conn: Connection, decoded: Sequence[Decoded]) -> tuple[ChangeSet, int,
             if tomb.state is not None:
                 defs[dkey] = tomb.state
             ok, new = tomb.applied, tomb.changes
-        else:
-            folded = fold_runtime(record, item.at, runs.get(record.run_id))
-            if folded.state is not None:
-                runs[record.run_id] = folded.state
-            ok, new = folded.applied, folded.changes
         if ok:
             applied += 1
             changes.extend(new)
         else:
             skipped += 1
-    return changes, applied, skipped
+    return changes, touched, applied, skipped
+
+
+_RUN_COLUMN_SET = frozenset(RUN_COLUMNS)
 
 
 def _decode_all(items: Sequence[Incoming]) -> tuple[list[Decoded], list[Refusal]]:
@@ -348,10 +446,16 @@ def _decode_all(items: Sequence[Incoming]) -> tuple[list[Decoded], list[Refusal]
     return decoded, refused
 
 
-def _apply_decoded(conn: Connection, decoded: Sequence[Decoded]) -> BatchResult:
-    changes, applied, skipped = _fold(conn, decoded)
+def _apply_decoded(
+    conn: Connection, decoded: Sequence[Decoded], runs: dict[str, RunState | None]
+) -> BatchResult:
+    """Fold and write ``decoded``; ``runs`` (the states before it) is left unchanged."""
+    changes, touched, applied, skipped = _fold(conn, decoded, dict(runs))
     rows = _write(conn, changes)
-    return BatchResult(applied=applied, skipped=skipped, rows=rows)
+    write_rows(
+        conn, "workflow_runs", _RUN_COLUMN_SET, [vars(state.row) for _, state in touched.values()]
+    )
+    return BatchResult(applied=applied, skipped=skipped, rows=rows + len(touched), runs=touched)
 
 
 def _checkpoints(
@@ -388,66 +492,174 @@ def read_checkpoints(
     return {(topic, p): offset for topic, p, offset in conn.execute(query)}
 
 
+class RunCache:
+    """Run states between batches, so a batch reads from the database only the runs
+    it has not seen before.
+
+    An entry is only ever a copy of what the database holds: the cache keeps, per
+    partition, the checkpoint its entries are valid at, and a batch that finds a
+    different checkpoint stored (another instance applied that partition meanwhile,
+    or a transaction of ours failed after all) drops that partition's entries first.
+    States join the cache only after their transaction has committed."""
+
+    def __init__(self, limit: int = RUN_CACHE_LIMIT) -> None:
+        self.limit = limit
+        self.states: dict[str, tuple[Slot, RunState]] = {}
+        self.valid_at: dict[Slot, int] = {}
+
+    def forget(self, slots: Iterable[Slot]) -> None:
+        gone = set(slots)
+        if not gone:
+            return
+        for slot in gone:
+            self.valid_at.pop(slot, None)
+        self.states = {k: v for k, v in self.states.items() if v[0] not in gone}
+
+    def clear(self) -> None:
+        self.states.clear()
+        self.valid_at.clear()
+
+    def sync(self, stored: dict[Slot, int]) -> None:
+        """Drop what the stored checkpoints show to be stale."""
+        stale = [slot for slot, at in stored.items() if self.valid_at.get(slot) != at]
+        self.forget(stale)
+        for slot in stale:
+            self.valid_at[slot] = stored[slot]
+
+    def lookup(
+        self, run_ids: Iterable[str], slots: dict[str, Slot]
+    ) -> tuple[dict[str, RunState | None], list[str]]:
+        """Cached states, and the runs to read from the database."""
+        found: dict[str, RunState | None] = {}
+        missing: list[str] = []
+        for run_id in run_ids:
+            entry = self.states.get(run_id)
+            # An entry from another partition (the topic was re-partitioned) may be
+            # stale: only the owner of a run's current partition keeps it current.
+            if entry is not None and entry[0] == slots[run_id]:
+                found[run_id] = entry[1]
+            else:
+                missing.append(run_id)
+        return found, missing
+
+    def committed(self, result: BatchResult) -> None:
+        for slot, end in result.next_offsets.items():
+            if self.valid_at.get(slot) is not None:
+                self.valid_at[slot] = end
+        states = self.states
+        for run_id, entry in result.runs.items():
+            # Nothing normally follows the end of a run (a late copy is read back), and
+            # a partition forgotten meanwhile must not regain entries.
+            if entry[1].row.status in TERMINAL or entry[0] not in self.valid_at:
+                states.pop(run_id, None)
+            else:
+                states[run_id] = entry
+        if len(states) > self.limit:
+            states.clear()
+
+
+class Applier:
+    """Applies batches inside the caller's transaction, remembering run states between
+    batches. Call ``committed(result)`` once the transaction that applied ``result``
+    has committed; without it the cache falls back to the database, which is always
+    right."""
+
+    def __init__(self, projection: str = DEFAULT_PROJECTION, cache: RunCache | None = None):
+        self.projection = projection
+        self.cache = cache if cache is not None else RunCache()
+
+    def forget(self, slots: Iterable[Slot]) -> None:
+        self.cache.forget(slots)
+
+    def committed(self, result: BatchResult) -> None:
+        self.cache.committed(result)
+
+    def apply(self, conn: Connection, records: Sequence[Incoming]) -> BatchResult:
+        """Apply ``records`` (in partition order) and advance the checkpoints of their
+        partitions, all inside the caller's transaction. Records below a partition's
+        stored checkpoint were applied by an earlier transaction and are skipped."""
+        if not records:
+            return BatchResult()
+        projection = self.projection
+        partitions = sorted({(r.at.topic, r.at.partition) for r in records})
+        stored = _checkpoints(conn, projection, partitions)
+        self.cache.sync(stored)
+        todo = [r for r in records if r.at.offset >= stored.get((r.at.topic, r.at.partition), 0)]
+        decoded, refused = _decode_all(todo)
+        runs = self._runs(conn, decoded)
+        try:
+            with conn.begin_nested():
+                result = _apply_decoded(conn, decoded, runs)
+        except StatementError as exc:
+            if not _is_data_error(exc):
+                raise
+            # A record the database refuses must not block the batch (or crash-loop
+            # the projector): redo the batch one record at a time and record the
+            # culprit.
+            result, culprits = _apply_one_by_one(conn, decoded, runs)
+            refused.extend(culprits)
+        result.skipped += len(records) - len(todo)
+        result.errors = _write_refusals(conn, projection, refused)
+        ends: dict[Slot, int] = {}
+        for r in records:
+            slot = (r.at.topic, r.at.partition)
+            ends[slot] = max(ends.get(slot, 0), r.at.offset + 1)
+        moved = {slot: end for slot, end in ends.items() if end > stored.get(slot, 0)}
+        if moved:
+            now = datetime.now(UTC)
+            write_rows(
+                conn,
+                "projection_checkpoints",
+                _CHECKPOINT_COLUMNS,
+                [
+                    {
+                        "projection": projection,
+                        "topic": topic,
+                        "partition": p,
+                        "next_offset": end,
+                        "updated_at": now,
+                    }
+                    for (topic, p), end in moved.items()
+                ],
+            )
+        result.next_offsets = {slot: max(end, stored.get(slot, 0)) for slot, end in ends.items()}
+        return result
+
+    def _runs(self, conn: Connection, decoded: Sequence[Decoded]) -> dict[str, RunState | None]:
+        slots: dict[str, Slot] = {}
+        for item, record in decoded:
+            if item.kind == "runtime":
+                event = _runtime(record)
+                assert event is not None
+                slots[event.run_id] = (item.at.topic, item.at.partition)
+        runs, missing = self.cache.lookup(slots, slots)
+        loaded = _load_runs(conn, sorted(missing)) if missing else {}
+        for run_id in missing:
+            runs[run_id] = loaded.get(run_id)
+        return runs
+
+
+_CHECKPOINT_COLUMNS = frozenset({"projection", "topic", "partition", "next_offset", "updated_at"})
+
+
 def apply_batch(
     conn: Connection, records: Sequence[Incoming], projection: str = DEFAULT_PROJECTION
 ) -> BatchResult:
-    """Apply ``records`` (in partition order) and advance the checkpoints of their
-    partitions, all inside the caller's transaction. Records below a partition's stored
-    checkpoint were applied by an earlier transaction and are skipped."""
-    if not records:
-        return BatchResult()
-    partitions = sorted({(r.at.topic, r.at.partition) for r in records})
-    stored = _checkpoints(conn, projection, partitions)
-    todo = [r for r in records if r.at.offset >= stored.get((r.at.topic, r.at.partition), 0)]
-    decoded, refused = _decode_all(todo)
-    try:
-        with conn.begin_nested():
-            result = _apply_decoded(conn, decoded)
-    except StatementError as exc:
-        if not _is_data_error(exc):
-            raise
-        # A record the database refuses must not block the batch (or crash-loop the
-        # projector): redo the batch one record at a time and record the culprit.
-        result, culprits = _apply_one_by_one(conn, decoded)
-        refused.extend(culprits)
-    result.skipped += len(records) - len(todo)
-    result.errors = _write_refusals(conn, projection, refused)
-    ends: dict[tuple[str, int], int] = {}
-    for r in records:
-        slot = (r.at.topic, r.at.partition)
-        ends[slot] = max(ends.get(slot, 0), r.at.offset + 1)
-    moved = {slot: end for slot, end in ends.items() if end > stored.get(slot, 0)}
-    if moved:
-        conn.execute(
-            _upsert(
-                conn.dialect.name,
-                "projection_checkpoints",
-                frozenset({"projection", "topic", "partition", "next_offset", "updated_at"}),
-            ),
-            [
-                {
-                    "projection": projection,
-                    "topic": topic,
-                    "partition": p,
-                    "next_offset": end,
-                    "updated_at": datetime.now(UTC),
-                }
-                for (topic, p), end in moved.items()
-            ],
-        )
-    result.next_offsets = {slot: max(end, stored.get(slot, 0)) for slot, end in ends.items()}
-    return result
+    """Apply ``records`` with no memory of earlier batches (every state is read from the
+    database); see ``Applier.apply``."""
+    return Applier(projection).apply(conn, records)
 
 
 def _apply_one_by_one(
-    conn: Connection, decoded: Sequence[Decoded]
+    conn: Connection, decoded: Sequence[Decoded], runs: dict[str, RunState | None]
 ) -> tuple[BatchResult, list[Refusal]]:
     total = BatchResult()
     culprits: list[Refusal] = []
+    current = dict(runs)
     for item, record in decoded:
         try:
             with conn.begin_nested():
-                total.add(_apply_decoded(conn, [(item, record)]))
+                one = _apply_decoded(conn, [(item, record)], current)
         except StatementError as exc:
             if not _is_data_error(exc):
                 raise
@@ -455,4 +667,8 @@ def _apply_one_by_one(
             culprits.append(
                 Refusal(item.at, item.key, item.value, "RECORD_REFUSED_BY_DATABASE", reason)
             )
+            continue
+        total.add(one)
+        for run_id, (_, state) in one.runs.items():
+            current[run_id] = state
     return total, culprits

@@ -1,19 +1,26 @@
 """Row changes: the plain data a fold returns and the applier writes.
 
 A batch coalesces its changes per primary key before touching the database, so a run
-that receives 30 events in one batch is written once, not 30 times."""
+that receives 30 events in one batch is written once, not 30 times.
+
+Coordinates and changes are named tuples rather than dataclasses: the applier makes
+several per record, and a tuple is several times cheaper to build than a frozen
+dataclass."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from projections.tables import TABLES
 
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    name: tuple(c.name for c in table.primary_key.columns) for name, table in TABLES.items()
+}
 
-@dataclass(frozen=True)
-class Coordinates:
+
+class Coordinates(NamedTuple):
     """Where a record sits in Kafka: what every projection row points back to."""
 
     topic: str
@@ -29,8 +36,7 @@ class Coordinates:
         }
 
 
-@dataclass(frozen=True)
-class Upsert:
+class Upsert(NamedTuple):
     """Insert the row named by ``key``, or update only the columns in ``values``."""
 
     table: str
@@ -38,8 +44,7 @@ class Upsert:
     values: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class Delete:
+class Delete(NamedTuple):
     table: str
     key: Mapping[str, Any]
 
@@ -47,8 +52,8 @@ class Delete:
 Change = Upsert | Delete
 
 
-def _pk(table: str, key: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(key[c.name] for c in TABLES[table].primary_key.columns)
+def primary_key(table: str, key: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(key[name] for name in PRIMARY_KEYS[table])
 
 
 @dataclass
@@ -60,14 +65,15 @@ class ChangeSet:
     deletes: dict[tuple[str, tuple[Any, ...]], Mapping[str, Any]] = field(default_factory=dict)
 
     def add(self, change: Change) -> None:
-        slot = (change.table, _pk(change.table, change.key))
+        table, key = change[0], change[1]
+        slot = (table, tuple(key[name] for name in PRIMARY_KEYS[table]))
         if isinstance(change, Delete):
             self.upserts.pop(slot, None)
-            self.deletes[slot] = change.key
+            self.deletes[slot] = key
             return
         row = self.upserts.get(slot)
         if row is None:
-            self.upserts[slot] = {**change.key, **change.values}
+            self.upserts[slot] = {**key, **change.values}
         else:
             row.update(change.values)
 

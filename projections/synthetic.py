@@ -65,8 +65,11 @@ def definition_record(tenant: str, definition_id: str, version: int) -> Definiti
     )
 
 
-def run_events(run_id: str, rng: random.Random, tenant: str = "acme") -> list[RuntimeEvent]:
-    """One run's events in seq order: a mix of steps, actions, waits, logs and an end."""
+def run_events(
+    run_id: str, rng: random.Random, tenant: str = "acme", steps: tuple[int, int] = (2, 6)
+) -> list[RuntimeEvent]:
+    """One run's events in seq order: a mix of steps (between ``steps`` bounds),
+    actions, waits, logs and an end; about 3.7 events a step plus two."""
     events: list[RuntimeEvent] = []
 
     def emit(type_: str, data: dict[str, Any]) -> None:
@@ -82,7 +85,7 @@ def run_events(run_id: str, rng: random.Random, tenant: str = "acme") -> list[Ru
             "input": {"order": rng.randrange(10_000), "items": [1, 2, 3]},
         },
     )
-    for index in range(rng.randint(2, 6)):
+    for index in range(rng.randint(*steps)):
         path = f"root.steps[{index}]"
         kind = rng.choice(["assign", "action.call", "event.wait", "human.task", "assign"])
         emit("StepStarted", {"step_path": path, "step_type": kind})
@@ -180,11 +183,17 @@ def audit_record(index: int, run_id: str | None, partition: int = 0) -> AuditRec
     )
 
 
-def stream(runs: int, seed: int = 7, audits: int = 0, definitions: int = 0) -> Iterator[Generated]:
+def stream(
+    runs: int,
+    seed: int = 7,
+    audits: int = 0,
+    definitions: int = 0,
+    steps: tuple[int, int] = (2, 6),
+) -> Iterator[Generated]:
     """Runtime events of ``runs`` runs, interleaved across runs (each run's own order
     kept), then ``audits`` audit records and ``definitions`` definitions."""
     rng = random.Random(seed)
-    per_run = [run_events(f"run-{i:06d}", rng) for i in range(runs)]
+    per_run = [run_events(f"run-{i:06d}", rng, steps=steps) for i in range(runs)]
     cursors = [0] * runs
     live = list(range(runs))
     while live:

@@ -17,7 +17,13 @@ from flowledger.settings import Settings
 from topics import clients
 from topics.catalogue import RUNTIME
 from workflows.actions.registry import ActionContext, ActionFailed, lookup
-from workflows.messages import ActionRequest, ActionResult, EmitRequest
+from workflows.messages import (
+    ActionRequest,
+    ActionResult,
+    DefinitionReply,
+    DefinitionRequest,
+    EmitRequest,
+)
 
 
 def _failure(
@@ -82,6 +88,35 @@ class RuntimeActivities:
                 type="KafkaUnavailable",
             )
         return len(request.events)
+
+    @activity.defn(name="load_definition")
+    async def load_definition(self, request: DefinitionRequest) -> DefinitionReply:
+        """A child run's definition, read from the definitions topic (latest version
+        unless the step pins one)."""
+        from workflows.definitions import store
+
+        if request.version is not None:
+            record = await asyncio.to_thread(
+                store.get, self.settings, request.tenant, request.definition_id, request.version
+            )
+        else:
+            record = await asyncio.to_thread(
+                store.latest, self.settings, request.tenant, request.definition_id
+            )
+        if record is None:
+            what = request.definition_id + (f" v{request.version}" if request.version else "")
+            raise _failure(
+                "ValidationError",
+                "DEFINITION_NOT_FOUND",
+                f"no published definition {what} for tenant {request.tenant}",
+                retryable=False,
+            )
+        return DefinitionReply(
+            definition_id=record.definition_id,
+            version=record.version,
+            definition_hash=record.hash,
+            definition=record.definition,
+        )
 
     @activity.defn(name="run_action")
     async def run_action(self, request: ActionRequest) -> ActionResult:

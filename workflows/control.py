@@ -22,6 +22,7 @@ from workflows.messages import (
     CancelRequest,
     ExpressionOptions,
     RunInput,
+    RunOptions,
     run_workflow_id,
 )
 
@@ -80,6 +81,13 @@ class StartedRun:
         }
 
 
+def run_options(settings: Settings) -> RunOptions:
+    w = settings.workflows
+    return RunOptions(
+        continue_as_new_steps=w.continue_as_new_steps, delivered_ids_limit=w.delivered_ids_limit
+    )
+
+
 def expression_options(settings: Settings) -> ExpressionOptions:
     e = settings.expressions
     return ExpressionOptions(
@@ -122,10 +130,12 @@ def run_input_for(
     data: dict[str, Any],
     *,
     run_id: str,
+    workflow_id: str | None = None,
     trigger_event_id: str | None = None,
 ) -> RunInput:
     return RunInput(
         run_id=run_id,
+        workflow_id=workflow_id or run_workflow_id(run_id),
         tenant=record.tenant,
         definition_id=record.definition_id,
         version=record.version,
@@ -134,6 +144,7 @@ def run_input_for(
         input=data,
         trigger_event_id=trigger_event_id,
         expressions=expression_options(settings),
+        options=run_options(settings),
     )
 
 
@@ -175,7 +186,9 @@ async def start(
     wid = workflow_id or run_workflow_id(rid)
     await client.start_workflow(
         WORKFLOW_NAME,
-        run_input_for(settings, record, data, run_id=rid, trigger_event_id=trigger_event_id),
+        run_input_for(
+            settings, record, data, run_id=rid, workflow_id=wid, trigger_event_id=trigger_event_id
+        ),
         id=wid,
         task_queue=settings.temporal.task_queue or TASK_QUEUE,
     )
@@ -193,8 +206,32 @@ def _check_reason(action: str, run_id: str, reason: str | None) -> None:
         )
 
 
-async def _describe(client: Client, action: str, run_id: str) -> Any:
-    handle = client.get_workflow_handle(run_workflow_id(run_id))
+def resolve_workflow_id(settings: Settings, run_id: str) -> str:
+    """The Temporal workflow id of a run. Runs started by an event have a trigger
+    workflow id; the run projection (the index, never the authority) knows it."""
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from projections.tables import workflow_runs
+
+    try:
+        engine = create_engine(settings.database_url())
+        try:
+            with engine.connect() as conn:
+                found = conn.execute(
+                    select(workflow_runs.c.workflow_id).where(workflow_runs.c.run_id == run_id)
+                ).scalar()
+        finally:
+            engine.dispose()
+    except SQLAlchemyError:
+        found = None
+    return str(found) if found else run_workflow_id(run_id)
+
+
+async def _describe(
+    client: Client, action: str, run_id: str, workflow_id: str | None = None
+) -> Any:
+    handle = client.get_workflow_handle(workflow_id or run_workflow_id(run_id))
     try:
         return handle, await handle.describe()
     except RPCError as exc:
@@ -227,7 +264,9 @@ async def cancel(
     if client is None:
         raise refused(f"Temporal at {settings.temporal.address} is unreachable")
     try:
-        handle, info = await _describe(client, "cancel", run_id)
+        handle, info = await _describe(
+            client, "cancel", run_id, resolve_workflow_id(settings, run_id)
+        )
         if info.status != WorkflowExecutionStatus.RUNNING:
             raise refused(f"the run is already {info.status.name if info.status else 'closed'}")
         await handle.signal(
@@ -249,13 +288,13 @@ async def cancel(
 
 
 async def unsupported(
-    client: Client | None, action: str, run_id: str, reason: str
+    settings: Settings, client: Client | None, action: str, run_id: str, reason: str
 ) -> dict[str, Any]:
     _check_reason(action, run_id, reason)
     if client is not None:
         # Unreachable or not: the answer is the same refusal, but a 404 wins.
         with contextlib.suppress(RPCError):
-            await _describe(client, action, run_id)
+            await _describe(client, action, run_id, resolve_workflow_id(settings, run_id))
     raise RunControlError(
         f"{action} is not something flowledger does: Temporal is the execution authority",
         code="WORKFLOW_TEMPORAL_ACTION_UNSUPPORTED",
@@ -266,8 +305,8 @@ async def unsupported(
     )
 
 
-async def original_input(client: Client, run_id: str) -> RunInput:
-    handle = client.get_workflow_handle(run_workflow_id(run_id))
+async def original_input(client: Client, run_id: str, workflow_id: str | None = None) -> RunInput:
+    handle = client.get_workflow_handle(workflow_id or run_workflow_id(run_id))
     try:
         history = await handle.fetch_history()
     except RPCError as exc:
@@ -285,9 +324,16 @@ async def original_input(client: Client, run_id: str) -> RunInput:
 
 async def rerun(settings: Settings, client: Client, run_id: str, reason: str) -> dict[str, Any]:
     _check_reason("rerun", run_id, reason)
-    original = await original_input(client, run_id)
+    original = await original_input(client, run_id, resolve_workflow_id(settings, run_id))
     new_id = str(uuid.uuid4())
-    fresh = original.model_copy(update={"run_id": new_id, "carry": None, "trigger_event_id": None})
+    fresh = original.model_copy(
+        update={
+            "run_id": new_id,
+            "workflow_id": run_workflow_id(new_id),
+            "carry": None,
+            "trigger_event_id": None,
+        }
+    )
     await client.start_workflow(
         WORKFLOW_NAME, fresh, id=run_workflow_id(new_id), task_queue=settings.temporal.task_queue
     )

@@ -1,35 +1,42 @@
 """The interpreter: runs a pinned definition step by step.
 
 It does no I/O itself. Everything that touches the world (emitting runtime events,
-running actions, sleeping, waiting for a signal) goes through a `Host`, which the
-Temporal workflow implements with activities, timers and wait conditions, and unit
-tests implement in memory. Every decision is a function of the definition, the
-input, the signals received and the host's clock, so Temporal can replay it."""
+running actions and child runs, sleeping, waiting for a signal) goes through a
+`Host`, which the Temporal workflow implements with activities, timers and wait
+conditions, and unit tests implement in memory. Every decision is a function of
+the definition, the input, the signals received and the host's clock, so Temporal
+can replay it.
+
+Continue-as-new happens only between two steps. The unwinding records a cursor (the
+index at each level of the step tree plus the state of every enclosing container),
+and the next execution walks straight back to that point."""
 
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from schemas.runtime import RUNTIME_EVENT_ADAPTER, runtime_event_id
-from workflows import filters as wait_filters
 from workflows.context import RunData
-from workflows.errors import NEVER_CAUGHT, ReturnFromRun, StepError
+from workflows.errors import ReturnFromRun, StepError
 from workflows.expressions import ExpressionError
 from workflows.expressions import compile as compile_expression
 from workflows.messages import (
     ActionRequest,
     CancelRequest,
+    Carry,
+    DefinitionReply,
+    DefinitionRequest,
     DeliveredEvent,
     RunInput,
     RunResult,
+    TaskCompletion,
 )
 
-DEFAULT_RETRY_ON = ("ActionError", "TimeoutError")
 FLUSH_EVERY = 200
 
 
@@ -40,9 +47,15 @@ class Host(Protocol):
 
     async def call_action(self, request: ActionRequest) -> dict[str, Any]: ...
 
+    async def load_definition(self, request: DefinitionRequest) -> DefinitionReply: ...
+
+    async def run_child(self, child: RunInput) -> RunResult: ...
+
     async def sleep(self, seconds: float) -> None: ...
 
     async def wait_until(self, ready: Callable[[], bool], timeout_s: float | None) -> bool: ...
+
+    def continue_as_new_suggested(self) -> bool: ...
 
 
 @dataclass
@@ -52,23 +65,60 @@ class Outcome:
     error: StepError | None = None
 
 
+@dataclass
+class Resume:
+    """Where a container step picks up after continue-as-new: its own saved state and
+    the cursor of the step list inside it."""
+
+    state: dict[str, Any]
+    inner: list[dict[str, Any]]
+
+
+class ContinueAsNewRequested(Exception):
+    def __init__(self, index: int) -> None:
+        super().__init__("continue-as-new")
+        self.cursor: list[dict[str, Any]] = [{"index": index}]
+        # Set by the container step that is unwinding, consumed by its step list.
+        self.container_state: dict[str, Any] | None = None
+
+
+StepHandler = Callable[
+    ["Interpreter", dict[str, Any], str, str, dict[str, Any], Resume | None],
+    Awaitable[Outcome],
+]
+
+
+@dataclass
+class Signals:
+    delivered: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    buffer: list[DeliveredEvent] = field(default_factory=list)
+    completions: dict[str, TaskCompletion] = field(default_factory=dict)
+    received: int = 0
+
+
 class Interpreter:
-    def __init__(self, run: RunInput, host: Host, *, delivered_limit: int = 1000) -> None:
+    def __init__(self, run: RunInput, host: Host) -> None:
         self.run = run
         self.host = host
         carry = run.carry
         self.seq = (carry.next_seq - 1) if carry else 0
         self.pending: list[dict[str, Any]] = []
-        self.data = RunData(payload=copy.deepcopy(run.input))
-        self.delivered: OrderedDict[str, None] = OrderedDict(
-            (i, None) for i in (carry.delivered_ids if carry else [])
+        self.data = RunData(
+            payload=copy.deepcopy(carry.payload if carry else run.input),
+            vars=copy.deepcopy(carry.vars) if carry else {},
         )
-        self.delivered_limit = delivered_limit
-        self.buffer: list[DeliveredEvent] = list(carry.buffered) if carry else []
+        self.signals = Signals()
+        if carry:
+            self.signals.delivered = OrderedDict((i, None) for i in carry.delivered_ids)
+            self.signals.buffer = list(carry.buffered)
+            self.signals.completions = {c.task_id: c for c in carry.completions}
         self.open_waits: dict[str, dict[str, Any]] = {}
+        self.open_tasks: dict[str, dict[str, Any]] = {}
         self.current_step: str | None = None
         self.status = "RUNNING"
-        self.steps_executed = 0
+        self.steps_total = carry.steps_executed if carry else 0
+        self.steps_this_execution = 0
+        self.executions = carry.executions if carry else 1
         self.system = {
             "run_id": run.run_id,
             "tenant": run.tenant,
@@ -81,16 +131,23 @@ class Interpreter:
 
     def deliver(self, event: DeliveredEvent) -> bool:
         """Buffer a routed event; False when its id was seen already."""
-        if event.event_id in self.delivered:
+        self.signals.received += 1
+        delivered = self.signals.delivered
+        if event.event_id in delivered:
             return False
-        self.delivered[event.event_id] = None
-        while len(self.delivered) > self.delivered_limit:
-            self.delivered.popitem(last=False)
-        self.buffer.append(event)
+        delivered[event.event_id] = None
+        while len(delivered) > self.run.options.delivered_ids_limit:
+            delivered.popitem(last=False)
+        self.signals.buffer.append(event)
         return True
 
+    def complete_task(self, completion: TaskCompletion) -> None:
+        self.signals.received += 1
+        self.signals.completions.setdefault(completion.task_id, completion)
+
     def note_cancel_request(self, request: CancelRequest) -> None:
-        self._event(
+        self.signals.received += 1
+        self.event(
             "RunLog",
             {
                 "level": "WARNING",
@@ -101,7 +158,7 @@ class Interpreter:
 
     # -- runtime events ------------------------------------------------------
 
-    def _event(self, type_: str, data: dict[str, Any]) -> None:
+    def event(self, type_: str, data: dict[str, Any]) -> None:
         self.seq += 1
         raw = {
             "event_id": str(runtime_event_id(self.run.run_id, self.seq)),
@@ -113,7 +170,7 @@ class Interpreter:
             "data": data,
         }
         try:
-            event = RUNTIME_EVENT_ADAPTER.validate_python(raw)
+            checked = RUNTIME_EVENT_ADAPTER.validate_python(raw)
         except ValueError as exc:
             raise StepError(
                 "InterpreterCorruption",
@@ -121,16 +178,28 @@ class Interpreter:
                 f"{type_} event does not fit its schema: {exc}",
                 self.current_step,
             ) from None
-        self.pending.append(RUNTIME_EVENT_ADAPTER.dump_python(event, mode="json"))
+        self.pending.append(RUNTIME_EVENT_ADAPTER.dump_python(checked, mode="json"))
 
     async def flush(self) -> None:
         if self.pending:
             batch, self.pending = self.pending, []
             await self.host.emit(self.run.run_id, batch)
 
-    async def _maybe_flush(self) -> None:
-        if len(self.pending) >= FLUSH_EVERY:
-            await self.flush()
+    # -- waits ---------------------------------------------------------------
+
+    def open_wait(self, wait_id: str, data: dict[str, Any]) -> None:
+        self.open_waits[wait_id] = data
+        self.status = "WAITING"
+        self.event("WaitCreated", {"wait_id": wait_id, **data})
+
+    def close_wait(self, wait_id: str, resolution: str, matched: str | None = None) -> None:
+        self.open_waits.pop(wait_id, None)
+        if not self.open_waits:
+            self.status = "RUNNING"
+        self.event(
+            "WaitResolved",
+            {"wait_id": wait_id, "resolution": resolution, "matched_event_id": matched},
+        )
 
     # -- expressions ---------------------------------------------------------
 
@@ -138,7 +207,7 @@ class Interpreter:
         self,
         value: Any,
         path: str,
-        field: str,
+        field_name: str,
         local: dict[str, Any],
         additions: dict[str, Any] | None = None,
     ) -> Any:
@@ -161,27 +230,27 @@ class Interpreter:
                         exc.code,
                         exc.message,
                         path,
-                        {"field": field, "expression": value["$expr"]},
+                        {"field": field_name, "expression": value["$expr"]},
                     ) from None
             return {
-                k: self.evaluate(v, path, f"{field}.{k}", local, additions)
+                k: self.evaluate(v, path, f"{field_name}.{k}", local, additions)
                 for k, v in value.items()
             }
         if isinstance(value, list):
             return [
-                self.evaluate(v, path, f"{field}[{i}]", local, additions)
+                self.evaluate(v, path, f"{field_name}[{i}]", local, additions)
                 for i, v in enumerate(value)
             ]
         return copy.deepcopy(value)
 
-    def _assign_map(
+    def assign_map(
         self,
         mapping: dict[str, Any],
         path: str,
         local: dict[str, Any],
         additions: dict[str, Any] | None = None,
     ) -> None:
-        # Evaluate every right-hand side first, so targets cannot see each other.
+        # Every right-hand side first, so targets cannot see each other's new values.
         values = {
             t: self.evaluate(e, path, f"assign.{t}", local, additions) for t, e in mapping.items()
         }
@@ -191,15 +260,16 @@ class Interpreter:
     # -- running -------------------------------------------------------------
 
     async def execute(self) -> RunResult:
-        if self.run.carry is None:
-            self._event(
+        carry = self.run.carry
+        if carry is None:
+            self.event(
                 "RunStarted",
                 {
                     "definition_id": self.run.definition_id,
                     "version": self.run.version,
                     "definition_hash": self.run.definition_hash,
                     "input": self.run.input,
-                    "workflow_id": f"flowledger:run:{self.run.run_id}",
+                    "workflow_id": self.run.workflow_id or f"flowledger:run:{self.run.run_id}",
                     "trigger_event_id": self.run.trigger_event_id,
                     "parent_run_id": self.run.parent_run_id,
                     "root_run_id": self.run.root_run_id or self.run.run_id,
@@ -208,54 +278,128 @@ class Interpreter:
             )
         output: Any = None
         try:
-            await self.run_steps(self.run.definition.get("steps", []), "root", "", {})
+            await self.run_steps(
+                self.run.definition.get("steps", []),
+                "root",
+                "",
+                {},
+                carry.cursor if carry and carry.cursor else None,
+            )
         except ReturnFromRun as done:
             output = done.output
+        except ContinueAsNewRequested as switch:
+            return await self._continue_as_new(switch.cursor)
         except StepError as failure:
             self.status = "FAILED"
             self.current_step = None
-            self._event("RunCompleted", {"status": "FAILED", "error": failure.as_dict()})
+            self.event("RunCompleted", {"status": "FAILED", "error": failure.as_dict()})
             await self.flush()
             return RunResult(
                 run_id=self.run.run_id, status="FAILED", error=failure.as_dict(), last_seq=self.seq
             )
         self.status = "SUCCEEDED"
         self.current_step = None
-        self._event("RunCompleted", {"status": "SUCCEEDED", "output": output})
+        self.event("RunCompleted", {"status": "SUCCEEDED", "output": output})
         await self.flush()
         return RunResult(
             run_id=self.run.run_id, status="SUCCEEDED", output=output, last_seq=self.seq
+        )
+
+    async def _continue_as_new(self, cursor: list[dict[str, Any]]) -> RunResult:
+        self.event(
+            "RunContinuedAsNew", {"next_seq": self.seq + 2, "steps_executed": self.steps_total}
+        )
+        await self.flush()
+        carry = Carry(
+            next_seq=self.seq + 1,
+            payload=self.data.payload,
+            vars=self.data.vars,
+            cursor=cursor,
+            steps_executed=self.steps_total,
+            executions=self.executions + 1,
+            delivered_ids=list(self.signals.delivered),
+            buffered=list(self.signals.buffer),
+            completions=list(self.signals.completions.values()),
+        )
+        return RunResult(
+            run_id=self.run.run_id, status="CONTINUE_AS_NEW", last_seq=self.seq, carry=carry
+        )
+
+    def carry_signals(self, carry: Carry) -> Carry:
+        """The carry with the signal state as it is now (handlers may have run since
+        the carry was built)."""
+        return carry.model_copy(
+            update={
+                "next_seq": self.seq + 1,
+                "delivered_ids": list(self.signals.delivered),
+                "buffered": list(self.signals.buffer),
+                "completions": list(self.signals.completions.values()),
+            }
         )
 
     async def finish_canceled(self) -> RunResult:
         """Called by the workflow after Temporal cancelled it: close the open waits
         and end the run, so the tables show CANCELED."""
         for wait_id in list(self.open_waits):
-            self._event("WaitResolved", {"wait_id": wait_id, "resolution": "CANCELED"})
-        self.open_waits.clear()
+            self.close_wait(wait_id, "CANCELED")
         error = StepError("Cancellation", "RUN_CANCELED", "the run was canceled", self.current_step)
         self.status = "CANCELED"
-        self._event("RunCompleted", {"status": "CANCELED", "error": error.as_dict()})
+        self.event("RunCompleted", {"status": "CANCELED", "error": error.as_dict()})
         await self.flush()
         return RunResult(
             run_id=self.run.run_id, status="CANCELED", error=error.as_dict(), last_seq=self.seq
         )
 
+    def _switch_due(self) -> bool:
+        options = self.run.options
+        return (
+            self.steps_this_execution >= options.continue_as_new_steps
+            or self.signals.received >= options.continue_as_new_signals
+            or self.host.continue_as_new_suggested()
+        )
+
     async def run_steps(
-        self, steps: list[dict[str, Any]], base: str, iteration: str, local: dict[str, Any]
+        self,
+        steps: list[dict[str, Any]],
+        base: str,
+        iteration: str,
+        local: dict[str, Any],
+        cursor: list[dict[str, Any]] | None = None,
     ) -> None:
-        for index, step in enumerate(steps):
-            await self.run_step(step, f"{base}.steps[{index}]", iteration, local)
+        start = int(cursor[0]["index"]) if cursor else 0
+        for index in range(start, len(steps)):
+            resume: Resume | None = None
+            if cursor and index == start and len(cursor) > 1:
+                resume = Resume(state=dict(cursor[0].get("state") or {}), inner=cursor[1:])
+            elif self._switch_due() and not (cursor and index == start):
+                raise ContinueAsNewRequested(index)
+            try:
+                await self.run_step(
+                    steps[index], f"{base}.steps[{index}]", iteration, local, resume
+                )
+            except ContinueAsNewRequested as switch:
+                state, switch.container_state = switch.container_state, None
+                switch.cursor.insert(0, {"index": index, "state": state or {}})
+                raise
 
     async def run_step(
-        self, step: dict[str, Any], path: str, iteration: str, local: dict[str, Any]
+        self,
+        step: dict[str, Any],
+        path: str,
+        iteration: str,
+        local: dict[str, Any],
+        resume: Resume | None = None,
     ) -> None:
+        from workflows.steps import HANDLERS
+
         kind = str(step.get("type"))
-        handler = _HANDLERS.get(kind)
+        handler = HANDLERS.get(kind)
         self.current_step = path
-        self.steps_executed += 1
         common = {"step_path": path, "step_id": step.get("id"), "step_type": kind}
-        self._event("StepStarted", {**common, "iteration": _iteration_number(iteration)})
+        if resume is None:
+            self.steps_total += 1
+            self.steps_this_execution += 1
+            self.event("StepStarted", {**common, "iteration": _iteration_number(iteration)})
         try:
             if handler is None:
                 raise StepError(
@@ -264,16 +408,16 @@ class Interpreter:
                     f"no handler for step type {kind!r}",
                     path,
                 )
-            outcome = await handler(self, step, path, iteration, local)
+            outcome = await handler(self, step, path, iteration, local, resume)
         except StepError as failure:
             if failure.step_path is None:
                 failure.step_path = path
-            self._event("StepCompleted", {**common, "status": "FAILED", "error": failure.as_dict()})
+            self.event("StepCompleted", {**common, "status": "FAILED", "error": failure.as_dict()})
             raise
         except ReturnFromRun:
-            self._event("StepCompleted", {**common, "status": "SUCCEEDED"})
+            self.event("StepCompleted", {**common, "status": "SUCCEEDED"})
             raise
-        self._event(
+        self.event(
             "StepCompleted",
             {
                 **common,
@@ -282,316 +426,9 @@ class Interpreter:
                 "error": outcome.error.as_dict() if outcome.error else None,
             },
         )
-        await self._maybe_flush()
-
-    # -- step types ----------------------------------------------------------
-
-    async def _assign(
-        self, step: dict[str, Any], path: str, iteration: str, local: dict[str, Any]
-    ) -> Outcome:
-        self._assign_map(step.get("assign") or {}, path, local)
-        return Outcome()
-
-    async def _if(
-        self, step: dict[str, Any], path: str, iteration: str, local: dict[str, Any]
-    ) -> Outcome:
-        condition = self.evaluate(step.get("condition"), path, "condition", local)
-        if not isinstance(condition, bool):
-            raise StepError(
-                "ExpressionError",
-                "CONDITION_NOT_BOOLEAN",
-                f"condition gave {type(condition).__name__}, not a boolean",
-                path,
-                {"value": condition},
-            )
-        branch = "then" if condition else "else"
-        await self.run_steps(step.get(branch) or [], f"{path}.{branch}", iteration, local)
-        return Outcome(output={"branch": branch})
-
-    async def _for_each(
-        self, step: dict[str, Any], path: str, iteration: str, local: dict[str, Any]
-    ) -> Outcome:
-        items = self.evaluate(step.get("items"), path, "items", local)
-        if not isinstance(items, list):
-            raise StepError(
-                "ExpressionError",
-                "ITEMS_NOT_ARRAY",
-                f"items gave {type(items).__name__}, not an array",
-                path,
-            )
-        item_var = str(step.get("item_var") or "item")
-        continue_on_error = step.get("on_item_error") == "continue"
-        failed = 0
-        for index, item in enumerate(items):
-            frame = {
-                **local,
-                item_var: item,
-                "index": index,
-                "length": len(items),
-                "is_first": index == 0,
-                "is_last": index == len(items) - 1,
-            }
-            inner = f"{iteration}.{index}" if iteration else str(index)
-            try:
-                await self.run_steps(step.get("body") or [], f"{path}.body", inner, frame)
-            except StepError as failure:
-                if not (continue_on_error and failure.catchable):
-                    raise
-                failed += 1
-        return Outcome(output={"items": len(items), "failed": failed})
-
-    async def _try_catch(
-        self, step: dict[str, Any], path: str, iteration: str, local: dict[str, Any]
-    ) -> Outcome:
-        try:
-            await self.run_steps(step.get("try") or [], f"{path}.try", iteration, local)
-            return Outcome(output={"caught": False})
-        except StepError as failure:
-            if not failure.catchable:
-                raise
-            name = step.get("capture_error_as")
-            if name:
-                self.data.vars[str(name)] = failure.as_dict()
-            await self.run_steps(step.get("catch") or [], f"{path}.catch", iteration, local)
-            return Outcome(output={"caught": True, "error": failure.as_dict()})
-
-    async def _return(
-        self, step: dict[str, Any], path: str, iteration: str, local: dict[str, Any]
-    ) -> Outcome:
-        output = self.evaluate(step.get("output"), path, "output", local)
-        raise ReturnFromRun(output)
-
-    async def _action(
-        self, step: dict[str, Any], path: str, iteration: str, local: dict[str, Any]
-    ) -> Outcome:
-        action, version = str(step.get("action")), int(step.get("version", 1))
-        data = self.evaluate(step.get("input") or {}, path, "input", local)
-        default_key = f"{self.run.run_id}:{path}:{iteration}:{action}:{version}"
-        key = (
-            self.evaluate(step["idempotency_key"], path, "idempotency_key", local)
-            if step.get("idempotency_key") is not None
-            else default_key
-        )
-        retry = step.get("retry") or {}
-        attempts = max(1, int(retry.get("max_attempts", 1)))
-        delay_ms = float(retry.get("backoff_ms", 1000))
-        multiplier = float(retry.get("backoff_multiplier", 2.0))
-        max_delay_ms = float(retry.get("max_delay_ms", 60_000))
-        retry_on = tuple(retry.get("retry_on") or DEFAULT_RETRY_ON)
-        for attempt in range(1, attempts + 1):
+        if len(self.pending) >= FLUSH_EVERY:
             await self.flush()
-            request = ActionRequest(
-                run_id=self.run.run_id,
-                tenant=self.run.tenant,
-                step_path=path,
-                iteration=iteration,
-                action=action,
-                version=version,
-                input=data,
-                idempotency_key=str(key),
-                attempt=attempt,
-            )
-            record = {
-                "invocation_id": f"{key}#{attempt}",
-                "step_path": path,
-                "action": action,
-                "version": version,
-                "attempt": attempt,
-                "idempotency_key": str(key),
-                "input": data,
-            }
-            try:
-                result = await self.host.call_action(request)
-            except StepError as failure:
-                failure.step_path = failure.step_path or path
-                self._event(
-                    "ActionInvocation", {**record, "status": "FAILED", "error": failure.as_dict()}
-                )
-                if failure.category in NEVER_CAUGHT:
-                    raise
-                if attempt < attempts and failure.category in retry_on and failure.retryable:
-                    await self.flush()
-                    await self.host.sleep(min(delay_ms, max_delay_ms) / 1000.0)
-                    delay_ms *= multiplier
-                    continue
-                if step.get("on_error") == "continue":
-                    return Outcome(status="FAILED", error=failure)
-                raise
-            output = result.get("output", {})
-            self._event("ActionInvocation", {**record, "status": "SUCCEEDED", "output": output})
-            if result.get("run_log"):
-                self._event("RunLog", result["run_log"])
-            if step.get("save_as"):
-                self.data.assign(str(step["save_as"]), output, local, path)
-            return Outcome(output=output)
-        raise StepError(
-            "InterpreterCorruption",
-            "RETRY_LOOP_EXHAUSTED",
-            "retry loop ended without an outcome",
-            path,
-        )
-
-    def _open_wait(self, wait_id: str, data: dict[str, Any]) -> None:
-        self.open_waits[wait_id] = data
-        self.status = "WAITING"
-        self._event("WaitCreated", {"wait_id": wait_id, **data})
-
-    def _close_wait(self, wait_id: str, resolution: str, matched: str | None = None) -> None:
-        self.open_waits.pop(wait_id, None)
-        if not self.open_waits:
-            self.status = "RUNNING"
-        self._event(
-            "WaitResolved",
-            {"wait_id": wait_id, "resolution": resolution, "matched_event_id": matched},
-        )
-
-    async def _event_wait(
-        self, step: dict[str, Any], path: str, iteration: str, local: dict[str, Any]
-    ) -> Outcome:
-        event_type = str(step.get("event_type") or "")
-        key = self.evaluate(step.get("correlation_key"), path, "correlation_key", local)
-        if key is None or isinstance(key, dict | list):
-            raise StepError(
-                "ValidationError",
-                "WAIT_CORRELATION_KEY_INVALID",
-                f"correlation_key gave {key!r}; a wait needs a key",
-                path,
-            )
-        key_text = _key_text(key)
-        filters = self.evaluate(step.get("filters") or [], path, "filters", local)
-        timeout_ms = step.get("timeout_ms")
-        now = self.host.now()
-        timeout_at = now + timedelta(milliseconds=float(timeout_ms)) if timeout_ms else None
-        wait_id = _wait_id(self.run.run_id, path, iteration)
-        self._open_wait(
-            wait_id,
-            {
-                "wait_type": "event",
-                "step_path": path,
-                "event_type": event_type,
-                "correlation_key": key_text,
-                "filters": filters,
-                "timeout_at": timeout_at.isoformat() if timeout_at else None,
-            },
-        )
-        await self.flush()
-        found: list[DeliveredEvent] = []
-
-        def ready() -> bool:
-            for index, candidate in enumerate(self.buffer):
-                if (
-                    candidate.event_type == event_type
-                    and candidate.correlation_key == key_text
-                    and wait_filters.all_match(candidate.payload, filters)
-                ):
-                    found.append(self.buffer.pop(index))
-                    return True
-            return False
-
-        timeout_s = float(timeout_ms) / 1000.0 if timeout_ms else None
-        if not ready() and not await self.host.wait_until(ready, timeout_s):
-            self._close_wait(wait_id, "TIMED_OUT")
-            raise StepError(
-                "TimeoutError",
-                "WAIT_TIMED_OUT",
-                f"no {event_type} event for key {key_text} within {timeout_ms} ms",
-                path,
-                {"wait_id": wait_id},
-            )
-        event = found[0]
-        self._close_wait(wait_id, "RESOLVED", event.event_id)
-        context_event = {
-            "event_id": event.event_id,
-            "event_type": event.event_type,
-            "correlation_key": event.correlation_key,
-            "payload": event.payload,
-            "received_at": event.received_at,
-        }
-        self._assign_map(step.get("assign") or {}, path, local, {"event": context_event})
-        return Outcome(output={"event_id": event.event_id})
-
-    async def _time_wait(
-        self, step: dict[str, Any], path: str, iteration: str, local: dict[str, Any]
-    ) -> Outcome:
-        now = self.host.now()
-        if step.get("until") is not None:
-            until = self.evaluate(step["until"], path, "until", local)
-            try:
-                target = datetime.fromisoformat(str(until).replace("Z", "+00:00"))
-            except ValueError:
-                raise StepError(
-                    "ValidationError",
-                    "WAIT_UNTIL_INVALID",
-                    f"until gave {until!r}, not an ISO time",
-                    path,
-                ) from None
-            if target.tzinfo is None:
-                raise StepError(
-                    "ValidationError",
-                    "WAIT_UNTIL_INVALID",
-                    f"until gave {until!r} without a UTC offset",
-                    path,
-                )
-        else:
-            duration = self.evaluate(step.get("duration_ms"), path, "duration_ms", local)
-            if not isinstance(duration, int | float) or isinstance(duration, bool):
-                raise StepError(
-                    "ValidationError",
-                    "WAIT_DURATION_INVALID",
-                    f"duration_ms gave {duration!r}",
-                    path,
-                )
-            target = now + timedelta(milliseconds=float(duration))
-        seconds = (target - now).total_seconds()
-        if seconds > 0:
-            wait_id = _wait_id(self.run.run_id, path, iteration)
-            self._open_wait(
-                wait_id, {"wait_type": "time", "step_path": path, "timeout_at": target.isoformat()}
-            )
-            await self.flush()
-            await self.host.sleep(seconds)
-            self._close_wait(wait_id, "RESOLVED")
-        self._assign_map(step.get("assign") or {}, path, local)
-        return Outcome(output={"slept_ms": max(0, round(seconds * 1000))})
-
-    async def _not_yet(
-        self, step: dict[str, Any], path: str, iteration: str, local: dict[str, Any]
-    ) -> Outcome:
-        raise StepError(
-            "ValidationError",
-            "STEP_NOT_YET_SUPPORTED",
-            f"{step.get('type')} steps are not supported by this runtime yet",
-            path,
-        )
 
 
 def _iteration_number(iteration: str) -> int | None:
     return int(iteration.rsplit(".", 1)[-1]) if iteration else None
-
-
-def _wait_id(run_id: str, path: str, iteration: str) -> str:
-    return f"{run_id}:{path}" + (f"#{iteration}" if iteration else "")
-
-
-def _key_text(key: Any) -> str:
-    if isinstance(key, bool):
-        return "true" if key else "false"
-    if isinstance(key, float) and key.is_integer():
-        return str(int(key))
-    return str(key).strip()
-
-
-Handler = Callable[[Interpreter, dict[str, Any], str, str, dict[str, Any]], Any]
-
-_HANDLERS: dict[str, Handler] = {
-    "assign": Interpreter._assign,
-    "control.if": Interpreter._if,
-    "control.forEach": Interpreter._for_each,
-    "control.tryCatch": Interpreter._try_catch,
-    "control.return": Interpreter._return,
-    "action.call": Interpreter._action,
-    "event.wait": Interpreter._event_wait,
-    "time.wait": Interpreter._time_wait,
-    "human.task": Interpreter._not_yet,
-    "control.callWorkflow": Interpreter._not_yet,
-}

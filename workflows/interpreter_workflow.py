@@ -15,6 +15,7 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
+    ChildWorkflowError,
 )
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
@@ -26,10 +27,13 @@ with workflow.unsafe.imports_passed_through():
         ActionRequest,
         ActionResult,
         CancelRequest,
+        DefinitionReply,
+        DefinitionRequest,
         DeliveredEvent,
         EmitRequest,
         RunInput,
         RunResult,
+        TaskCompletion,
     )
 
 EMIT_TIMEOUT = timedelta(seconds=30)
@@ -69,6 +73,33 @@ class TemporalHost:
             raise _step_error(failure, request.step_path) from None
         return result.model_dump(mode="json")
 
+    async def load_definition(self, request: DefinitionRequest) -> DefinitionReply:
+        try:
+            return await workflow.execute_activity(
+                "load_definition",
+                request,
+                result_type=DefinitionReply,
+                start_to_close_timeout=EMIT_TIMEOUT,
+                retry_policy=EMIT_RETRY,
+            )
+        except ActivityError as failure:
+            raise _step_error(failure, "") from None
+
+    async def run_child(self, child: RunInput) -> RunResult:
+        try:
+            return await workflow.execute_child_workflow(
+                WORKFLOW_NAME,
+                child,
+                id=child.workflow_id,
+                result_type=RunResult,
+                task_queue=workflow.info().task_queue,
+            )
+        except ChildWorkflowError as failure:
+            raise _child_error(failure) from None
+
+    def continue_as_new_suggested(self) -> bool:
+        return workflow.info().is_continue_as_new_suggested()
+
     async def sleep(self, seconds: float) -> None:
         await workflow.sleep(seconds)
 
@@ -78,6 +109,28 @@ class TemporalHost:
         except TimeoutError:
             return False
         return True
+
+
+def _child_error(failure: ChildWorkflowError) -> BaseException:
+    cause = failure.cause
+    if isinstance(cause, CancelledError):
+        # Almost always our own cancellation propagated to the child; either way a
+        # cancellation is never something a tryCatch may swallow.
+        return asyncio.CancelledError()
+    details: dict[str, Any] = {}
+    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
+        details = dict(cause.details[0])
+    return StepError(
+        "ChildWorkflowError",
+        str(details.get("code") or "CHILD_FAILED"),
+        str(
+            details.get("message")
+            or (cause.message if isinstance(cause, ApplicationError) else str(failure))
+        ),
+        None,
+        {"child_error": details} if details else {},
+        retryable=True,
+    )
 
 
 def _step_error(failure: ActivityError, step_path: str) -> BaseException:
@@ -124,6 +177,12 @@ class InterpreterWorkflow:
             # Written from a shielded scope so the CANCELED events always land.
             await asyncio.shield(asyncio.ensure_future(self.interpreter.finish_canceled()))
             raise
+        if result.status == "CONTINUE_AS_NEW" and result.carry is not None:
+            # Signals that arrived during this task are in the carry once handlers finish.
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            await self.interpreter.flush()
+            carry = self.interpreter.carry_signals(result.carry)
+            workflow.continue_as_new(run.model_copy(update={"carry": carry}))
         if result.status == "FAILED":
             error = result.error or {}
             raise ApplicationError(
@@ -137,6 +196,10 @@ class InterpreterWorkflow:
     @workflow.signal
     def deliver_event(self, event: DeliveredEvent) -> None:
         self.interpreter.deliver(event)
+
+    @workflow.signal
+    def complete_human_task(self, completion: TaskCompletion) -> None:
+        self.interpreter.complete_task(completion)
 
     @workflow.signal
     def request_cancel(self, request: CancelRequest) -> None:
@@ -162,8 +225,10 @@ class InterpreterWorkflow:
             "status": i.status,
             "current_step": i.current_step,
             "seq": i.seq,
-            "steps_executed": i.steps_executed,
+            "steps_total": i.steps_total,
+            "executions": i.executions,
             "open_waits": sorted(i.open_waits),
-            "buffered_events": len(i.buffer),
+            "open_tasks": sorted(i.open_tasks),
+            "buffered_events": len(i.signals.buffer),
             "vars": i.data.vars,
         }

@@ -35,22 +35,47 @@ class DeliveredEvent(_Message):
     received_at: str | None = None
 
 
+class TaskCompletion(_Message):
+    """The `complete_human_task` signal (sent only after the response was validated
+    against the task's form schema; the workflow checks it again)."""
+
+    task_id: str
+    response: dict[str, Any] = Field(default_factory=dict)
+    completed_by: str
+
+
+class RunOptions(_Message):
+    # Continue-as-new after this many steps in one execution (Temporal may ask sooner).
+    continue_as_new_steps: int = 250
+    # Stay well under Temporal's per-execution signal limit (10,000 by default).
+    continue_as_new_signals: int = 2_000
+    delivered_ids_limit: int = 1_000
+
+
 class CancelRequest(_Message):
     reason: str
     requested_by: str | None = None
 
 
 class Carry(_Message):
-    """Interpreter state handed across continue-as-new (see the long-runs issue)."""
+    """Interpreter state handed across continue-as-new: where to resume (the cursor
+    through the step tree), the run's data, and every signal not yet consumed."""
 
     next_seq: int = 1
-    state: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    vars: dict[str, Any] = Field(default_factory=dict)
+    cursor: list[dict[str, Any]] = Field(default_factory=list)
+    steps_executed: int = 0
+    executions: int = 1
     delivered_ids: list[str] = Field(default_factory=list)
     buffered: list[DeliveredEvent] = Field(default_factory=list)
+    completions: list[TaskCompletion] = Field(default_factory=list)
 
 
 class RunInput(_Message):
     run_id: str
+    # flowledger:run:<run_id>, or flowledger:trigger:... for a run an event started.
+    workflow_id: str | None = None
     tenant: str
     definition_id: str
     version: int
@@ -62,15 +87,18 @@ class RunInput(_Message):
     root_run_id: str | None = None
     parent_step_path: str | None = None
     expressions: ExpressionOptions = Field(default_factory=ExpressionOptions)
+    options: RunOptions = Field(default_factory=RunOptions)
     carry: Carry | None = None
 
 
 class RunResult(_Message):
     run_id: str
+    # SUCCEEDED, FAILED, CANCELED, or CONTINUE_AS_NEW (then `carry` is set).
     status: str
     output: Any = None
     error: dict[str, Any] | None = None
     last_seq: int = 0
+    carry: Carry | None = None
 
 
 class EmitRequest(_Message):
@@ -96,3 +124,16 @@ class ActionResult(_Message):
     output: dict[str, Any] = Field(default_factory=dict)
     # Set by actions whose effect is a RunLog entry (core.log); the workflow numbers it.
     run_log: dict[str, Any] | None = None
+
+
+class DefinitionRequest(_Message):
+    tenant: str
+    definition_id: str
+    version: int | None = None
+
+
+class DefinitionReply(_Message):
+    definition_id: str
+    version: int
+    definition_hash: str
+    definition: dict[str, Any]

@@ -40,7 +40,7 @@ def build_worker(
         client,
         task_queue=settings.temporal.task_queue,
         workflows=list(WORKFLOWS),
-        activities=[acts.emit_runtime_events, acts.run_action],
+        activities=[acts.emit_runtime_events, acts.run_action, acts.load_definition],
         max_concurrent_activities=50,
     )
 

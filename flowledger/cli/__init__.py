@@ -47,7 +47,17 @@ def _register() -> None:
     from flowledger.cli import run_control
 
     run_control.register(runs.app)
+    from flowledger.cli import task_control
+
+    tasks.app.command("complete")(task_control.complete)
     app.command("worker")(run_control.worker)
+    from flowledger.cli import processor_cmd
+
+    app.add_typer(processor_cmd.app, name="processor")
+    from flowledger.cli import up
+
+    app.command("up")(up.up)
+    app.command("down")(up.down)
 
 
 def main() -> None:

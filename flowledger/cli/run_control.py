@@ -86,7 +86,7 @@ def _refusal(action: str) -> Call:
     async def call(
         settings: Settings, client: Client | None, run_id: str, reason: str
     ) -> dict[str, Any]:
-        return await control.unsupported(client, action, run_id, reason)
+        return await control.unsupported(settings, client, action, run_id, reason)
 
     return call
 

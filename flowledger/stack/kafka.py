@@ -64,7 +64,11 @@ def ensure_jars(stack: StackSettings) -> Path:
 
 def _cluster_id() -> str:
     # KRaft wants a base64url-encoded UUID without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+    # One starting with "-" would be read as an option by the storage tool.
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+        if not text.startswith("-"):
+            return text
 
 
 def _properties(data: Path, port: int, controller_port: int) -> str:

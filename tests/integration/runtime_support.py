@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,3 +93,31 @@ def completed(events: list[dict[str, Any]]) -> dict[str, Any]:
     done = of_type(events, "RunCompleted")
     assert done, f"no RunCompleted in {types(events)}"
     return dict(done[-1]["data"])
+
+
+@contextmanager
+def projector(settings: Settings) -> Iterator[None]:
+    """The projector of the test's database, running in a thread."""
+    from projections.projector import Projector
+
+    stop = threading.Event()
+    instance = Projector(settings)
+    thread = threading.Thread(target=instance.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+async def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll `check` (run in a thread) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)

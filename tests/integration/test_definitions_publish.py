@@ -22,6 +22,7 @@ from workflows.definitions import DefinitionInvalid, definition_hash, store
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "definitions" / "order-fulfilment.json"
+BROKEN = REPO / "tests" / "fixtures" / "definitions" / "broken.json"
 
 if not any(group.name == "definitions" for group in flowledger.cli.app.registered_groups):
     flowledger.cli._register()
@@ -98,10 +99,10 @@ def test_latest_and_get(settings: Settings) -> None:
 
 
 def test_invalid_definition_is_not_published(settings: Settings) -> None:
-    document = json.loads((EXAMPLE.parent / "ticket-escalation.json").read_text("utf-8"))
+    document = json.loads(BROKEN.read_text("utf-8"))
     with pytest.raises(DefinitionInvalid) as caught:
         store.publish(settings, document)
-    assert [p.code for p in caught.value.problems] == ["DEFINITION_STEP_NOT_YET_SUPPORTED"]
+    assert [p.code for p in caught.value.problems] == ["EXPR_DISALLOWED_FUNCTION"]
     assert on_topic(settings) == []
 
 
@@ -131,15 +132,13 @@ def test_cli_publish(settings: Settings, tmp_path: Path) -> None:
     assert error["existing_hash"] == body["hash"]
     assert len(on_topic(settings)) == 1
 
-    invalid = invoke(
-        settings, "definitions", "publish", str(EXAMPLE.parent / "ticket-escalation.json"), "--json"
-    )
+    invalid = invoke(settings, "definitions", "publish", str(BROKEN), "--json")
     assert invalid.exit_code == 2
     problems = json.loads(invalid.stdout)["error"]["problems"]
     assert problems == [
         {
-            "path": "root.steps[2].catch.steps[0]",
-            "code": "DEFINITION_STEP_NOT_YET_SUPPORTED",
+            "path": "root.steps[0].assign.vars.x",
+            "code": "EXPR_DISALLOWED_FUNCTION",
             "message": problems[0]["message"],
         }
     ]

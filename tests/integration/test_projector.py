@@ -24,6 +24,7 @@ from flowledger.settings import Settings
 from projections import db, lag, migrate
 from projections import tables as t
 from projections.projector import Projector
+from projections.queries import iso
 from projections.synthetic import Generated, stream
 from tests.stack_fixture import StackHandle
 from topics import clients
@@ -73,10 +74,7 @@ def dump(engine: Engine) -> dict[str, Any]:
                 continue
             rows = conn.execute(select(table).order_by(*table.primary_key.columns))
             out[name] = [
-                {
-                    k: v.isoformat() if isinstance(v, datetime) else v
-                    for k, v in row._mapping.items()
-                }
+                {k: iso(v) if isinstance(v, datetime) else v for k, v in row._mapping.items()}
                 for row in rows
             ]
     return out
@@ -173,7 +171,9 @@ def test_killing_the_projector_loses_and_doubles_nothing(
         try:
             target = before + max(1, (total - before) // 4)
             wait_for(
-                lambda target=target: _checkpointed(eng) >= target or proc.poll() is not None,  # type: ignore[misc]
+                lambda target=target, proc=proc: (  # type: ignore[misc]
+                    _checkpointed(eng) >= target or proc.poll() is not None
+                ),
                 90,
                 f"projector #{kill} to apply some batches",
             )

@@ -95,13 +95,8 @@ def test_order_fulfilment_example_is_valid() -> None:
     assert guard.try_[0].type == "event.wait"
 
 
-def test_ticket_escalation_example_has_only_the_not_yet_supported_problem() -> None:
-    document = load("ticket-escalation.json")
-    assert found(document) == [
-        ("root.steps[2].catch.steps[0]", "DEFINITION_STEP_NOT_YET_SUPPORTED")
-    ]
-    problem = validate(document, Settings())[0]
-    assert "long-runs issue" in problem.message
+def test_ticket_escalation_example_is_valid() -> None:
+    assert found(load("ticket-escalation.json")) == []
 
 
 def test_ticket_escalation_is_the_shared_contract_unchanged() -> None:
@@ -364,11 +359,11 @@ CASES: dict[str, tuple[dict[str, Any], list[tuple[str, str]]]] = {
         doc({"id": "t", "type": "time.wait", "until": "2026-01-01T00:00:00"}),
         [("root.steps[0].until", "DEFINITION_FIELD_INVALID")],
     ),
-    "human.task not yet supported": (
+    "human.task is accepted": (
         doc({"id": "h", "type": "human.task", "task_type": "review", "title": "Review"}),
-        [("root.steps[0]", "DEFINITION_STEP_NOT_YET_SUPPORTED")],
+        [],
     ),
-    "callWorkflow not yet supported (retry is allowed there)": (
+    "callWorkflow takes retry": (
         doc(
             {
                 "id": "c",
@@ -378,7 +373,7 @@ CASES: dict[str, tuple[dict[str, Any], list[tuple[str, str]]]] = {
                 "output": {"vars.child": {"$expr": "child.output"}},
             }
         ),
-        [("root.steps[0]", "DEFINITION_STEP_NOT_YET_SUPPORTED")],
+        [],
     ),
     "callWorkflow output target and on_error": (
         doc(
@@ -391,7 +386,6 @@ CASES: dict[str, tuple[dict[str, Any], list[tuple[str, str]]]] = {
             }
         ),
         [
-            ("root.steps[0]", "DEFINITION_STEP_NOT_YET_SUPPORTED"),
             ("root.steps[0].output.child", "DEFINITION_ASSIGN_TARGET_INVALID"),
             ("root.steps[0].on_error", "DEFINITION_ON_ERROR_NOT_ALLOWED"),
         ],
@@ -601,7 +595,8 @@ def test_cli_validate_missing_file(tmp_path: Path) -> None:
 
 
 def test_cli_validate_for_people() -> None:
-    result = invoke("definitions", "validate", str(EXAMPLES / "ticket-escalation.json"))
+    broken = REPO / "tests" / "fixtures" / "definitions" / "broken.json"
+    result = invoke("definitions", "validate", str(broken))
     assert result.exit_code == 2
     # A rich table folds long cells at the test terminal's width.
     assert "1 problem(s)" in result.output

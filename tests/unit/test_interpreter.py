@@ -9,7 +9,15 @@ from typing import Any
 
 from workflows.errors import StepError
 from workflows.interpreter import Interpreter
-from workflows.messages import ActionRequest, DeliveredEvent, RunInput
+from workflows.messages import (
+    ActionRequest,
+    DefinitionReply,
+    DefinitionRequest,
+    DeliveredEvent,
+    RunInput,
+    RunOptions,
+    RunResult,
+)
 
 
 class MemoryHost:
@@ -30,6 +38,15 @@ class MemoryHost:
         if len(self.calls) <= self.fail_actions:
             raise StepError("ActionError", "BOOM", "failed", request.step_path, retryable=True)
         return {"output": {"echo": request.input}}
+
+    async def load_definition(self, request: DefinitionRequest) -> DefinitionReply:
+        raise AssertionError("no child runs in these tests")
+
+    async def run_child(self, child: RunInput) -> RunResult:
+        raise AssertionError("no child runs in these tests")
+
+    def continue_as_new_suggested(self) -> bool:
+        return False
 
     async def sleep(self, seconds: float) -> None:
         self.clock += timedelta(seconds=seconds)
@@ -84,13 +101,14 @@ async def test_retry_backoff_uses_the_workflow_clock() -> None:
 
 
 async def test_duplicate_delivery_is_dropped_and_bounded() -> None:
-    interpreter = Interpreter(run_input([]), MemoryHost(), delivered_limit=10)
+    run = run_input([]).model_copy(update={"options": RunOptions(delivered_ids_limit=10)})
+    interpreter = Interpreter(run, MemoryHost())
     event = DeliveredEvent(event_id="e", event_type="t", correlation_key="k")
     assert interpreter.deliver(event) is True
     assert interpreter.deliver(event) is False
     for i in range(20):
         interpreter.deliver(DeliveredEvent(event_id=f"x{i}", event_type="t"))
-    assert len(interpreter.delivered) == 10
+    assert len(interpreter.signals.delivered) == 10
 
 
 async def test_buffered_event_resumes_a_later_wait() -> None:
@@ -137,3 +155,131 @@ async def test_nested_return_unwinds() -> None:
     result = await Interpreter(run_input(steps), host).execute()
     assert result.output == 10
     assert not any(e["data"].get("step_id") == "never" for e in host.emitted)
+
+
+def nested_definition() -> list[dict[str, Any]]:
+    body = [
+        {
+            "id": "chk",
+            "type": "control.if",
+            "condition": {"$expr": "local.i % 2 = 0"},
+            "then": [
+                {
+                    "id": "even",
+                    "type": "assign",
+                    "assign": {"vars.even": {"$expr": "append(coalesce(vars.even, []), local.i)"}},
+                }
+            ],
+            "else": [
+                {
+                    "id": "t",
+                    "type": "control.tryCatch",
+                    "capture_error_as": "err",
+                    "try": [
+                        {
+                            "id": "boom",
+                            "type": "assign",
+                            "assign": {"vars.x": {"$expr": "local.i > 5 ? $nope() : local.i"}},
+                        }
+                    ],
+                    "catch": [
+                        {
+                            "id": "c1",
+                            "type": "assign",
+                            "assign": {"vars.caught": {"$expr": "coalesce(vars.caught, 0) + 1"}},
+                        },
+                        {
+                            "id": "c2",
+                            "type": "assign",
+                            "assign": {"local.note": {"$expr": "'c' & toString(local.i)"}},
+                        },
+                    ],
+                }
+            ],
+        },
+        {
+            "id": "inner",
+            "type": "control.forEach",
+            "items": {"$expr": "[1, 2]"},
+            "item_var": "j",
+            "body": [
+                {
+                    "id": "sum",
+                    "type": "assign",
+                    "assign": {"vars.sum": {"$expr": "coalesce(vars.sum, 0) + local.i * local.j"}},
+                }
+            ],
+        },
+    ]
+    return [
+        {
+            "id": "loop",
+            "type": "control.forEach",
+            "items": {"$expr": "[0..9]"},
+            "item_var": "i",
+            "body": body,
+        },
+        {
+            "id": "w",
+            "type": "event.wait",
+            "event_type": "go",
+            "correlation_key": "k",
+            "assign": {"vars.got": {"$expr": "event.payload.n"}},
+        },
+        {
+            "id": "ret",
+            "type": "control.return",
+            "output": {
+                "$expr": "{'even': vars.even, 'sum': vars.sum, 'caught': vars.caught, "
+                "'got': vars.got}"
+            },
+        },
+    ]
+
+
+async def run_with_switches(every: int) -> tuple[Any, list[dict[str, Any]], int]:
+    host = MemoryHost()
+    run = run_input(nested_definition()).model_copy(
+        update={"options": RunOptions(continue_as_new_steps=every)}
+    )
+    executions = 0
+    event = DeliveredEvent(event_id="e1", event_type="go", correlation_key="k", payload={"n": 7})
+    while True:
+        executions += 1
+        interpreter = Interpreter(run, host)
+        # Delivered during every execution (a duplicate after the first): seen once.
+        interpreter.deliver(event)
+        result = await interpreter.execute()
+        if result.status != "CONTINUE_AS_NEW":
+            return result, host.emitted, executions
+        assert result.carry is not None
+        run = run.model_copy(update={"carry": interpreter.carry_signals(result.carry)})
+
+
+async def test_continue_as_new_resumes_exactly_where_it_stopped() -> None:
+    # $nope is not allowed: every odd i > 5 fails inside try and is caught.
+    straight, straight_events, one = await run_with_switches(10_000)
+    switched, events, executions = await run_with_switches(10)
+    assert one == 1 and executions > 5
+    assert switched.status == "SUCCEEDED"
+    assert switched.output == straight.output
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert len({e["event_id"] for e in events}) == len(events)
+    strip = [e for e in events if e["type"] != "RunContinuedAsNew"]
+    assert [(e["type"], e["data"].get("step_path")) for e in strip] == [
+        (e["type"], e["data"].get("step_path")) for e in straight_events
+    ]
+    assert len([e for e in events if e["type"] == "WaitResolved"]) == 1
+
+
+async def test_many_signals_switch_to_a_new_execution_before_temporal_limits() -> None:
+    steps = [{"id": f"a{i}", "type": "assign", "assign": {"vars.n": i}} for i in range(5)]
+    run = run_input(steps).model_copy(update={"options": RunOptions(continue_as_new_signals=3)})
+    interpreter = Interpreter(run, MemoryHost())
+    for i in range(4):
+        interpreter.deliver(DeliveredEvent(event_id=f"e{i}", event_type="t"))
+    result = await interpreter.execute()
+    assert result.status == "CONTINUE_AS_NEW"
+    assert result.carry is not None
+    assert [e.event_id for e in result.carry.buffered] == ["e0", "e1", "e2", "e3"]
+    assert result.carry.cursor == [{"index": 0}]

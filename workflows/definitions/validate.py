@@ -33,7 +33,6 @@ DEFINITION_FIELD_MISSING: Final = "DEFINITION_FIELD_MISSING"
 DEFINITION_FIELD_INVALID: Final = "DEFINITION_FIELD_INVALID"
 DEFINITION_UNKNOWN_FIELD: Final = "DEFINITION_UNKNOWN_FIELD"
 DEFINITION_UNKNOWN_STEP_TYPE: Final = "DEFINITION_UNKNOWN_STEP_TYPE"
-DEFINITION_STEP_NOT_YET_SUPPORTED: Final = "DEFINITION_STEP_NOT_YET_SUPPORTED"
 DEFINITION_DUPLICATE_STEP_ID: Final = "DEFINITION_DUPLICATE_STEP_ID"
 DEFINITION_RETRY_NOT_ALLOWED: Final = "DEFINITION_RETRY_NOT_ALLOWED"
 DEFINITION_ON_ERROR_NOT_ALLOWED: Final = "DEFINITION_ON_ERROR_NOT_ALLOWED"
@@ -47,7 +46,6 @@ DEFINITION_ASSIGN_TARGET_INVALID: Final = "DEFINITION_ASSIGN_TARGET_INVALID"
 DEFINITION_SCHEMA_INVALID: Final = "DEFINITION_SCHEMA_INVALID"
 
 # The step types whose runtime support arrives with a later issue.
-NOT_YET_SUPPORTED: Final = frozenset({"human.task", "control.callWorkflow"})
 
 TARGET_ROOTS: Final = ("vars", "payload", "local")
 # Segments that would reach an object's prototype in a JavaScript-style evaluator;
@@ -264,13 +262,6 @@ class _Walker:
                 f"unknown step type {step_type!r}; known: {known}",
             )
             return
-        if step_type in NOT_YET_SUPPORTED:
-            self.add(
-                path,
-                DEFINITION_STEP_NOT_YET_SUPPORTED,
-                f"{step_type} steps cannot be published yet: they come with the long-runs issue",
-            )
-
         children = CHILD_LISTS.get(step_type, ())
         shallow = dict(step)
         handled: set[tuple[int | str, ...]] = {("id",)}

@@ -1,0 +1,92 @@
+"""`flowledger processor`: run the ingress processor in the foreground (Ctrl-C stops it
+cleanly, committing what is done); `flowledger processor status`: ingress lag."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from types import FrameType
+
+import typer
+
+from flowledger.cli import context
+from flowledger.cli.output import console, err_console, print_json, refusals, table
+
+JSON = typer.Option(False, "--json", help="Print one JSON document.")
+
+app = typer.Typer(
+    help="The ingress processor: events -> signals, triggered starts and audit.",
+    no_args_is_help=False,
+)
+
+
+@app.callback(invoke_without_command=True)
+def processor(
+    ctx: typer.Context,
+    until_idle: bool = typer.Option(
+        False,
+        "--until-idle",
+        "--once",
+        help="Stop once every assigned ingress partition is handled up to its end.",
+    ),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=0, help="Stop after this many seconds."
+    ),
+    as_json: bool = JSON,
+) -> None:
+    """Run the processor in the foreground (without a subcommand)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from processors.app import Processor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with refusals(as_json):
+            settings = context.settings(ctx)
+            runner = Processor(settings, stop)
+            if not as_json:
+                err_console.print(
+                    f"processor: group {settings.processor.group_id}, "
+                    f"Kafka {settings.kafka.bootstrap_servers}, "
+                    f"Temporal {settings.temporal.address}"
+                )
+            stats = asyncio.run(runner.run(until_idle=until_idle, timeout=timeout))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if as_json:
+        print_json(stats.as_dict())
+    else:
+        console.print(stats.as_dict())
+    if until_idle and not stats.caught_up and not stop.is_set():
+        raise typer.Exit(1)
+
+
+@app.command("status")
+def status(ctx: typer.Context, as_json: bool = JSON) -> None:
+    """Per-partition lag of the ingress topic for the processor's group."""
+    from processors.status import lag
+
+    with refusals(as_json):
+        report = lag(context.settings(ctx))
+    if as_json:
+        print_json(report)
+        return
+    console.print(
+        table(
+            f"{report['topic']} / group {report['group']} (lag {report['total_lag']})",
+            ["partition", "committed", "end offset", "lag"],
+            [
+                [r["partition"], r["committed"], r["end_offset"], r["lag"]]
+                for r in report["partitions"]
+            ],
+        )
+    )

@@ -1,0 +1,47 @@
+"""`flowledger tasks complete TASK_ID --data JSON --by USER`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import typer
+
+from flowledger.cli import context
+from flowledger.cli.output import console, print_json, refusals
+from flowledger.errors import InvalidInput
+from workflows import tasks
+from workflows.worker import connect
+
+
+def complete(
+    ctx: typer.Context,
+    task_id: str = typer.Argument(..., help="The task."),
+    data: str = typer.Option(..., "--data", help="The response as a JSON object."),
+    by: str = typer.Option(..., "--by", help="Who completed it."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Complete a human task; the response must match the task's form schema."""
+    settings = context.settings(ctx)
+    with refusals(as_json):
+        try:
+            response = json.loads(data)
+        except ValueError as exc:
+            raise InvalidInput(
+                f"--data is not JSON: {exc}",
+                code="HUMAN_TASK_RESPONSE_INVALID",
+                errors=[{"path": "(response)", "message": str(exc)}],
+            ) from None
+
+        async def go() -> dict[str, Any]:
+            # Validate before connecting: a refused response never reaches Temporal.
+            task = tasks.find_task(settings, task_id)
+            tasks.check_response(task, response)
+            return await tasks.complete(settings, await connect(settings), task_id, response, by)
+
+        document = asyncio.run(go())
+    if as_json:
+        print_json(document)
+    else:
+        console.print(f"task {task_id} completed by {by}; run {document['run_id']} resumes")

@@ -1,0 +1,117 @@
+"""`flowledger up [--detach]` and `flowledger down`: the stack plus the processor, the
+worker and the projector as child processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import typer
+
+from flowledger import services
+from flowledger.cli import context
+from flowledger.cli.output import console, err_console, print_json, refusals, table
+from flowledger.settings import Settings
+from flowledger.stack import launcher
+
+StateDir = typer.Option(None, "--state-dir", help="Where the services keep their data.")
+JsonFlag = typer.Option(False, "--json", help="Print one JSON document.")
+
+
+def _settings(ctx: typer.Context, state_dir: Path | None) -> Settings:
+    base = context.settings(ctx)
+    if state_dir is not None:
+        base = base.model_copy(
+            update={"stack": base.stack.model_copy(update={"state_dir": state_dir})}
+        )
+        context.replace(ctx, base)
+    return base
+
+
+def _document(settings: Settings, check: bool = True) -> dict[str, Any]:
+    document = launcher.status(settings, check=check)
+    document["services"].update(services.status(settings))
+    return document
+
+
+def _render(document: dict[str, Any], title: str) -> None:
+    rows = [
+        [name, info.get("state"), info.get("endpoint", ""), info.get("pid"), info.get("log")]
+        for name, info in document["services"].items()
+    ]
+    console.print(table(title, ["service", "state", "endpoint", "pid", "log"], rows))
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    # The children read the stack's endpoints from stack.json under this directory;
+    # everything else (prefixes, groups) they inherit from this process.
+    return {**os.environ, "FLOWLEDGER_STACK__STATE_DIR": str(settings.stack.state_dir.resolve())}
+
+
+def up(
+    ctx: typer.Context,
+    state_dir: Path | None = StateDir,
+    detach: bool = typer.Option(False, "--detach", help="Leave everything running and return."),
+    as_json: bool = JsonFlag,
+) -> None:
+    """Start the stack, ensure the topics, then the worker, projector and processor."""
+    from topics import admin
+
+    settings = _settings(ctx, state_dir)
+    with refusals(as_json):
+        started = launcher.up(
+            settings,
+            progress=None if as_json else (lambda msg: err_console.print(f"[dim]{msg}…[/]")),
+        )
+        live = launcher.settings_for(settings, started)
+        admin.ensure(live)
+        services.start(settings, _child_env(settings))
+    document = _document(settings, check=False)
+    if detach:
+        if as_json:
+            print_json(document)
+        else:
+            _render(document, "up (detached)")
+        return
+    if not as_json:
+        _render(document, "up (Ctrl-C stops everything)")
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(1.0):
+            gone = [n for n, s in services.status(settings).items() if s["state"] != "up"]
+            if gone:
+                err_console.print(f"[red]{', '.join(gone)} stopped; shutting down[/]")
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        services.stop(settings)
+        launcher.down(settings)
+    if as_json:
+        print_json(_document(settings, check=False))
+
+
+def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = JsonFlag) -> None:
+    """Stop the processor, projector and worker, then the stack. Idempotent."""
+    settings = _settings(ctx, state_dir)
+    began = time.monotonic()
+    with refusals(as_json):
+        stopped = services.stop(settings)
+        stack = launcher.down(settings)
+    document = _document(settings, check=False)
+    document["stopped"] = sorted(stopped + (sorted(stack.services) if stack else []))
+    document["seconds"] = round(time.monotonic() - began, 2)
+    if as_json:
+        print_json(document)
+    else:
+        console.print(f"stopped: {', '.join(document['stopped']) or 'nothing was running'}")

@@ -1,0 +1,490 @@
+"""The ingress processor's shell: consume flowledger.events.v1 in a consumer group,
+carry out each record's plan (dead letter, signals, starts, audit), and commit an
+offset only once everything before it is durable.
+
+Built on confluent-kafka rather than faust (see processors/__init__.py). One thread,
+one asyncio loop: rebalance callbacks run inside `consume`, so they never see a batch
+half done."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from temporalio.client import Client
+
+from flowledger.errors import FlowledgerError
+from flowledger.settings import Settings
+from processors import audit as audits
+from processors import deadletter, effects
+from processors.correlation import load_paths
+from processors.effects import Backoff, Stopped
+from processors.follower import LogFollower
+from processors.pipeline import (
+    IngressRecord,
+    Plan,
+    SignalTarget,
+    decide,
+    plan_from_held_audit,
+    utc_from_ms,
+)
+from processors.producing import Outgoing, produce_all
+from processors.router_index import EarlyEvents, HeldEvent, OpenWait
+from schemas.audit import Delivery
+from topics import clients
+from topics.catalogue import AUDIT, DEADLETTER, EVENTS
+from topics.serde import encode
+from workflows.worker import connect
+
+log = logging.getLogger(__name__)
+
+ClientFactory = Callable[[Settings], Awaitable[Client]]
+
+
+@dataclass
+class Stats:
+    records: int = 0
+    refused: int = 0
+    duplicates: int = 0
+    signals: int = 0
+    starts: int = 0
+    held: int = 0
+    released: int = 0
+    expired: int = 0
+    commits: int = 0
+    caught_up: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class _Seen:
+    """Completed events plus those of the batch in hand, so a second copy of an event
+    in the same batch is a duplicate too."""
+
+    completed: set[str]
+    batch: set[str] = field(default_factory=set)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.completed or key in self.batch
+
+
+class Processor:
+    def __init__(
+        self,
+        settings: Settings,
+        stop: threading.Event | None = None,
+        client_factory: ClientFactory = connect,
+    ) -> None:
+        self.settings = settings
+        self.stop = stop or threading.Event()
+        self.client_factory = client_factory
+        self.paths = load_paths(settings.correlation.paths, settings.correlation.paths_file)
+        p = settings.processor
+        self.skew = timedelta(seconds=p.clock_skew_tolerance_s)
+        self.window = timedelta(seconds=p.early_event_window_s)
+        self.events_topic = settings.topic(EVENTS)
+        self.audit_topic = settings.topic(AUDIT)
+        self.deadletter_topic = settings.topic(DEADLETTER)
+        self.backoff = Backoff(settings, self.stop)
+        self.follower = LogFollower(settings)
+        self.early = EarlyEvents(self.skew)
+        self.stats = Stats()
+        self._client: Client | None = None
+        self._consumer: Consumer | None = None
+        self._producer = clients.producer(settings)
+        # Per owned partition: the offset after the last record fully handled.
+        self._next: dict[int, int] = {}
+        self._committed: dict[int, int] = {}
+        self._assigned: set[int] = set()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def _connect(self) -> Client:
+        delay = self.backoff.initial
+        while True:
+            if self.stop.is_set():
+                raise Stopped("connect")
+            try:
+                return await self.client_factory(self.settings)
+            except FlowledgerError as exc:
+                log.warning("Temporal unavailable, retrying in %.1fs: %s", delay, exc)
+                await self.backoff.sleep(delay)
+                delay = min(delay * 2, self.backoff.cap)
+
+    async def open(self) -> None:
+        self._client = await self._connect()
+        delay = self.backoff.initial
+        while True:
+            try:
+                await asyncio.to_thread(self.follower.start)
+                break
+            except (FlowledgerError, KafkaException) as exc:
+                log.warning("Kafka unavailable, retrying in %.1fs: %s", delay, exc)
+                if self.stop.is_set():
+                    raise Stopped("start") from exc
+                await self.backoff.sleep(delay)
+                delay = min(delay * 2, self.backoff.cap)
+        await asyncio.to_thread(self.follower.catch_up, self.stop.is_set)
+        consumer = clients.consumer(self.settings, self.settings.processor.group_id)
+        consumer.subscribe(
+            [self.events_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self._consumer = consumer
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._commit()
+            except KafkaException as exc:
+                log.warning("final commit failed: %s", exc)
+            self._consumer.close()
+            self._consumer = None
+        self.follower.close()
+        self._producer.flush(self.settings.kafka.request_timeout_s)
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        owned = {tp.partition for tp in partitions}
+        self._assigned.update(owned)
+        # Early events of these partitions, from their held audits: the commit went
+        # past them when they were held, so this is where they live on.
+        now = datetime.now(UTC)
+        for key, audit in list(self.follower.pending_held.items()):
+            if audit.source_topic != self.events_topic or audit.source_partition not in owned:
+                continue
+            plan = plan_from_held_audit(audit, key)
+            held = self._held(plan)
+            if held.expires_at > now:
+                self.early.hold(held)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {tp.partition for tp in partitions}
+        try:
+            self._commit(only=gone)
+        except KafkaException as exc:
+            # The next owner starts from the older commit; the audit makes it skip
+            # what was finished here.
+            log.warning("commit on revoke failed: %s", exc)
+        self._forget(gone)
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._forget({tp.partition for tp in partitions})
+
+    def _forget(self, partitions: set[int]) -> None:
+        self.early.drop_partitions(partitions)
+        for p in partitions:
+            self._assigned.discard(p)
+            self._next.pop(p, None)
+            self._committed.pop(p, None)
+
+    # -- the loop ------------------------------------------------------------
+
+    async def run(self, until_idle: bool = False, timeout: float | None = None) -> Stats:
+        started = time.monotonic()
+        try:
+            await self.open()
+            while not self.stop.is_set():
+                await self.step()
+                if until_idle and self.idle():
+                    self.stats.caught_up = True
+                    break
+                if timeout is not None and time.monotonic() - started > timeout:
+                    break
+        except Stopped:
+            pass
+        finally:
+            self.close()
+            self.stats.seconds = time.monotonic() - started
+        return self.stats
+
+    async def step(self) -> None:
+        assert self._consumer is not None
+        poll_s = self.settings.processor.poll_timeout_s
+        opened = await asyncio.to_thread(self.follower.poll, poll_s if not self._assigned else 0)
+        await self._release(opened)
+        await self._expire()
+        messages = await asyncio.to_thread(
+            self._consumer.consume, self.settings.processor.batch_size, poll_s
+        )
+        batch = [m for m in messages if not m.error()]
+        for m in messages:
+            if m.error():
+                log.debug("consume: %s", m.error())
+        if batch:
+            await self._process(batch)
+        self._commit_retrying()
+
+    def idle(self) -> bool:
+        """Every owned partition handled up to its end (held events aside)."""
+        assert self._consumer is not None
+        if not self._assigned:
+            return False
+        timeout = self.settings.kafka.request_timeout_s
+        for p in self._assigned:
+            _low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.events_topic, p), timeout=timeout, cached=False
+            )
+            if self._next.get(p, self._committed_offset(p)) < high:
+                return False
+        return True
+
+    def _committed_offset(self, partition: int) -> int:
+        assert self._consumer is not None
+        found = self._consumer.committed(
+            [TopicPartition(self.events_topic, partition)],
+            timeout=self.settings.kafka.request_timeout_s,
+        )
+        offset = found[0].offset if found else -1
+        return max(0, offset)
+
+    # -- one batch -----------------------------------------------------------
+
+    def _ingress(self, msg: Message) -> IngressRecord:
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        assert topic is not None and partition is not None and offset is not None
+        key, value = msg.key(), msg.value()
+        return IngressRecord(
+            topic,
+            partition,
+            offset,
+            key if isinstance(key, bytes) else None,
+            value if isinstance(value, bytes) else None,
+            utc_from_ms(msg.timestamp()[1]),
+        )
+
+    async def _process(self, batch: list[Message]) -> None:
+        seen = _Seen(self.follower.completed)
+        now = datetime.now(UTC)
+        plans: list[Plan] = []
+        for msg in batch:
+            plan = decide(
+                self._ingress(msg),
+                index=self.follower.index,
+                triggers=self.follower.triggers,
+                completed=seen,
+                paths=self.paths,
+                skew=self.skew,
+                window=self.window,
+                now=now,
+            )
+            seen.batch.add(plan.completion_key)
+            plans.append(plan)
+        todo = [p for p in plans if not p.duplicate]
+        self.stats.records += len(plans)
+        self.stats.duplicates += len(plans) - len(todo)
+
+        await self._effects(todo)
+
+        outgoing: list[Outgoing] = []
+        for plan in todo:
+            if plan.refused is not None:
+                outgoing.append(
+                    Outgoing(
+                        self.deadletter_topic,
+                        plan.record.key,
+                        plan.record.value or b"",
+                        deadletter.headers(plan.record, plan.refused),
+                    )
+                )
+            outgoing.append(self._audit(plan, held=plan.hold))
+        await produce_all(
+            self._producer, outgoing, self.backoff, self.settings.kafka.request_timeout_s
+        )
+
+        for plan in todo:
+            if plan.refused is not None:
+                self.stats.refused += 1
+            if plan.hold:
+                self.stats.held += 1
+                self.early.hold(self._held(plan))
+            else:
+                self.follower.completed.add(plan.completion_key)
+        for plan in plans:
+            self._next[plan.record.partition] = plan.record.offset + 1
+
+    async def _effects(self, plans: list[Plan]) -> None:
+        """Signals and starts of a batch; each plan's audit gets their outcomes."""
+        assert self._client is not None
+        client = self._client
+        groups: dict[str, list[Callable[[], Awaitable[None]]]] = {}
+        outcomes: dict[int, list[Delivery]] = {id(p): list(p.already_delivered) for p in plans}
+
+        for plan in plans:
+            if plan.envelope is None:
+                continue
+            event = plan.delivered_event() if plan.signals else None
+            for target in plan.signals:
+                assert event is not None
+
+                async def do_signal(
+                    plan: Plan = plan, target: Any = target, ev: Any = event
+                ) -> None:
+                    outcome = await self.backoff.retry(
+                        f"signal {target.workflow_id}",
+                        lambda: effects.signal(client, target, ev),
+                    )
+                    self.stats.signals += outcome == "delivered"
+                    outcomes[id(plan)].append(
+                        Delivery(
+                            run_id=target.run_id,
+                            wait_id=target.wait_id,
+                            kind="signal",
+                            outcome=outcome,
+                        )
+                    )
+
+                groups.setdefault(target.workflow_id, []).append(do_signal)
+            for start_target in plan.starts:
+
+                async def do_start(plan: Plan = plan, target: Any = start_target) -> None:
+                    context = plan.trigger_context()
+                    outcome = await self.backoff.retry(
+                        f"start {target.workflow_id}",
+                        lambda: effects.start(
+                            self.settings, client, target, context, plan.record.timestamp
+                        ),
+                    )
+                    self.stats.starts += outcome == "started"
+                    outcomes[id(plan)].append(
+                        Delivery(run_id=target.run_id, kind="start", outcome=outcome)
+                    )
+
+                groups.setdefault(start_target.workflow_id, []).append(do_start)
+
+        if groups:
+            await effects.run_grouped(groups, self.settings.processor.max_in_flight)
+        for plan in plans:
+            found = outcomes[id(plan)]
+            if found:
+                # Signals first, then starts, each in a stable order: a redone event
+                # reports its deliveries the same way.
+                found.sort(key=lambda d: (d.kind != "signal", d.run_id, d.wait_id or ""))
+                plan.audit = plan.audit.model_copy(update={"deliveries": found})
+
+    def _audit(self, plan: Plan, held: bool) -> Outgoing:
+        return Outgoing(
+            self.audit_topic, audits.audit_key(plan), encode(plan.audit), audits.headers(held)
+        )
+
+    def _held(self, plan: Plan) -> HeldEvent:
+        assert plan.envelope is not None and plan.correlation is not None
+        assert plan.correlation.key is not None
+        return HeldEvent(
+            tenant=plan.envelope.tenant,
+            event_type=plan.envelope.event_type,
+            correlation_key=plan.correlation.key,
+            event_id=str(plan.envelope.event_id),
+            received_at=plan.record.timestamp,
+            expires_at=plan.record.timestamp + self.window,
+            partition=plan.record.partition,
+            offset=plan.record.offset,
+            item=plan,
+        )
+
+    # -- held events ---------------------------------------------------------
+
+    async def _release(self, opened: list[OpenWait]) -> None:
+        """Deliver held events to waits that just appeared, then audit them again,
+        complete, with the new delivery."""
+        released: list[tuple[HeldEvent, OpenWait]] = []
+        for wait in opened:
+            released.extend((h, wait) for h in self.early.take_for(wait))
+        if not released:
+            return
+        assert self._client is not None
+        client = self._client
+        groups: dict[str, list[Callable[[], Awaitable[None]]]] = {}
+        for held, wait in released:
+            plan: Plan = held.item
+            workflow_id = self.follower.index.workflow_id(wait.run_id)
+            target = SignalTarget(wait.run_id, wait.wait_id, workflow_id)
+
+            async def deliver(plan: Plan = plan, target: Any = target) -> None:
+                event = plan.delivered_event()
+                outcome = await self.backoff.retry(
+                    f"signal {target.workflow_id}", lambda: effects.signal(client, target, event)
+                )
+                self.stats.signals += outcome == "delivered"
+                delivery = Delivery(
+                    run_id=target.run_id, wait_id=target.wait_id, kind="signal", outcome=outcome
+                )
+                plan.audit = plan.audit.model_copy(
+                    update={"deliveries": [*plan.audit.deliveries, delivery]}
+                )
+
+            groups.setdefault(workflow_id, []).append(deliver)
+        await effects.run_grouped(groups, self.settings.processor.max_in_flight)
+        plans = {id(h.item): h.item for h, _w in released}
+        await produce_all(
+            self._producer,
+            [self._audit(p, held=False) for p in plans.values()],
+            self.backoff,
+            self.settings.kafka.request_timeout_s,
+        )
+        for p in plans.values():
+            self.follower.completed.add(p.completion_key)
+        self.stats.released += len(plans)
+
+    async def _expire(self) -> None:
+        gone = self.early.expire(datetime.now(UTC))
+        if not gone:
+            return
+        await produce_all(
+            self._producer,
+            [self._audit(h.item, held=False) for h in gone],
+            self.backoff,
+            self.settings.kafka.request_timeout_s,
+        )
+        for h in gone:
+            self.follower.completed.add(h.item.completion_key)
+        self.stats.expired += len(gone)
+
+    # -- commits -------------------------------------------------------------
+
+    def _targets(self, only: set[int] | None = None) -> list[TopicPartition]:
+        out = []
+        for p, nxt in self._next.items():
+            if only is not None and p not in only:
+                continue
+            if self._committed.get(p) != nxt:
+                out.append(TopicPartition(self.events_topic, p, nxt))
+        return out
+
+    def _commit(self, only: set[int] | None = None) -> None:
+        assert self._consumer is not None
+        targets = self._targets(only)
+        if not targets:
+            return
+        self._consumer.commit(offsets=targets, asynchronous=False)
+        for tp in targets:
+            self._committed[tp.partition] = tp.offset
+        self.stats.commits += 1
+
+    def _commit_retrying(self) -> None:
+        try:
+            self._commit()
+        except KafkaException as exc:
+            # Nothing is lost: the work is done and audited; the next step commits.
+            log.warning("commit failed, will retry: %s", exc)
+
+
+async def run(
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    until_idle: bool = False,
+    timeout: float | None = None,
+) -> Stats:
+    return await Processor(settings, stop).run(until_idle=until_idle, timeout=timeout)

@@ -1,0 +1,143 @@
+"""The Temporal side of processing: `deliver_event` signals and triggered starts, each
+turned into a delivery outcome. Transient failures raise Transient so the caller
+retries them; everything else is an outcome for the audit, never a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from temporalio.client import Client
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from flowledger.errors import InvalidInput
+from flowledger.settings import Settings
+from processors.pipeline import SignalTarget, StartTarget
+from processors.triggers import MappingFailed, map_input
+from workflows import control
+from workflows.messages import DeliveredEvent
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SIGNAL = "deliver_event"
+_PERMANENT = frozenset(
+    {
+        RPCStatusCode.INVALID_ARGUMENT,
+        RPCStatusCode.PERMISSION_DENIED,
+        RPCStatusCode.FAILED_PRECONDITION,
+        RPCStatusCode.UNIMPLEMENTED,
+        RPCStatusCode.UNAUTHENTICATED,
+    }
+)
+
+
+class Transient(Exception):
+    """Temporal (or Kafka) did not answer; the same call may succeed later."""
+
+
+class Stopped(Exception):
+    """Asked to stop while still retrying: nothing of the batch is committed."""
+
+
+async def signal(client: Client, target: SignalTarget, event: DeliveredEvent) -> str:
+    handle = client.get_workflow_handle(target.workflow_id)
+    try:
+        await handle.signal(SIGNAL, event)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            # The run ended between its wait registration and this event.
+            return "workflow_closed"
+        if exc.status in _PERMANENT:
+            return f"failed: {exc.status.name}"
+        raise Transient(str(exc)) from exc
+    except Exception as exc:  # connection-level failures surface as assorted types
+        raise Transient(str(exc)) from exc
+    return "delivered"
+
+
+async def start(
+    settings: Settings,
+    client: Client,
+    target: StartTarget,
+    event: dict[str, Any],
+    clock: datetime,
+) -> str:
+    try:
+        data = map_input(target.record, event, settings, clock)
+        await control.start(
+            settings,
+            client,
+            target.record,
+            data,
+            run_id=target.run_id,
+            workflow_id=target.workflow_id,
+            trigger_event_id=event["event_id"],
+        )
+    except MappingFailed as exc:
+        return f"refused: {exc.code}"
+    except InvalidInput as exc:
+        return f"refused: {exc.code}"
+    except WorkflowAlreadyStartedError:
+        return "already_started"
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.ALREADY_EXISTS:
+            return "already_started"
+        if exc.status in _PERMANENT:
+            return f"failed: {exc.status.name}"
+        raise Transient(str(exc)) from exc
+    except Exception as exc:
+        raise Transient(str(exc)) from exc
+    return "started"
+
+
+class Backoff:
+    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+        self.initial = settings.processor.retry_initial_backoff_s
+        self.cap = settings.processor.retry_max_backoff_s
+        self.stop = stop
+
+    async def retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        delay = self.initial
+        while True:
+            if self.stop.is_set():
+                raise Stopped(what)
+            try:
+                return await call()
+            except Transient as exc:
+                log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+                await self.sleep(delay)
+                delay = min(delay * 2, self.cap)
+
+    async def sleep(self, seconds: float) -> None:
+        # In small steps, so a stop request is honoured promptly.
+        end = asyncio.get_running_loop().time() + seconds
+        while not self.stop.is_set():
+            left = end - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.1))
+
+
+async def run_grouped(groups: dict[str, list[Callable[[], Awaitable[None]]]], limit: int) -> None:
+    """Run each group's calls in order (one workflow's signals keep partition order),
+    the groups concurrently, at most `limit` calls in flight."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one_group(calls: list[Callable[[], Awaitable[None]]]) -> None:
+        for call in calls:
+            async with gate:
+                await call()
+
+    results = await asyncio.gather(
+        *(one_group(calls) for calls in groups.values()), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

@@ -1,0 +1,219 @@
+"""What to do with one ingress record, decided without I/O: refuse it, skip it as
+already done, or signal these waits, hold it for a wait not seen yet, start these
+triggered runs, and audit it like this."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Container
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from processors.correlation import Correlation, CorrelationPaths, resolve
+from processors.router_index import OpenWait, RouterIndex, eligible
+from processors.triggers import TriggerIndex, trigger_run_id, trigger_workflow_id
+from schemas.audit import AuditRecord, Delivery
+from schemas.definition_record import DefinitionRecord
+from schemas.envelope import EventEnvelope
+from topics.serde import RecordRefused, decode_envelope
+from workflows.messages import DeliveredEvent
+
+CORRELATION_MISSING = "CORRELATION_MISSING"
+
+
+@dataclass(frozen=True)
+class IngressRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    # The broker's timestamp: when Kafka received the event. Used as received_at, so
+    # a redelivered record produces exactly the same audit and signal.
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class SignalTarget:
+    run_id: str
+    wait_id: str
+    workflow_id: str
+
+
+@dataclass(frozen=True)
+class StartTarget:
+    record: DefinitionRecord
+    workflow_id: str
+    run_id: str
+
+
+@dataclass
+class Plan:
+    record: IngressRecord
+    audit: AuditRecord
+    completion_key: str
+    envelope: EventEnvelope | None = None
+    refused: RecordRefused | None = None
+    duplicate: bool = False
+    correlation: Correlation | None = None
+    signals: list[SignalTarget] = field(default_factory=list)
+    # Waits this event already resolved (seen on the runtime topic): a redelivery after
+    # a crash reports them without signalling again.
+    already_delivered: list[Delivery] = field(default_factory=list)
+    hold: bool = False
+    starts: list[StartTarget] = field(default_factory=list)
+
+    def delivered_event(self) -> DeliveredEvent:
+        assert self.envelope is not None and self.correlation is not None
+        return DeliveredEvent(
+            event_id=str(self.envelope.event_id),
+            event_type=self.envelope.event_type,
+            correlation_key=self.correlation.key,
+            payload=self.envelope.payload,
+            received_at=self.audit.received_at.isoformat(),
+        )
+
+    def trigger_context(self) -> dict[str, Any]:
+        assert self.envelope is not None and self.correlation is not None
+        e = self.envelope
+        return {
+            "event_id": str(e.event_id),
+            "event_type": e.event_type,
+            "tenant": e.tenant,
+            "correlation_key": self.correlation.key,
+            "payload": e.payload,
+            "occurred_at": e.occurred_at.isoformat(),
+        }
+
+
+def event_completion_key(tenant: str, event_id: str) -> str:
+    return f"event:{tenant}:{event_id}"
+
+
+def coordinate_completion_key(topic: str, partition: int, offset: int) -> str:
+    return f"at:{topic}:{partition}:{offset}"
+
+
+def audit_completion_keys(audit: AuditRecord) -> list[str]:
+    """The keys an audit record (not a held one) marks as done. A refused record marks
+    only its coordinates: a valid copy of the same event elsewhere is still to do."""
+    keys = [
+        coordinate_completion_key(audit.source_topic, audit.source_partition, audit.source_offset)
+    ]
+    refused = (audit.error_code or "").startswith("RECORD_")
+    if audit.tenant and audit.event_id and not refused:
+        keys.append(event_completion_key(audit.tenant, audit.event_id))
+    return keys
+
+
+def _best_effort(raw: bytes | None) -> dict[str, Any]:
+    """What a refused record says about itself, for the audit; never the event id, so
+    a poison copy is not merged with the real event's audit row."""
+    try:
+        data = json.loads(raw or b"")
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: data[k] for k in ("tenant", "event_type") if isinstance(data.get(k), str)}
+
+
+def _base_audit(record: IngressRecord) -> dict[str, Any]:
+    return {
+        "received_at": record.timestamp,
+        "source_topic": record.topic,
+        "source_partition": record.partition,
+        "source_offset": record.offset,
+    }
+
+
+def decide(
+    record: IngressRecord,
+    *,
+    index: RouterIndex,
+    triggers: TriggerIndex,
+    completed: Container[str],
+    paths: CorrelationPaths,
+    skew: timedelta,
+    window: timedelta,
+    now: datetime,
+) -> Plan:
+    try:
+        envelope = decode_envelope(record.value or b"")
+    except RecordRefused as exc:
+        audit = AuditRecord(
+            **_best_effort(record.value),
+            error_code=exc.code,
+            error_message=exc.message,
+            **_base_audit(record),
+        )
+        key = coordinate_completion_key(record.topic, record.partition, record.offset)
+        return Plan(record, audit, key, refused=exc, duplicate=key in completed)
+
+    event_id = str(envelope.event_id)
+    key = event_completion_key(envelope.tenant, event_id)
+    body = envelope.model_dump(mode="json")
+    correlation = resolve(body, paths)
+    audit = AuditRecord(
+        **body,
+        correlation_key=correlation.key,
+        correlation_source=correlation.source,
+        correlation_detail=correlation.detail,
+        error_code=None if correlation.key is not None else CORRELATION_MISSING,
+        error_message=None if correlation.key is not None else correlation.detail,
+        **_base_audit(record),
+    )
+    plan = Plan(record, audit, key, envelope=envelope, correlation=correlation)
+    if key in completed:
+        plan.duplicate = True
+        return plan
+
+    if correlation.key is not None:
+        already = index.resolved_by.get(event_id, [])
+        done_waits = {wait_id for _run, wait_id in already}
+        plan.already_delivered = [
+            Delivery(run_id=run, wait_id=wait, kind="signal", outcome="delivered")
+            for run, wait in already
+        ]
+        waits: list[OpenWait] = [
+            w
+            for w in index.matching(envelope.tenant, envelope.event_type, correlation.key)
+            if w.wait_id not in done_waits and eligible(w, record.timestamp, skew)
+        ]
+        plan.signals = [
+            SignalTarget(w.run_id, w.wait_id, index.workflow_id(w.run_id)) for w in waits
+        ]
+        plan.hold = not waits and not already and record.timestamp + window > now
+
+    for definition in triggers.triggered_by(envelope.tenant, envelope.event_type):
+        workflow_id = trigger_workflow_id(envelope.tenant, definition.definition_id, event_id)
+        plan.starts.append(StartTarget(definition, workflow_id, trigger_run_id(workflow_id)))
+    return plan
+
+
+def utc_from_ms(timestamp_ms: int) -> datetime:
+    return datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
+
+
+def plan_from_held_audit(audit: AuditRecord, completion_key: str) -> Plan:
+    """A held event again, from its held audit record, after a restart or rebalance:
+    the audit carries the whole envelope, the correlation and the source coordinates."""
+    fields = set(EventEnvelope.model_fields)
+    envelope = EventEnvelope.model_validate(
+        {k: v for k, v in audit.model_dump(mode="json").items() if k in fields}
+    )
+    correlation = Correlation(
+        audit.correlation_key, audit.correlation_source or "missing", audit.correlation_detail or ""
+    )
+    record = IngressRecord(
+        audit.source_topic,
+        audit.source_partition,
+        audit.source_offset,
+        None,
+        None,
+        audit.received_at,
+    )
+    return Plan(
+        record, audit, completion_key, envelope=envelope, correlation=correlation, hold=True
+    )

@@ -1,0 +1,73 @@
+"""Producing a batch of records and waiting until Kafka has acknowledged every one;
+what Kafka refuses is produced again after a backoff, never dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from processors.effects import Backoff, Transient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, str | bytes | None]]
+
+
+def _produce_once(producer: Producer, items: list[Outgoing], timeout: float) -> list[Outgoing]:
+    failed: list[Outgoing] = []
+    acked: list[Outgoing] = []
+
+    def callback(item: Outgoing) -> Callable[[KafkaError | None, Message], None]:
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            (failed if err is not None else acked).append(item)
+
+        return on_delivery
+
+    for item in items:
+        while True:
+            try:
+                producer.produce(
+                    item.topic,
+                    key=item.key,
+                    value=item.value,
+                    headers=item.headers or None,
+                    on_delivery=callback(item),
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+            except KafkaException as exc:
+                raise Transient(str(exc)) from exc
+    producer.flush(timeout)
+    done = {id(i) for i in acked}
+    return [i for i in items if id(i) not in done]
+
+
+async def produce_all(
+    producer: Producer, items: list[Outgoing], backoff: Backoff, timeout: float
+) -> None:
+    pending = items
+    delay = backoff.initial
+    while pending:
+        try:
+            pending = await asyncio.to_thread(_produce_once, producer, pending, timeout)
+        except Transient as exc:
+            log.warning("producing failed: %s", exc)
+        if pending:
+            log.warning("%d record(s) not acknowledged, retrying in %.1fs", len(pending), delay)
+            if backoff.stop.is_set():
+                from processors.effects import Stopped
+
+                raise Stopped("produce")
+            await backoff.sleep(delay)
+            delay = min(delay * 2, backoff.cap)

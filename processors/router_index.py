@@ -1,0 +1,179 @@
+"""The routing index, pure: open event waits by (tenant, event_type, correlation_key),
+each run's Temporal workflow id, and the early events held for a wait not seen yet.
+
+Built only from runtime events (WaitCreated / WaitResolved / RunStarted /
+RunCompleted), never from the projection database, so every processor instance can
+rebuild it from the runtime topic on its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from schemas.runtime import RunCompleted, RunStarted, RuntimeEvent, WaitCreated, WaitResolved
+from workflows.messages import run_workflow_id
+
+WaitKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class OpenWait:
+    run_id: str
+    wait_id: str
+    tenant: str
+    event_type: str
+    correlation_key: str
+    created_at: datetime
+
+    @property
+    def key(self) -> WaitKey:
+        return (self.tenant, self.event_type, self.correlation_key)
+
+
+def eligible(wait: OpenWait, received_at: datetime, skew: timedelta) -> bool:
+    """A wait may take an event only if it was open (within the clock-skew tolerance)
+    when Kafka received the event; a wait created later never takes an older event,
+    however late the processor reads it, so routing does not depend on lag."""
+    return wait.created_at <= received_at + skew
+
+
+@dataclass
+class RouterIndex:
+    waits: dict[str, OpenWait] = field(default_factory=dict)
+    by_key: dict[WaitKey, dict[str, OpenWait]] = field(default_factory=dict)
+    workflow_ids: dict[str, str] = field(default_factory=dict)
+    # event_id -> (run_id, wait_id) of the waits it resolved: a redelivered event whose
+    # signal already landed before a crash still gets its delivery in the audit.
+    resolved_by: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def apply(self, event: RuntimeEvent) -> OpenWait | None:
+        """Fold one runtime event; returns the event wait it opened, if any."""
+        if isinstance(event, RunStarted):
+            if event.data.workflow_id:
+                self.workflow_ids[event.run_id] = event.data.workflow_id
+        elif isinstance(event, WaitCreated):
+            data = event.data
+            if data.wait_type != "event" or not data.event_type or data.correlation_key is None:
+                return None
+            wait = OpenWait(
+                event.run_id,
+                data.wait_id,
+                event.tenant,
+                data.event_type,
+                data.correlation_key,
+                event.occurred_at,
+            )
+            self.waits[wait.wait_id] = wait
+            self.by_key.setdefault(wait.key, {})[wait.wait_id] = wait
+            return wait
+        elif isinstance(event, WaitResolved):
+            self._close(event.data.wait_id)
+            matched = event.data.matched_event_id
+            if matched:
+                self.resolved_by.setdefault(matched, []).append((event.run_id, event.data.wait_id))
+        elif isinstance(event, RunCompleted):
+            for wait_id in [w for w, wait in self.waits.items() if wait.run_id == event.run_id]:
+                self._close(wait_id)
+            self.workflow_ids.pop(event.run_id, None)
+        return None
+
+    def _close(self, wait_id: str) -> None:
+        wait = self.waits.pop(wait_id, None)
+        if wait is None:
+            return
+        bucket = self.by_key.get(wait.key)
+        if bucket is not None:
+            bucket.pop(wait_id, None)
+            if not bucket:
+                del self.by_key[wait.key]
+
+    def matching(self, tenant: str, event_type: str, correlation_key: str) -> list[OpenWait]:
+        return list(self.by_key.get((tenant, event_type, correlation_key), {}).values())
+
+    def workflow_id(self, run_id: str) -> str:
+        return self.workflow_ids.get(run_id) or run_workflow_id(run_id)
+
+
+@dataclass(frozen=True)
+class HeldEvent:
+    """A correlated event that matched no wait yet. ``item`` is the shell's own
+    bookkeeping for it (what to signal and audit); the index never looks inside."""
+
+    tenant: str
+    event_type: str
+    correlation_key: str
+    event_id: str
+    received_at: datetime
+    expires_at: datetime
+    partition: int
+    offset: int
+    item: Any = None
+
+    @property
+    def key(self) -> WaitKey:
+        return (self.tenant, self.event_type, self.correlation_key)
+
+
+@dataclass
+class EarlyEvents:
+    """Held events of the ingress partitions this instance owns."""
+
+    skew: timedelta
+    held: dict[WaitKey, list[HeldEvent]] = field(default_factory=dict)
+
+    def hold(self, event: HeldEvent) -> None:
+        bucket = self.held.setdefault(event.key, [])
+        if all(h.event_id != event.event_id for h in bucket):
+            bucket.append(event)
+
+    def take_for(self, wait: OpenWait) -> list[HeldEvent]:
+        """Held events the new wait may take, released from holding: an event that
+        found its wait is done, so the commit can move past it instead of lagging for
+        the whole window."""
+        bucket = self.held.get(wait.key, [])
+        taken = [h for h in bucket if eligible(wait, h.received_at, self.skew)]
+        if taken:
+            keep = [h for h in bucket if h not in taken]
+            if keep:
+                self.held[wait.key] = keep
+            else:
+                del self.held[wait.key]
+        return taken
+
+    def expire(self, now: datetime) -> list[HeldEvent]:
+        gone: list[HeldEvent] = []
+        for key in list(self.held):
+            keep = [h for h in self.held[key] if h.expires_at > now]
+            gone.extend(h for h in self.held[key] if h.expires_at <= now)
+            if keep:
+                self.held[key] = keep
+            else:
+                del self.held[key]
+        return gone
+
+    def drop_partitions(self, partitions: Iterable[int]) -> list[HeldEvent]:
+        """A revoked partition's held events go with it; the new owner holds them
+        again from their held audit records."""
+        lost = set(partitions)
+        dropped: list[HeldEvent] = []
+        for key in list(self.held):
+            dropped.extend(h for h in self.held[key] if h.partition in lost)
+            keep = [h for h in self.held[key] if h.partition not in lost]
+            if keep:
+                self.held[key] = keep
+            else:
+                del self.held[key]
+        return dropped
+
+    def oldest_offsets(self) -> dict[int, int]:
+        """Per partition, the lowest held offset (for status and diagnostics)."""
+        out: dict[int, int] = {}
+        for bucket in self.held.values():
+            for h in bucket:
+                out[h.partition] = min(out.get(h.partition, h.offset), h.offset)
+        return out
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.held.values())

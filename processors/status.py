@@ -1,0 +1,55 @@
+"""`processor status`: per-partition lag of the ingress topic for the processor's
+consumer group (committed offset against the high watermark)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+from flowledger.errors import ServiceUnavailable
+from flowledger.settings import Settings
+from topics import clients
+from topics.catalogue import EVENTS
+
+
+def lag(settings: Settings) -> dict[str, Any]:
+    topic = settings.topic(EVENTS)
+    group = settings.processor.group_id
+    timeout = settings.kafka.request_timeout_s
+    # Its own consumer with the group's id, never subscribed: reading the committed
+    # offsets does not join the group or disturb the running instances.
+    probe = clients.consumer(settings, group, **{"client.id": f"status-{uuid.uuid4().hex[:6]}"})
+    try:
+        meta = probe.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise ServiceUnavailable(f"topic {topic} is not available", code="TOPIC_MISSING")
+        partitions = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        committed = {tp.partition: tp.offset for tp in probe.committed(partitions, timeout=timeout)}
+        rows = []
+        for tp in partitions:
+            low, high = probe.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            done = committed.get(tp.partition, -1)
+            # No commit yet: everything still in the partition is to do.
+            position = done if done >= 0 else low
+            rows.append(
+                {
+                    "partition": tp.partition,
+                    "committed": done if done >= 0 else None,
+                    "end_offset": high,
+                    "lag": max(0, high - position),
+                }
+            )
+    except ServiceUnavailable:
+        raise
+    except Exception as exc:
+        raise ServiceUnavailable(f"Kafka did not answer: {exc}", code="KAFKA_UNAVAILABLE") from exc
+    finally:
+        probe.close()
+    return {
+        "group": group,
+        "topic": topic,
+        "partitions": rows,
+        "total_lag": sum(r["lag"] for r in rows),
+    }

@@ -1,0 +1,158 @@
+"""The per-record decision and trigger mapping, without Kafka or Temporal."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flowledger.settings import Settings
+from processors.correlation import NO_PATHS
+from processors.pipeline import IngressRecord, decide, event_completion_key
+from processors.router_index import RouterIndex
+from processors.triggers import MappingFailed, TriggerIndex, map_input, trigger_run_id
+from schemas.definition_record import DefinitionRecord
+from schemas.runtime import RUNTIME_EVENT_ADAPTER
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def raw(**fields: Any) -> bytes:
+    body = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "paid",
+        "tenant": "acme",
+        "occurred_at": T0.isoformat(),
+        **fields,
+    }
+    return json.dumps(body).encode()
+
+
+def rec(value: bytes, at: datetime = T0) -> IngressRecord:
+    return IngressRecord("events", 0, 3, b"k", value, at)
+
+
+def plan_of(
+    value: bytes,
+    index: RouterIndex | None = None,
+    triggers: TriggerIndex | None = None,
+    completed: set[str] | None = None,
+    now: datetime = T0,
+) -> Any:
+    return decide(
+        rec(value),
+        index=index or RouterIndex(),
+        triggers=triggers or TriggerIndex(),
+        completed=completed or set(),
+        paths=NO_PATHS,
+        skew=timedelta(seconds=2),
+        window=timedelta(minutes=10),
+        now=now,
+    )
+
+
+def definition(
+    tenant: str = "acme", version: int = 1, event_type: str = "paid"
+) -> DefinitionRecord:
+    return DefinitionRecord(
+        tenant=tenant,
+        definition_id="d",
+        version=version,
+        hash="0" * 64,
+        published_at=T0,
+        definition={
+            "trigger": {
+                "type": "event",
+                "event_type": event_type,
+                "payload_mapping": {"n": {"$expr": "event.payload.n + 1"}, "lit": 7},
+            }
+        },
+    )
+
+
+def test_refused_record_keeps_no_event_id() -> None:
+    plan = plan_of(b'{"event_id": "x", "tenant": "acme", "bogus": 1}')
+    assert plan.refused is not None
+    assert plan.audit.error_code == "RECORD_INVALID"
+    assert plan.audit.event_id is None and plan.audit.tenant == "acme"
+    assert plan.completion_key == "at:events:0:3"
+
+
+def test_missing_key_is_audited_not_held_and_still_triggers() -> None:
+    triggers = TriggerIndex()
+    triggers.apply(definition())
+    plan = plan_of(raw(), triggers=triggers)
+    assert plan.audit.error_code == "CORRELATION_MISSING"
+    assert not plan.hold and plan.signals == []
+    assert len(plan.starts) == 1
+    assert plan.starts[0].run_id == trigger_run_id(plan.starts[0].workflow_id)
+
+
+def test_matching_wait_signals_and_unmatched_is_held() -> None:
+    index = RouterIndex()
+    index.apply(
+        RUNTIME_EVENT_ADAPTER.validate_python(
+            {
+                "event_id": str(uuid.uuid4()),
+                "run_id": "r1",
+                "tenant": "acme",
+                "seq": 2,
+                "occurred_at": T0.isoformat(),
+                "type": "WaitCreated",
+                "data": {
+                    "wait_id": "w1",
+                    "wait_type": "event",
+                    "step_path": "p",
+                    "event_type": "paid",
+                    "correlation_key": "k1",
+                },
+            }
+        )
+    )
+    hit = plan_of(raw(workflow_correlation_key="k1"), index=index)
+    assert [(s.run_id, s.workflow_id) for s in hit.signals] == [("r1", "flowledger:run:r1")]
+    miss = plan_of(raw(workflow_correlation_key="k2"), index=index)
+    assert miss.signals == [] and miss.hold
+    old = plan_of(raw(workflow_correlation_key="k2"), index=index, now=T0 + timedelta(hours=1))
+    assert not old.hold
+
+
+def test_completed_event_is_a_duplicate() -> None:
+    value = raw(workflow_correlation_key="k")
+    event_id = json.loads(value)["event_id"]
+    plan = plan_of(value, completed={event_completion_key("acme", event_id)})
+    assert plan.duplicate
+
+
+def test_latest_version_and_tenant_decide_triggers() -> None:
+    triggers = TriggerIndex()
+    triggers.apply(definition(version=1))
+    triggers.apply(definition(version=2, event_type="other"))
+    triggers.apply(definition(tenant="beta"))
+    assert triggers.triggered_by("acme", "paid") == []
+    assert [r.version for r in triggers.triggered_by("acme", "other")] == [2]
+    triggers.apply_tombstone("acme:d:2")
+    assert [r.version for r in triggers.triggered_by("acme", "paid")] == [1]
+
+
+def test_mapping_values_are_expressions_or_literals() -> None:
+    out = map_input(definition(), {"payload": {"n": 1}}, Settings(), T0)
+    assert out == {"n": 2, "lit": 7}
+    bad = definition().model_copy(
+        update={
+            "definition": {
+                "trigger": {
+                    "type": "event",
+                    "event_type": "paid",
+                    "payload_mapping": {"n": {"$expr": "$eval('1')"}},
+                }
+            }
+        }
+    )
+    try:
+        map_input(bad, {"payload": {}}, Settings(), T0)
+    except MappingFailed as exc:
+        assert exc.code.startswith("EXPR_")
+    else:
+        raise AssertionError("mapping should fail")

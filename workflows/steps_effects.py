@@ -1,0 +1,366 @@
+"""Steps with effects outside the workflow: action.call, event.wait, time.wait,
+human.task and control.callWorkflow. Each reaches the world only through the host."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+
+from workflows import filters as wait_filters
+from workflows.errors import NEVER_CAUGHT, StepError
+from workflows.interpreter import Outcome, Resume
+from workflows.messages import (
+    ActionRequest,
+    DefinitionRequest,
+    DeliveredEvent,
+    RunInput,
+    RunResult,
+    run_workflow_id,
+)
+
+if TYPE_CHECKING:
+    from workflows.interpreter import Interpreter
+
+Step = dict[str, Any]
+Local = dict[str, Any]
+
+TASK_NAMESPACE = uuid.UUID("5d0b9f7e-3c2a-5e41-8f6d-2b1a0c9e8d7f")
+CHILD_NAMESPACE = uuid.UUID("8a4e2c6b-1f3d-5b7a-9c0e-4d6f8a2b1c3e")
+ACTION_RETRY_ON = ("ActionError", "TimeoutError")
+CHILD_RETRY_ON = ("ChildWorkflowError", "TimeoutError")
+
+
+def wait_id(run_id: str, path: str, iteration: str) -> str:
+    return f"{run_id}:{path}" + (f"#{iteration}" if iteration else "")
+
+
+def key_text(key: Any) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, float) and key.is_integer():
+        return str(int(key))
+    return str(key).strip()
+
+
+class Retry:
+    """An authored retry policy: attempt 1 is the first; backoff on the workflow clock."""
+
+    def __init__(self, policy: dict[str, Any] | None, default_on: tuple[str, ...]) -> None:
+        policy = policy or {}
+        self.attempts = max(1, int(policy.get("max_attempts", 1)))
+        self.delay_ms = float(policy.get("backoff_ms", 1000))
+        self.multiplier = float(policy.get("backoff_multiplier", 2.0))
+        self.max_delay_ms = float(policy.get("max_delay_ms") or 60_000)
+        self.on = tuple(policy.get("retry_on") or default_on)
+
+    def again(self, attempt: int, failure: StepError) -> bool:
+        return (
+            attempt < self.attempts
+            and failure.category in self.on
+            and failure.category not in NEVER_CAUGHT
+            and failure.retryable
+        )
+
+    async def pause(self, it: Interpreter) -> None:
+        await it.flush()
+        await it.host.sleep(min(self.delay_ms, self.max_delay_ms) / 1000.0)
+        self.delay_ms *= self.multiplier
+
+
+async def action(
+    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+) -> Outcome:
+    name, version = str(step.get("action")), int(step.get("version", 1))
+    data = it.evaluate(step.get("input") or {}, path, "input", local)
+    default_key = f"{it.run.run_id}:{path}:{iteration}:{name}:{version}"
+    key = (
+        it.evaluate(step["idempotency_key"], path, "idempotency_key", local)
+        if step.get("idempotency_key") is not None
+        else default_key
+    )
+    retry = Retry(step.get("retry"), ACTION_RETRY_ON)
+    for attempt in range(1, retry.attempts + 1):
+        await it.flush()
+        record = {
+            "invocation_id": f"{key}#{attempt}",
+            "step_path": path,
+            "action": name,
+            "version": version,
+            "attempt": attempt,
+            "idempotency_key": str(key),
+            "input": data,
+        }
+        try:
+            result = await it.host.call_action(
+                ActionRequest(
+                    run_id=it.run.run_id,
+                    tenant=it.run.tenant,
+                    step_path=path,
+                    iteration=iteration,
+                    action=name,
+                    version=version,
+                    input=data,
+                    idempotency_key=str(key),
+                    attempt=attempt,
+                )
+            )
+        except StepError as failure:
+            failure.step_path = failure.step_path or path
+            it.event("ActionInvocation", {**record, "status": "FAILED", "error": failure.as_dict()})
+            if retry.again(attempt, failure):
+                await retry.pause(it)
+                continue
+            if step.get("on_error") == "continue" and failure.catchable:
+                return Outcome(status="FAILED", error=failure)
+            raise
+        output = result.get("output", {})
+        it.event("ActionInvocation", {**record, "status": "SUCCEEDED", "output": output})
+        if result.get("run_log"):
+            it.event("RunLog", result["run_log"])
+        if step.get("save_as"):
+            it.data.assign(str(step["save_as"]), output, local, path)
+        return Outcome(output=output)
+    raise StepError(
+        "InterpreterCorruption", "RETRY_LOOP_EXHAUSTED", "retry loop ended without an outcome", path
+    )
+
+
+async def event_wait(
+    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+) -> Outcome:
+    event_type = str(step.get("event_type") or "")
+    key = it.evaluate(step.get("correlation_key"), path, "correlation_key", local)
+    if key is None or isinstance(key, dict | list) or key_text(key) == "":
+        raise StepError(
+            "ValidationError",
+            "WAIT_CORRELATION_KEY_INVALID",
+            f"correlation_key gave {key!r}; a wait needs a key",
+            path,
+        )
+    key_str = key_text(key)
+    filters = it.evaluate(step.get("filters") or [], path, "filters", local)
+    timeout_ms = step.get("timeout_ms")
+    timeout_at = it.host.now() + timedelta(milliseconds=float(timeout_ms)) if timeout_ms else None
+    wid = wait_id(it.run.run_id, path, iteration)
+    it.open_wait(
+        wid,
+        {
+            "wait_type": "event",
+            "step_path": path,
+            "event_type": event_type,
+            "correlation_key": key_str,
+            "filters": filters,
+            "timeout_at": timeout_at.isoformat() if timeout_at else None,
+        },
+    )
+    await it.flush()
+    found: list[DeliveredEvent] = []
+
+    def ready() -> bool:
+        for index, candidate in enumerate(it.signals.buffer):
+            if (
+                candidate.event_type == event_type
+                and candidate.correlation_key == key_str
+                and wait_filters.all_match(candidate.payload, filters)
+            ):
+                found.append(it.signals.buffer.pop(index))
+                return True
+        return False
+
+    timeout_s = float(timeout_ms) / 1000.0 if timeout_ms else None
+    if not ready() and not await it.host.wait_until(ready, timeout_s):
+        it.close_wait(wid, "TIMED_OUT")
+        raise StepError(
+            "TimeoutError",
+            "WAIT_TIMED_OUT",
+            f"no {event_type} event for key {key_str} within {timeout_ms} ms",
+            path,
+            {"wait_id": wid},
+        )
+    event = found[0]
+    it.close_wait(wid, "RESOLVED", event.event_id)
+    context_event = {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "correlation_key": event.correlation_key,
+        "payload": event.payload,
+        "received_at": event.received_at,
+    }
+    it.assign_map(step.get("assign") or {}, path, local, {"event": context_event})
+    return Outcome(output={"event_id": event.event_id})
+
+
+async def time_wait(
+    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+) -> Outcome:
+    now = it.host.now()
+    if step.get("until") is not None:
+        until = it.evaluate(step["until"], path, "until", local)
+        try:
+            target = datetime.fromisoformat(str(until).replace("Z", "+00:00"))
+        except ValueError:
+            raise StepError(
+                "ValidationError",
+                "WAIT_UNTIL_INVALID",
+                f"until gave {until!r}, not an ISO time",
+                path,
+            ) from None
+        if target.tzinfo is None:
+            raise StepError(
+                "ValidationError",
+                "WAIT_UNTIL_INVALID",
+                f"until gave {until!r} without a UTC offset",
+                path,
+            )
+    else:
+        duration = it.evaluate(step.get("duration_ms"), path, "duration_ms", local)
+        if not isinstance(duration, int | float) or isinstance(duration, bool):
+            raise StepError(
+                "ValidationError", "WAIT_DURATION_INVALID", f"duration_ms gave {duration!r}", path
+            )
+        target = now + timedelta(milliseconds=float(duration))
+    seconds = (target - now).total_seconds()
+    if seconds > 0:
+        wid = wait_id(it.run.run_id, path, iteration)
+        it.open_wait(
+            wid, {"wait_type": "time", "step_path": path, "timeout_at": target.isoformat()}
+        )
+        await it.flush()
+        await it.host.sleep(seconds)
+        it.close_wait(wid, "RESOLVED")
+    it.assign_map(step.get("assign") or {}, path, local)
+    return Outcome(output={"slept_ms": max(0, round(seconds * 1000))})
+
+
+def task_id_for(run_id: str, path: str, iteration: str) -> str:
+    return str(uuid.uuid5(TASK_NAMESPACE, f"{run_id}|{path}|{iteration}"))
+
+
+def schema_problems(schema: dict[str, Any], data: Any) -> list[dict[str, str]]:
+    validator = jsonschema.Draft202012Validator(schema or {})
+    return [
+        {"path": "/".join(str(p) for p in e.absolute_path) or "(response)", "message": e.message}
+        for e in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    ]
+
+
+async def human_task(
+    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+) -> Outcome:
+    task_id = task_id_for(it.run.run_id, path, iteration)
+    title = it.evaluate(step.get("title"), path, "title", local)
+    description = it.evaluate(step.get("description"), path, "description", local)
+    context = it.evaluate(step.get("context") or {}, path, "context", local)
+    form_schema = dict(step.get("form_schema") or {})
+    it.event(
+        "HumanTaskCreated",
+        {
+            "task_id": task_id,
+            "step_path": path,
+            "task_type": str(step.get("task_type")),
+            "title": title if isinstance(title, str) else str(title),
+            "description": None if description is None else str(description),
+            "context": context,
+            "form_schema": form_schema,
+        },
+    )
+    wid = wait_id(it.run.run_id, path, iteration)
+    it.open_wait(wid, {"wait_type": "human", "step_path": path, "task_id": task_id})
+    it.open_tasks[task_id] = {"form_schema": form_schema, "step_path": path}
+    await it.flush()
+    while True:
+        await it.host.wait_until(lambda: task_id in it.signals.completions, None)
+        completion = it.signals.completions.pop(task_id)
+        problems = schema_problems(form_schema, completion.response)
+        if not problems:
+            break
+        # The CLI validates before signalling; this is the authority's own check.
+        it.event(
+            "RunLog",
+            {
+                "level": "WARNING",
+                "message": f"response to task {task_id} refused by its form schema",
+                "details": {"task_id": task_id, "problems": problems},
+            },
+        )
+        await it.flush()
+    it.open_tasks.pop(task_id, None)
+    it.event(
+        "HumanTaskCompleted",
+        {
+            "task_id": task_id,
+            "response": completion.response,
+            "completed_by": completion.completed_by,
+        },
+    )
+    it.close_wait(wid, "RESOLVED")
+    task = {
+        "task_id": task_id,
+        "response": completion.response,
+        "completed_by": completion.completed_by,
+    }
+    it.assign_map(step.get("assign") or {}, path, local, {"task": task})
+    return Outcome(output={"task_id": task_id})
+
+
+async def call_workflow(
+    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+) -> Outcome:
+    version = step.get("version")
+    reply = await it.host.load_definition(
+        DefinitionRequest(
+            tenant=it.run.tenant,
+            definition_id=str(step.get("definition_id")),
+            version=int(version) if version is not None else None,
+        )
+    )
+    data = it.evaluate(step.get("input") or {}, path, "input", local)
+    problems = schema_problems(reply.definition.get("payload_schema") or {}, data)
+    if problems:
+        raise StepError(
+            "ValidationError",
+            "CHILD_INPUT_INVALID",
+            f"child input does not match {reply.definition_id}'s payload schema",
+            path,
+            {"problems": problems},
+        )
+    retry = Retry(step.get("retry"), CHILD_RETRY_ON)
+    result: RunResult | None = None
+    child_run_id = ""
+    for attempt in range(1, retry.attempts + 1):
+        child_run_id = str(
+            uuid.uuid5(CHILD_NAMESPACE, f"{it.run.run_id}|{path}|{iteration}|{attempt}")
+        )
+        await it.flush()
+        try:
+            result = await it.host.run_child(
+                RunInput(
+                    run_id=child_run_id,
+                    workflow_id=run_workflow_id(child_run_id),
+                    tenant=it.run.tenant,
+                    definition_id=reply.definition_id,
+                    version=reply.version,
+                    definition_hash=reply.definition_hash,
+                    definition=reply.definition,
+                    input=data,
+                    parent_run_id=it.run.run_id,
+                    root_run_id=it.run.root_run_id or it.run.run_id,
+                    parent_step_path=path,
+                    expressions=it.run.expressions,
+                    options=it.run.options,
+                )
+            )
+            break
+        except StepError as failure:
+            failure.step_path = failure.step_path or path
+            if retry.again(attempt, failure):
+                await retry.pause(it)
+                continue
+            raise
+    assert result is not None
+    child = {"run_id": child_run_id, "status": result.status, "output": result.output}
+    it.assign_map(step.get("output") or {}, path, local, {"child": child})
+    return Outcome(output=child)

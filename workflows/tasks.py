@@ -1,0 +1,97 @@
+"""Completing a human task: validate the response against the task's form schema,
+then signal the run. The run learns of a completion only through that signal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import create_engine, select
+from sqlalchemy.exc import SQLAlchemyError
+from temporalio.client import Client
+
+from flowledger.errors import FlowledgerError, InvalidInput, ServiceUnavailable
+from flowledger.settings import Settings
+from projections.tables import workflow_human_tasks
+from workflows.control import resolve_workflow_id
+from workflows.messages import TaskCompletion
+from workflows.steps_effects import schema_problems
+
+
+def find_task(settings: Settings, task_id: str) -> dict[str, Any]:
+    """The task as projected (the index of open tasks; the run is the authority)."""
+    try:
+        engine = create_engine(settings.database_url())
+        try:
+            with engine.connect() as conn:
+                row = (
+                    conn.execute(
+                        select(workflow_human_tasks).where(
+                            workflow_human_tasks.c.task_id == task_id
+                        )
+                    )
+                    .mappings()
+                    .first()
+                )
+        finally:
+            engine.dispose()
+    except SQLAlchemyError as exc:
+        raise ServiceUnavailable(
+            f"the projection database did not answer: {exc}", code="DATABASE_UNAVAILABLE"
+        ) from exc
+    if row is None:
+        raise InvalidInput(
+            f"no human task {task_id}", code="HUMAN_TASK_NOT_FOUND", status=404, task_id=task_id
+        )
+    return dict(row)
+
+
+def check_response(task: dict[str, Any], response: Any) -> None:
+    if not isinstance(response, dict):
+        raise InvalidInput(
+            "a task response is a JSON object",
+            code="HUMAN_TASK_RESPONSE_INVALID",
+            status=400,
+            task_id=task["task_id"],
+            errors=[{"path": "(response)", "message": "not an object"}],
+        )
+    problems = schema_problems(task.get("form_schema") or {}, response)
+    if problems:
+        raise InvalidInput(
+            f"the response does not match the task's form schema: {problems[0]['message']}",
+            code="HUMAN_TASK_RESPONSE_INVALID",
+            status=400,
+            task_id=task["task_id"],
+            errors=problems,
+        )
+
+
+async def complete(
+    settings: Settings, client: Client, task_id: str, response: Any, completed_by: str
+) -> dict[str, Any]:
+    if not completed_by.strip():
+        raise InvalidInput("--by names who completed the task", code="INVALID_REQUEST", status=400)
+    task = find_task(settings, task_id)
+    if str(task.get("status")).upper() != "OPEN":
+        raise FlowledgerError(
+            f"task {task_id} is {task.get('status')}, not open",
+            code="HUMAN_TASK_NOT_OPEN",
+            status=409,
+            task_id=task_id,
+        )
+    check_response(task, response)
+    run_id = str(task["run_id"])
+    handle = client.get_workflow_handle(resolve_workflow_id(settings, run_id))
+    try:
+        await handle.signal(
+            "complete_human_task",
+            TaskCompletion(task_id=task_id, response=response, completed_by=completed_by),
+        )
+    except Exception as exc:
+        raise ServiceUnavailable(
+            f"Temporal did not take the completion: {exc}",
+            code="WORKFLOW_TEMPORAL_SIGNAL_FAILED",
+            status=409,
+            task_id=task_id,
+            run_id=run_id,
+        ) from exc
+    return {"ok": True, "task_id": task_id, "run_id": run_id, "completed_by": completed_by}
