@@ -352,7 +352,7 @@ def _definition_slot(item: Incoming, record: Any) -> tuple[str, str, int]:
 
 def _fold(
     conn: Connection, decoded: Sequence[Decoded], runs: dict[str, RunState | None]
-) -> tuple[ChangeSet, dict[str, tuple[Slot, RunState]], int, int]:
+) -> tuple[ChangeSet, dict[str, tuple[Slot, RunState]], set[str], int, int]:
     """Fold decoded records (in partition order) into coalesced changes.
 
     ``runs`` holds the state of every run the records name (None: not in the
@@ -366,6 +366,7 @@ def _fold(
     defs = _load_definitions(conn, def_keys) if def_keys else {}
     changes = ChangeSet()
     touched: dict[str, tuple[Slot, RunState]] = {}
+    full: set[str] = set()
     applied = skipped = 0
     for item, record in decoded:
         if item.kind == "runtime":
@@ -377,6 +378,8 @@ def _fold(
                 skipped += 1
                 continue
             new_state, run_changes = folded
+            if runs[run_id] is None or event.type in _FULL_ROW_EVENTS:
+                full.add(run_id)
             runs[run_id] = new_state
             touched[run_id] = ((item.at.topic, item.at.partition), new_state)
             applied += 1
@@ -409,10 +412,29 @@ def _fold(
             changes.extend(new)
         else:
             skipped += 1
-    return changes, touched, applied, skipped
+    return changes, touched, full, applied, skipped
 
 
 _RUN_COLUMN_SET = frozenset(RUN_COLUMNS)
+# What the events in the middle of a run change (with the NOT NULL columns, which an
+# INSERT must carry even when it turns into an UPDATE): writing only these for a run
+# already in the database skips re-serializing its input on every batch.
+_RUN_PROGRESS_COLUMNS = frozenset(
+    {
+        "run_id",
+        "tenant",
+        "status",
+        "current_step_path",
+        "updated_at",
+        "last_seq",
+        "continued_as_new_count",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "source_event_id",
+    }
+)
+_FULL_ROW_EVENTS = frozenset({"RunStarted", "RunCompleted"})
 
 
 def _decode_all(items: Sequence[Incoming]) -> tuple[list[Decoded], list[Refusal]]:
@@ -450,11 +472,14 @@ def _apply_decoded(
     conn: Connection, decoded: Sequence[Decoded], runs: dict[str, RunState | None]
 ) -> BatchResult:
     """Fold and write ``decoded``; ``runs`` (the states before it) is left unchanged."""
-    changes, touched, applied, skipped = _fold(conn, decoded, dict(runs))
+    changes, touched, full, applied, skipped = _fold(conn, decoded, dict(runs))
     rows = _write(conn, changes)
-    write_rows(
-        conn, "workflow_runs", _RUN_COLUMN_SET, [vars(state.row) for _, state in touched.values()]
-    )
+    whole: list[dict[str, Any]] = []
+    progress: list[dict[str, Any]] = []
+    for run_id, (_, state) in touched.items():
+        (whole if run_id in full else progress).append(vars(state.row))
+    write_rows(conn, "workflow_runs", _RUN_COLUMN_SET, whole)
+    write_rows(conn, "workflow_runs", _RUN_PROGRESS_COLUMNS, progress)
     return BatchResult(applied=applied, skipped=skipped, rows=rows + len(touched), runs=touched)
 
 

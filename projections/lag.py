@@ -16,17 +16,17 @@ from sqlalchemy import Engine
 
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
-from projections.apply import DEFAULT_PROJECTION, read_checkpoints
+from projections.apply import DEFAULT_PROJECTION, Slot, read_checkpoints
 from projections.projector import topic_kinds
 from topics import clients
 
 
-def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+def end_offsets(settings: Settings) -> dict[Slot, int]:
     """The high watermark of every partition of the projected topics, now."""
     timeout = settings.kafka.request_timeout_s
     consumer = clients.consumer(settings, f"flowledger-lag-{uuid.uuid4().hex[:8]}")
     try:
-        out: dict[tuple[str, int], int] = {}
+        out: dict[Slot, int] = {}
         for topic in sorted(topic_kinds(settings)):
             meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
             if meta is None or meta.error is not None:
@@ -41,12 +41,7 @@ def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
         consumer.close()
 
 
-def lag(
-    settings: Settings, engine: Engine, projection: str = DEFAULT_PROJECTION
-) -> list[dict[str, Any]]:
-    ends = end_offsets(settings)
-    with engine.connect() as conn:
-        stored = read_checkpoints(conn, projection)
+def _rows(ends: dict[Slot, int], stored: dict[Slot, int]) -> list[dict[str, Any]]:
     return [
         {
             "topic": topic,
@@ -59,6 +54,38 @@ def lag(
     ]
 
 
+def _stored(engine: Engine, projection: str) -> dict[Slot, int]:
+    with engine.connect() as conn:
+        return read_checkpoints(conn, projection)
+
+
+def lag(
+    settings: Settings, engine: Engine, projection: str = DEFAULT_PROJECTION
+) -> list[dict[str, Any]]:
+    """Per partition: the checkpoint, the end offset now, and the records between."""
+    return _rows(end_offsets(settings), _stored(engine, projection))
+
+
+def wait(
+    settings: Settings,
+    engine: Engine,
+    timeout: float,
+    projection: str = DEFAULT_PROJECTION,
+    interval: float = 0.2,
+) -> tuple[bool, list[dict[str, Any]]]:
+    """Wait until every checkpoint reaches the end offsets as of the call; whether it
+    did within ``timeout`` seconds, and the lag against those offsets at the end."""
+    ends = end_offsets(settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = _stored(engine, projection)
+        if all(stored.get(slot, 0) >= end for slot, end in ends.items()):
+            return True, _rows(ends, stored)
+        if time.monotonic() >= deadline:
+            return False, _rows(ends, stored)
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
 def wait_caught_up(
     settings: Settings,
     engine: Engine,
@@ -67,13 +94,4 @@ def wait_caught_up(
     interval: float = 0.2,
 ) -> bool:
     """True once every checkpoint reaches the end offsets as of the call."""
-    ends = end_offsets(settings)
-    deadline = time.monotonic() + timeout
-    while True:
-        with engine.connect() as conn:
-            stored = read_checkpoints(conn, projection)
-        if all(stored.get(slot, 0) >= end for slot, end in ends.items()):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+    return wait(settings, engine, timeout, projection, interval)[0]

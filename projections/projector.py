@@ -14,7 +14,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +108,7 @@ class Projector:
         group_id: str | None = None,
         migrate_first: bool = True,
         on_batch: Callable[[BatchResult], None] | None = None,
+        consumer_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.projection = projection
@@ -120,6 +121,9 @@ class Projector:
         self._next: dict[tuple[str, int], int] = {}
         self._consumer: Consumer | None = None
         self._on_batch = on_batch
+        # librdkafka overrides, e.g. a short session.timeout.ms so that the group
+        # reassigns a killed instance's partitions sooner
+        self._consumer_config = dict(consumer_config or {})
         self._applier = Applier(projection)
         self.stats = RunStats()
         if migrate_first:
@@ -164,6 +168,7 @@ class Projector:
                 self.settings,
                 self.group_id,
                 **{"partition.assignment.strategy": "cooperative-sticky"},
+                **self._consumer_config,
             )
             consumer.subscribe(
                 sorted(self._kinds),

@@ -50,10 +50,17 @@ def _register() -> None:
     from flowledger.cli import task_control
 
     tasks.app.command("complete")(task_control.complete)
+    from flowledger.cli import replay_cmd
+
+    app.add_typer(replay_cmd.app, name="replay")
+    audit.app.command("why")(replay_cmd.why)
     app.command("worker")(run_control.worker)
     from flowledger.cli import processor_cmd
 
     app.add_typer(processor_cmd.app, name="processor")
+    from flowledger.cli import projections_cmd
+
+    app.add_typer(projections_cmd.app, name="projections")
     from flowledger.cli import up
 
     app.command("up")(up.up)

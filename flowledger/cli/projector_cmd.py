@@ -26,10 +26,20 @@ def projector(
         300.0, "--timeout", min=0, help="With --until-idle: give up after this many seconds."
     ),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1),
+    session_timeout_ms: int | None = typer.Option(
+        None,
+        "--session-timeout-ms",
+        min=1,
+        help="Consumer session timeout: how soon the group gives a dead instance's "
+        "partitions to the others (the broker's group.min.session.timeout.ms bounds it).",
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Fold the runtime, audit and definitions topics into the projection tables."""
-    from projections.projector import Projector
+    from projections.projector import Projector, tune_gc
+
+    tune_gc()
+    overrides = {} if session_timeout_ms is None else {"session.timeout.ms": session_timeout_ms}
 
     stop = threading.Event()
 
@@ -39,7 +49,12 @@ def projector(
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with refusals(as_json):
-            runner = Projector(context.settings(ctx), database_url=database, batch_size=batch_size)
+            runner = Projector(
+                context.settings(ctx),
+                database_url=database,
+                batch_size=batch_size,
+                consumer_config=overrides,
+            )
             if not as_json:
                 console.print(
                     f"projector: group {runner.group_id}, batch {runner.batch_size}, "

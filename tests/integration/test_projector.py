@@ -4,6 +4,7 @@ nothing in the result."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ from sqlalchemy import Engine, func, select
 from flowledger.settings import Settings
 from projections import db, lag, migrate
 from projections import tables as t
-from projections.projector import Projector
+from projections.projector import Projector, topic_kinds
 from projections.queries import iso
 from projections.synthetic import Generated, stream
 from tests.stack_fixture import StackHandle
@@ -142,20 +143,32 @@ def _checkpointed(eng: Engine) -> int:
     return int(total or 0)
 
 
-def test_killing_the_projector_loses_and_doubles_nothing(
-    settings: Settings, database_url: str, tmp_path: Path, engines: list[Engine]
-) -> None:
-    records = list(stream(runs=1500, seed=9, audits=300, definitions=5))
-    produce(settings, records)
-    eng = open_engine(engines, database_url)
-    env = {
+def _env(settings: Settings, database_url: str, **extra: str) -> dict[str, str]:
+    return {
         **os.environ,
         "FLOWLEDGER_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "FLOWLEDGER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
         "FLOWLEDGER_DATABASE__URL": database_url,
-        "FLOWLEDGER_PROJECTOR__BATCH_SIZE": "200",
+        "FLOWLEDGER_PROJECTOR__GROUP_ID": settings.projector.group_id,
+        **extra,
     }
+
+
+def _stderr(proc: subprocess.Popen[bytes]) -> str:
+    return proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+
+
+def test_killing_the_projector_loses_and_doubles_nothing(
+    settings: Settings, database_url: str, tmp_path: Path, engines: list[Engine]
+) -> None:
+    # 50,000 records: ~48,000 runtime events of 2,900 runs, audits, definitions
+    records = list(stream(runs=2900, seed=9, audits=1500, definitions=5))
+    assert len(records) >= 50_000
+    produce(settings, records)
+    eng = open_engine(engines, database_url)
+    env = _env(settings, database_url, FLOWLEDGER_PROJECTOR__BATCH_SIZE="500")
     total = len(records)
+    kills = 0
     for kill in range(5):
         before = _checkpointed(eng)
         # A SIGKILLed member keeps its partitions until the session timeout; a fresh
@@ -169,7 +182,8 @@ def test_killing_the_projector_loses_and_doubles_nothing(
             stderr=subprocess.PIPE,
         )
         try:
-            target = before + max(1, (total - before) // 4)
+            # a sixth of what is left, so that even the fifth instance dies mid-way
+            target = before + max(1, (total - before) // 6)
             wait_for(
                 lambda target=target, proc=proc: (  # type: ignore[misc]
                     _checkpointed(eng) >= target or proc.poll() is not None
@@ -177,49 +191,139 @@ def test_killing_the_projector_loses_and_doubles_nothing(
                 90,
                 f"projector #{kill} to apply some batches",
             )
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert proc.poll() is None, _stderr(proc)
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
+        kills += 1
+        assert _checkpointed(eng) < total, "the projector finished before it was killed"
+    assert kills == 5
     stats = Projector(
         settings, engine=eng, group_id=f"final-{uuid.uuid4().hex[:6]}"
     ).run_until_idle(120)
     assert stats.caught_up
-    assert count(eng, "workflow_runs") == 1500
+    assert count(eng, "workflow_runs") == 2900
     assert count(eng, "projection_errors") == 0
     assert dump(eng) == reference(settings, tmp_path, engines)
 
 
-def test_two_projectors_share_six_partitions_across_a_rebalance(
+# The broker's default group.min.session.timeout.ms: the shortest it accepts.
+SESSION_TIMEOUT_MS = 6000
+
+
+def test_two_projectors_share_six_partitions_and_survive_one_killed(
     settings: Settings, database_url: str, tmp_path: Path, engines: list[Engine]
 ) -> None:
     assert settings.kafka.partitions == 6
-    records = list(stream(runs=2000, seed=13, audits=200, definitions=4))
+    records = list(stream(runs=2000, seed=13, audits=600, definitions=4))
     produce(settings, records)
     eng = open_engine(engines, database_url)
+    total = len(records)
+    # The instance that dies: a real process in the group, killed without warning.
+    doomed = subprocess.Popen(
+        [
+            _flowledger(),
+            "projector",
+            "--batch-size",
+            "100",
+            "--session-timeout-ms",
+            str(SESSION_TIMEOUT_MS),
+        ],
+        env=_env(settings, database_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     stop = threading.Event()
-    first = Projector(settings, engine=eng, batch_size=100)
-    second = Projector(settings, engine=eng, batch_size=100)
+    survivor = Projector(
+        settings,
+        engine=eng,
+        batch_size=100,
+        consumer_config={"session.timeout.ms": SESSION_TIMEOUT_MS},
+    )
     failures: list[BaseException] = []
 
-    def run(projector: Projector) -> None:
+    def run() -> None:
         try:
-            projector.run(stop)
+            survivor.run(stop)
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=run, args=(first,), daemon=True)]
-    threads[0].start()
+    thread = threading.Thread(target=run, daemon=True)
     try:
-        wait_for(lambda: _checkpointed(eng) > 0, 60, "the first projector to start applying")
-        threads.append(threading.Thread(target=run, args=(second,), daemon=True))
-        threads[1].start()
+        wait_for(
+            lambda: _checkpointed(eng) > 0 or doomed.poll() is not None,
+            60,
+            "the first projector to start applying",
+        )
+        assert doomed.poll() is None, _stderr(doomed)
+        thread.start()
+        wait_for(
+            lambda: survivor.stats.records > 0 or bool(failures),
+            60,
+            "the second projector to get partitions",
+        )
+        assert _checkpointed(eng) < total, "the first projector finished before the kill"
+    finally:
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(30)
+    try:
+        # The survivor gets the dead member's partitions after its session timeout
+        # and resumes them from the database checkpoints.
         assert lag.wait_caught_up(settings, eng, timeout=120)
     finally:
         stop.set()
-        for thread in threads:
-            thread.join(60)
+        thread.join(60)
     assert not failures, failures
-    assert first.stats.records > 0 and second.stats.records > 0, "no rebalance happened"
     assert count(eng, "workflow_runs") == 2000
+    assert count(eng, "projection_errors") == 0
     assert dump(eng) == reference(settings, tmp_path, engines)
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_flowledger(), *args],
+        env=_env(settings, settings.database_url()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_projections_status_and_wait_until_caught_up(
+    settings: Settings, engines: list[Engine]
+) -> None:
+    records = list(stream(runs=60, seed=21, audits=10, definitions=2))
+    produce(settings, records)
+    eng = open_engine(engines, settings.database_url())
+
+    behind = _cli(
+        settings, "projections", "wait", "--until-caught-up", "--timeout", "0.5", "--json"
+    )
+    assert behind.returncode == 1, behind.stderr
+    assert json.loads(behind.stdout)["error"]["code"] == "PROJECTION_WAIT_TIMEOUT"
+    status = _cli(settings, "projections", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    rows = json.loads(status.stdout)
+    assert {r["topic"] for r in rows} == set(topic_kinds(settings))
+    assert sum(r["lag"] for r in rows) == len(records)
+    assert all(r["lag"] == r["end_offset"] - r["next_offset"] for r in rows)
+
+    stop = threading.Event()
+    projector = Projector(settings, engine=eng)
+    thread = threading.Thread(target=projector.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        waited = _cli(
+            settings, "projections", "wait", "--until-caught-up", "--timeout", "60", "--json"
+        )
+        assert waited.returncode == 0, waited.stderr
+        assert json.loads(waited.stdout)["caught_up"] is True
+        # read-your-writes: everything produced before the wait is in the tables
+        assert count(eng, "workflow_runs") == 60
+        assert count(eng, "workflow_runtime_events") == 10
+    finally:
+        stop.set()
+        thread.join(60)
+    status = _cli(settings, "projections", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert all(r["lag"] == 0 for r in json.loads(status.stdout))

@@ -1,0 +1,103 @@
+"""`flowledger projections wait|status`: how far the projection tables are behind the
+log, and read-your-writes for scripts (wait until what was on the topics when the
+command started has been applied)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+
+from flowledger.cli import context
+from flowledger.cli.output import (
+    EXIT_CHECK_FAILED,
+    console,
+    print_json,
+    refusals,
+    refuse,
+    table,
+)
+from flowledger.cli.runs import DATABASE, JSON, database_url
+from flowledger.errors import FlowledgerError, InvalidInput
+from projections import db
+
+app = typer.Typer(help="The projector's progress: checkpoints against the topics' ends.")
+
+
+class ProjectionWaitTimeout(FlowledgerError):
+    code = "PROJECTION_WAIT_TIMEOUT"
+
+
+def _lag_table(title: str, rows: list[dict[str, Any]]) -> None:
+    columns = ["topic", "partition", "next_offset", "end_offset", "lag"]
+    console.print(table(title, columns, [[row[c] for c in columns] for row in rows]))
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    database: str | None = DATABASE,
+    as_json: bool = JSON,
+) -> None:
+    """Per-partition lag: stored checkpoint, end offset, records not yet applied."""
+    from projections import lag
+
+    settings = context.settings(ctx)
+    with refusals(as_json):
+        eng = db.engine(database_url(ctx, database))
+        try:
+            with db.database_errors():
+                rows = lag.lag(settings, eng)
+        finally:
+            eng.dispose()
+    if as_json:
+        print_json(rows)
+    else:
+        _lag_table(f"projection lag (total {sum(r['lag'] for r in rows)})", rows)
+
+
+@app.command("wait")
+def wait(
+    ctx: typer.Context,
+    until_caught_up: bool = typer.Option(
+        False,
+        "--until-caught-up",
+        help="Wait until the checkpoints reach the topics' end offsets as of now.",
+    ),
+    timeout: float = typer.Option(60.0, "--timeout", min=0, help="Seconds to wait at most."),
+    interval: float = typer.Option(0.2, "--interval", min=0.01, help="Polling interval (s)."),
+    database: str | None = DATABASE,
+    as_json: bool = JSON,
+) -> None:
+    """Return once the projection has applied everything on the topics when the command
+    started; exit 1 if the timeout passes first."""
+    from projections import lag
+
+    settings = context.settings(ctx)
+    started = time.monotonic()
+    with refusals(as_json):
+        if not until_caught_up:
+            # The only condition there is; asked for explicitly so that a later one
+            # (e.g. --until-offset) cannot change what a bare `wait` means.
+            raise InvalidInput("say what to wait for: --until-caught-up", field="--until-caught-up")
+        eng = db.engine(database_url(ctx, database))
+        try:
+            with db.database_errors():
+                done, rows = lag.wait(settings, eng, timeout, interval=interval)
+        finally:
+            eng.dispose()
+        waited = round(time.monotonic() - started, 3)
+        if not done:
+            behind = [r for r in rows if r["lag"]]
+            timed_out = ProjectionWaitTimeout(
+                f"the projection did not catch up within {timeout}s",
+                lag=sum(r["lag"] for r in behind),
+                waited_s=waited,
+                partitions=behind,
+            )
+            refuse(timed_out, as_json, exit_code=EXIT_CHECK_FAILED)
+    if as_json:
+        print_json({"caught_up": True, "waited_s": waited, "partitions": rows})
+    else:
+        console.print(f"caught up after {waited}s ({len(rows)} partitions)")

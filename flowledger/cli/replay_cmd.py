@@ -1,0 +1,283 @@
+"""`flowledger replay rebuild|verify|swap|timeline|as-of` and `flowledger audit why`:
+the auditor's tools, all working from the log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from flowledger.cli import context
+from flowledger.cli.output import (
+    EXIT_CHECK_FAILED,
+    console,
+    err_console,
+    print_json,
+    refusals,
+    table,
+)
+from flowledger.errors import FlowledgerError, InvalidInput
+from flowledger.settings import Settings
+from projections import db
+from projections.replay import cut as cuts
+from projections.replay import explain, state, targets
+from projections.replay.rebuild import Progress as ProgressFn
+from projections.replay.rebuild import rebuild
+from projections.replay.verify import compare
+
+app = typer.Typer(help="Rebuild, verify and explain the projection tables from the log.")
+JSON = typer.Option(False, "--json", help="Print one JSON document.")
+INTO = typer.Option(None, "--into", help="Rebuild into this database URL.")
+SHADOW = typer.Option(False, "--shadow", help="Rebuild into the shadow beside the live one.")
+
+
+@contextmanager
+def _progress(enabled: bool, what: str) -> Iterator[ProgressFn | None]:
+    if not enabled:
+        yield None
+        return
+    with Progress(
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _target(live_url: str, into: str | None, shadow: bool) -> str:
+    if into and shadow:
+        raise InvalidInput("give --into or --shadow, not both", code="INVALID_REQUEST")
+    if into:
+        if into == live_url:
+            raise InvalidInput("--into names the live database", code="REPLAY_TARGET_IS_LIVE")
+        return into
+    return targets.shadow_url(live_url)
+
+
+def _rebuild_to(settings: Settings, url: str, cut: cuts.Cut, show: bool) -> dict[str, Any]:
+    engine = db.engine(url)
+    try:
+        with _progress(show, "rebuilding") as progress:
+            stats = rebuild(settings, engine, cut, progress=progress)
+    finally:
+        engine.dispose()
+    return stats.as_dict()
+
+
+@app.command("rebuild")
+def rebuild_cmd(
+    ctx: typer.Context, into: str | None = INTO, shadow: bool = SHADOW, as_json: bool = JSON
+) -> None:
+    """Rebuild every table from offset 0 up to the live projector's checkpoints."""
+    settings = context.settings(ctx)
+    with refusals(as_json):
+        live_url = settings.database_url()
+        url = _target(live_url, into, shadow)
+        live = db.engine(live_url)
+        try:
+            cut = cuts.from_checkpoints(settings, live)
+        finally:
+            live.dispose()
+        stats = _rebuild_to(settings, url, cut, not as_json)
+    document = {"target": url, "cut": cuts.as_json(cut), **stats}
+    if as_json:
+        print_json(document)
+    else:
+        console.print(
+            f"rebuilt {stats['events']} events into {url} ({stats['events_per_s']} events/s)"
+        )
+
+
+@app.command("verify")
+def verify_cmd(
+    ctx: typer.Context, into: str | None = INTO, shadow: bool = SHADOW, as_json: bool = JSON
+) -> None:
+    """Rebuild at the live cut and compare row by row; exit 1 on any difference."""
+    settings = context.settings(ctx)
+    with refusals(as_json):
+        live_url = settings.database_url()
+        url = _target(live_url, into, shadow)
+        live = db.engine(live_url)
+        target = db.engine(url)
+        try:
+            cut = cuts.from_checkpoints(settings, live)
+            stats = _rebuild_to(settings, url, cut, not as_json)
+            differences = compare(live, target)
+            moved = cuts.from_checkpoints(settings, live) != cut
+        finally:
+            live.dispose()
+            target.dispose()
+    identical = not differences and not moved
+    record = {
+        "identical": identical,
+        "cut": cuts.as_json(cut),
+        "target": url,
+        "live": live_url,
+        "verified_at": datetime.now(UTC).isoformat(),
+    }
+    state.save(settings, record)
+    document = {
+        **record,
+        "differences": [d.as_dict() for d in differences],
+        "live_moved": moved,
+        **stats,
+    }
+    if as_json:
+        print_json(document)
+    elif identical:
+        console.print(
+            f"[green]identical[/]: the rebuild of {stats['events']} events equals the live tables"
+        )
+    else:
+        rows = [[d.table, d.key, d.column, d.live, d.rebuilt] for d in differences[:50]]
+        console.print(table("differences", ["table", "key", "column", "live", "rebuilt"], rows))
+        if moved:
+            console.print("the live projector moved past the cut while verifying; run again")
+    if not identical:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command("swap")
+def swap_cmd(
+    ctx: typer.Context,
+    force: bool = typer.Option(False, "--force", help="Swap without a clean verify."),
+    as_json: bool = JSON,
+) -> None:
+    """Make the verified shadow live (stop the projector first)."""
+    settings = context.settings(ctx)
+    with refusals(as_json):
+        live_url = settings.database_url()
+        shadow = targets.shadow_url(live_url)
+        last = state.load(settings)
+        live = db.engine(live_url)
+        try:
+            now = cuts.as_json(cuts.from_checkpoints(settings, live))
+        finally:
+            live.dispose()
+        problems = []
+        if last is None or last.get("target") != shadow:
+            problems.append("the shadow was never verified")
+        else:
+            if not last.get("identical"):
+                problems.append("the last verify found differences")
+            if last.get("cut") != now:
+                problems.append("the live tables moved since the last verify")
+        if problems and not force:
+            raise FlowledgerError(
+                "swap refused: " + "; ".join(problems),
+                code="REPLAY_SWAP_REFUSED",
+                problems=problems,
+            )
+        swapped = targets.swap(live_url, shadow)
+    document = {"swapped": True, "forced": bool(problems), "overridden": problems, **swapped}
+    if as_json:
+        print_json(document)
+    else:
+        if problems:
+            console.print("[yellow]--force: swapping despite: " + "; ".join(problems) + "[/]")
+        console.print(f"the rebuilt tables are live; the old ones are kept as {swapped['retired']}")
+
+
+@app.command("timeline")
+def timeline_cmd(
+    ctx: typer.Context, run_id: str = typer.Argument(...), as_json: bool = JSON
+) -> None:
+    """One run's history from the log, with the audit records that touched it."""
+    settings = context.settings(ctx)
+    with refusals(as_json):
+        document = explain.timeline(settings, run_id)
+    if as_json:
+        print_json(document)
+        return
+    rows = [
+        [e["seq"], e["type"], e["occurred_at"], f"{e['topic']}[{e['partition']}]@{e['offset']}"]
+        for e in document["events"]
+    ]
+    console.print(table(f"run {run_id}", ["seq", "type", "occurred_at", "record"], rows))
+    audit_rows = [
+        [
+            a["event_type"],
+            a["correlation_key"],
+            ", ".join(f"{d['kind']}:{d['outcome']}" for d in a["deliveries"]),
+            f"{a['topic']}[{a['partition']}]@{a['offset']}",
+        ]
+        for a in document["audit"]
+    ]
+    console.print(table("audit", ["event_type", "key", "deliveries", "record"], audit_rows))
+
+
+@app.command("as-of")
+def as_of_cmd(
+    ctx: typer.Context,
+    time: str | None = typer.Option(None, "--time", help="ISO time (broker timestamps)."),
+    offsets: str | None = typer.Option(None, "--offsets", help="topic:partition=offset,..."),
+    into: str = typer.Option(..., "--into", help="Database URL to build into."),
+    as_json: bool = JSON,
+) -> None:
+    """The tables as they stood at a time or at given offsets."""
+    settings = context.settings(ctx)
+    with refusals(as_json):
+        if (time is None) == (offsets is None):
+            raise InvalidInput("give exactly one of --time and --offsets", code="INVALID_REQUEST")
+        if into == settings.database_url():
+            raise InvalidInput("--into names the live database", code="REPLAY_TARGET_IS_LIVE")
+        if time is not None:
+            try:
+                when = datetime.fromisoformat(time.replace("Z", "+00:00"))
+            except ValueError:
+                raise InvalidInput(
+                    f"--time {time!r} is not an ISO time", code="INVALID_REQUEST"
+                ) from None
+            if when.tzinfo is None:
+                raise InvalidInput("--time needs a UTC offset", code="INVALID_REQUEST")
+            cut = cuts.from_time(settings, when)
+        else:
+            cut = cuts.parse_spec(settings, offsets or "")
+        stats = _rebuild_to(settings, into, cut, not as_json)
+    document = {"target": into, "cut": cuts.as_json(cut), **stats}
+    if as_json:
+        print_json(document)
+    else:
+        console.print(f"built {into} from {stats['events']} events")
+
+
+def why(
+    ctx: typer.Context,
+    table_name: str = typer.Argument(..., metavar="TABLE"),
+    key: str = typer.Argument(..., help="Primary key values joined by |, or JSON."),
+    as_json: bool = JSON,
+) -> None:
+    """The chain of log records behind one projection row."""
+    settings = context.settings(ctx)
+    with refusals(as_json):
+        live = db.engine(settings.database_url())
+        try:
+            document = explain.why(settings, live, table_name, key)
+        finally:
+            live.dispose()
+    if as_json:
+        print_json(document)
+        return
+    rows = [
+        [c["topic"], c["partition"], c["offset"], c["event_id"], c["run_id"], c["seq"], c["type"]]
+        for c in document["chain"]
+    ]
+    console.print(
+        table(
+            f"{table_name} {key}",
+            ["topic", "partition", "offset", "event_id", "run", "seq", "type"],
+            rows,
+        )
+    )

@@ -1,0 +1,66 @@
+"""Where a rebuild goes: `--into URL`, or `--shadow` beside the live database (a
+sibling SQLite file, or the `flowledger_shadow` schema of the same PostgreSQL
+database), and how a verified shadow becomes live."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from sqlalchemy import make_url, text
+
+from flowledger.errors import FlowledgerError
+from projections import db
+
+SHADOW_SCHEMA = "flowledger_shadow"
+
+
+def shadow_url(live_url: str) -> str:
+    url = make_url(live_url)
+    if url.get_backend_name() == "sqlite":
+        live = Path(url.database or "")
+        return f"sqlite:///{live.with_name(live.stem + '.shadow' + live.suffix)}"
+    if url.get_backend_name() == "postgresql":
+        # Unqualified names (every table, alembic's too) land in the shadow schema.
+        with db.engine(live_url).begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{SHADOW_SCHEMA}"'))
+        return url.update_query_dict(
+            {"options": f"-csearch_path={SHADOW_SCHEMA}"}
+        ).render_as_string(hide_password=False)
+    raise FlowledgerError(
+        f"no shadow for {url.get_backend_name()} databases", code="REPLAY_SHADOW_UNSUPPORTED"
+    )
+
+
+def swap(live_url: str, shadow: str) -> dict[str, str]:
+    """Make the shadow live. PostgreSQL: both schema renames in one transaction.
+    SQLite: file renames; the projector must be stopped (the caller checks the cut)."""
+    url = make_url(live_url)
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    if url.get_backend_name() == "postgresql":
+        retired = f"flowledger_retired_{stamp}"
+        with db.engine(live_url).begin() as conn:
+            conn.execute(text(f'ALTER SCHEMA public RENAME TO "{retired}"'))
+            conn.execute(text(f'ALTER SCHEMA "{SHADOW_SCHEMA}" RENAME TO public'))
+        return {"live": "public", "retired": retired}
+    live = Path(url.database or "")
+    shadow_file = Path(make_url(shadow).database or "")
+    retired_file = live.with_name(f"{live.stem}.retired-{stamp}{live.suffix}")
+    for base in (live, shadow_file):
+        # Fold each write-ahead log into its database first: a WAL left beside a
+        # renamed file would be replayed into the wrong one.
+        # Outside any transaction, which the checkpoint needs.
+        raw = sqlite3.connect(base, isolation_level=None)
+        try:
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
+        for suffix in ("-wal", "-shm"):
+            extra = base.with_name(base.name + suffix)
+            if extra.exists() and extra.stat().st_size == 0:
+                extra.unlink()
+    os.replace(live, retired_file)
+    os.replace(shadow_file, live)
+    return {"live": str(live), "retired": str(retired_file)}
