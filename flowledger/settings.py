@@ -22,6 +22,8 @@ class KafkaSettings(_Section):
     events_partitions: int = Field(default=6, ge=1)
     # Partitions of the audit and runtime topics (keyed by event and run).
     partitions: int = Field(default=6, ge=1)
+    # 1 for the local single broker; 3 on a real cluster.
+    replication_factor: int = Field(default=1, ge=1)
     events_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
     request_timeout_s: float = Field(default=30.0, gt=0)
 

@@ -97,7 +97,15 @@ def ensure(settings: Settings) -> list[TopicReport]:
     if missing:
         admin = clients.admin(settings)
         futures = admin.create_topics(
-            [NewTopic(s.name, s.partitions, 1, config=dict(s.config)) for s in missing],
+            [
+                NewTopic(
+                    s.name,
+                    s.partitions,
+                    settings.kafka.replication_factor,
+                    config=dict(s.config),
+                )
+                for s in missing
+            ],
             operation_timeout=_timeout(settings),
         )
         for name, future in futures.items():
