@@ -17,13 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._stack import local_stack  # noqa: E402
-from benchmarks.projector import produce  # noqa: E402
-from projections import db  # noqa: E402
-from projections.projector import Projector  # noqa: E402
-from projections.replay import cut as cuts  # noqa: E402
-from projections.replay.rebuild import rebuild  # noqa: E402
-from projections.replay.verify import compare  # noqa: E402
+from benchmarks._stack import local_stack
+from benchmarks.projector import produce
+from projections import db
+from projections.projector import Projector
+from projections.replay import cut as cuts
+from projections.replay.rebuild import rebuild
+from projections.replay.verify import compare
 
 
 def main() -> None:
