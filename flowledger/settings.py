@@ -77,18 +77,22 @@ class ProcessorSettings(_Section):
     early_event_window_s: float = Field(default=600.0, ge=0)
     clock_skew_tolerance_s: float = Field(default=2.0, ge=0)
     # Ingress records taken per poll; their effects run concurrently, then one commit.
-    batch_size: int = Field(default=500, ge=1)
+    # Records per transaction: bigger batches amortise the commit and bulk writes.
+    batch_size: int = Field(default=5000, ge=1)
     # Signals and starts in flight at once (per-workflow order is kept regardless).
     max_in_flight: int = Field(default=64, ge=1)
     poll_timeout_s: float = Field(default=0.05, gt=0)
     # Temporal or Kafka unavailable: retry from the first, doubling up to the last.
     retry_initial_backoff_s: float = Field(default=0.2, gt=0)
     retry_max_backoff_s: float = Field(default=5.0, gt=0)
+    # How soon the group notices a dead instance and hands its partitions on.
+    session_timeout_s: float = Field(default=45.0, ge=1)
 
 
 class ProjectorSettings(_Section):
     group_id: str = "flowledger-projector"
-    batch_size: int = Field(default=500, ge=1)
+    # Records per transaction: bigger batches amortise the commit and bulk writes.
+    batch_size: int = Field(default=5000, ge=1)
 
 
 class ExpressionSettings(_Section):

@@ -60,6 +60,8 @@ class Stats:
     expired: int = 0
     commits: int = 0
     caught_up: bool = False
+    # Start-up (Temporal connect, index rebuild) within `seconds`.
+    ready_seconds: float = 0.0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -135,7 +137,15 @@ class Processor:
                 await self.backoff.sleep(delay)
                 delay = min(delay * 2, self.backoff.cap)
         await asyncio.to_thread(self.follower.catch_up, self.stop.is_set)
-        consumer = clients.consumer(self.settings, self.settings.processor.group_id)
+        session_ms = int(self.settings.processor.session_timeout_s * 1000)
+        consumer = clients.consumer(
+            self.settings,
+            self.settings.processor.group_id,
+            **{
+                "session.timeout.ms": session_ms,
+                "heartbeat.interval.ms": max(100, min(3000, session_ms // 3)),
+            },
+        )
         consumer.subscribe(
             [self.events_topic],
             on_assign=self._on_assign,
@@ -195,6 +205,7 @@ class Processor:
         started = time.monotonic()
         try:
             await self.open()
+            self.stats.ready_seconds = time.monotonic() - started
             while not self.stop.is_set():
                 await self.step()
                 if until_idle and self.idle():

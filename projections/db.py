@@ -15,7 +15,17 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from flowledger.errors import ServiceUnavailable
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
+# Execution option of connections that only read: on SQLite they begin a plain
+# (deferred) transaction instead of taking the write lock up front.
+READ_ONLY = "flowledger_read_only"
 SQLITE_CACHE_KIB = 256 * 1024
+
+
+def read_connection(eng: Engine) -> Connection:
+    """A connection for reading only (see READ_ONLY); use it as a context manager."""
+    conn = eng.connect()
+    conn.execution_options(**{READ_ONLY: True})
+    return conn
 
 
 def engine(url: str, **kwargs: Any) -> Engine:
@@ -47,7 +57,12 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
 
     @event.listens_for(eng, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reader must not queue behind the projector's write lock for a whole batch
+        # (WAL gives it a snapshot without any lock), so it may opt out.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return eng
 
@@ -71,6 +86,7 @@ def reading(url: str) -> Iterator[Connection]:
     eng = engine(url)
     try:
         with database_errors(), eng.connect() as conn:
+            conn.execution_options(**{READ_ONLY: True})
             yield conn
     finally:
         eng.dispose()

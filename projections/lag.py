@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
+from projections import db
 from projections.apply import DEFAULT_PROJECTION, Slot, read_checkpoints
 from projections.projector import topic_kinds
 from topics import clients
@@ -55,7 +56,7 @@ def _rows(ends: dict[Slot, int], stored: dict[Slot, int]) -> list[dict[str, Any]
 
 
 def _stored(engine: Engine, projection: str) -> dict[Slot, int]:
-    with engine.connect() as conn:
+    with db.read_connection(engine) as conn:
         return read_checkpoints(conn, projection)
 
 

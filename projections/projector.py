@@ -157,7 +157,7 @@ class Projector:
         log.info("revoked %s", [(tp.topic, tp.partition) for tp in partitions])
 
     def _read_checkpoints(self) -> dict[tuple[str, int], int]:
-        with self.engine.connect() as conn:
+        with db.read_connection(self.engine) as conn:
             return read_checkpoints(conn, self.projection)
 
     # -- the loop ----------------------------------------------------------------------

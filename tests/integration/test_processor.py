@@ -353,6 +353,8 @@ def _processor_env(settings: Settings) -> dict[str, str]:
             "FLOWLEDGER_PROCESSOR__GROUP_ID": settings.processor.group_id,
             "FLOWLEDGER_DATABASE__URL": settings.database_url(),
             "FLOWLEDGER_STACK__STATE_DIR": str(settings.stack.state_dir),
+            # A killed instance's partitions move on within seconds, not 45.
+            "FLOWLEDGER_PROCESSOR__SESSION_TIMEOUT_S": "6",
         }
     )
     return env

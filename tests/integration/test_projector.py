@@ -69,7 +69,7 @@ def produce(settings: Settings, records: Sequence[Generated | tuple[str, bytes, 
 
 def dump(engine: Engine) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with engine.connect() as conn:
+    with db.read_connection(engine) as conn:
         for name, table in t.TABLES.items():
             if name in ("projection_checkpoints", "projection_errors"):
                 continue
@@ -82,7 +82,7 @@ def dump(engine: Engine) -> dict[str, Any]:
 
 
 def count(engine: Engine, table: str) -> int:
-    with engine.connect() as conn:
+    with db.read_connection(engine) as conn:
         return int(conn.execute(select(func.count()).select_from(t.TABLES[table])).scalar_one())
 
 
@@ -138,7 +138,7 @@ def _flowledger() -> str:
 
 
 def _checkpointed(eng: Engine) -> int:
-    with eng.connect() as conn:
+    with db.read_connection(eng) as conn:
         total = conn.execute(select(func.sum(t.projection_checkpoints.c.next_offset))).scalar()
     return int(total or 0)
 

@@ -26,7 +26,7 @@ from flowledger.cli import tasks as tasks_cli
 from flowledger.cli import waits as waits_cli
 from projections import db, migrate, queries
 from projections import tables as t
-from projections.apply import Incoming, apply_batch, read_checkpoints
+from projections.apply import Applier, Incoming, apply_batch, read_checkpoints
 from projections.changes import Coordinates
 from projections.synthetic import Generated, runtime_event, stream
 from schemas.runtime import RUNTIME_EVENT_ADAPTER
@@ -366,3 +366,35 @@ def test_cli_refuses_a_database_without_tables(tmp_path: Path) -> None:
     result = CliRunner().invoke(_cli(), ["runs", "list", "--database", url, "--json"])
     assert result.exit_code == 2
     assert json.loads(result.stdout)["error"]["code"] == "DATABASE_UNAVAILABLE"
+
+
+def test_a_cached_run_state_is_dropped_when_another_instance_moved_on(tmp_path: Path) -> None:
+    """The applier's run cache follows the stored checkpoints: after another instance
+    applied part of a partition, the next batch reads those runs back from the
+    database instead of folding onto what it remembered."""
+    records = incoming(list(stream(runs=6, seed=17)), partitions=1)
+    thirds = [records[: len(records) // 3], records[len(records) // 3 : 2 * len(records) // 3]]
+    thirds.append(records[2 * len(records) // 3 :])
+    shared = db.engine(f"sqlite:///{tmp_path / 'shared.db'}")
+    clean = db.engine(f"sqlite:///{tmp_path / 'clean.db'}")
+    try:
+        migrate.upgrade(shared)
+        migrate.upgrade(clean)
+        first = Applier()
+        with shared.begin() as conn:
+            result = first.apply(conn, thirds[0])
+        first.committed(result)
+        assert first.cache.states, "the first instance should remember its runs"
+        with shared.begin() as conn:  # another instance, while the first one lagged
+            apply_batch(conn, thirds[1])
+        # the first instance, handed the whole rest again (a redelivery after a
+        # rebalance), must skip what the other applied and fold onto its rows
+        with shared.begin() as conn:
+            again = first.apply(conn, [*thirds[1], *thirds[2]])
+        first.committed(again)
+        assert again.skipped == len(thirds[1])
+        apply(clean, records, batch=len(records))
+        assert dump(shared) == dump(clean)
+    finally:
+        shared.dispose()
+        clean.dispose()
