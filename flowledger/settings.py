@@ -77,8 +77,7 @@ class ProcessorSettings(_Section):
     early_event_window_s: float = Field(default=600.0, ge=0)
     clock_skew_tolerance_s: float = Field(default=2.0, ge=0)
     # Ingress records taken per poll; their effects run concurrently, then one commit.
-    # Records per transaction: bigger batches amortise the commit and bulk writes.
-    batch_size: int = Field(default=5000, ge=1)
+    batch_size: int = Field(default=500, ge=1)
     # Signals and starts in flight at once (per-workflow order is kept regardless).
     max_in_flight: int = Field(default=64, ge=1)
     poll_timeout_s: float = Field(default=0.05, gt=0)
