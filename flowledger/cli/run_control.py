@@ -119,10 +119,8 @@ def register(runs_app: typer.Typer) -> None:
     runs_app.command("rerun")(
         _command("rerun", _rerun, "Start a new run with the original input on the pinned version.")
     )
-    for action in ("resume", "retry", "requeue"):
-        runs_app.command(action)(
-            _command(action, _refusal(action), f"Refused: Temporal decides when a run {action}s.")
-        )
+    for action, hint in control.UNSUPPORTED_HINTS.items():
+        runs_app.command(action)(_command(action, _refusal(action), f"Refused (409): {hint}."))
 
 
 def worker(ctx: typer.Context) -> None:
