@@ -1,11 +1,19 @@
-"""Ingress processor throughput and wake-up latency on a local stack.
+"""Ingress processor throughput and wake-up latency on a local stack, with the Temporal
+worker (`flowledger worker`) and the processor (`flowledger processor`) each in its own
+process, as in production; this process only publishes, starts runs and measures.
 
 - route_no_wait_per_s: correlated events matching no wait, through the processor
-  (validate, correlate, hold, audit, commit), start-up excluded;
-- signals_per_s: events each matching one waiting run, against raw_signals_per_s, a
-  bare temporalio signal loop to the same server with the same concurrency;
-- wake_p50_ms / wake_p99_ms: from publishing an event to its run's result (the run
-  returns right after the wait), one event at a time, the processor running.
+  (validate, correlate, hold, audit, commit): records over the processor's busy time,
+  from its first ingress record to idle (start-up and group join excluded);
+- signals_per_s: a backlog of events each matching one waiting run, measured the same
+  way, against raw_signals_per_s: the same signals sent by a bare temporalio client
+  loop from this process to the same server, with the same concurrency
+  (settings.processor.max_in_flight);
+- wake_p50_ms / wake_p99_ms: from publishing an event (wall clock just before the
+  produce call) to its run resuming: the `occurred_at` of the WaitResolved runtime
+  event, which is the workflow time of the workflow task that took the signal. One
+  event at a time, the processor already running. wake_emit_* is the same up to the
+  broker timestamp of that WaitResolved record (adds the emitting activity).
 
 The last line printed is one JSON object."""
 
@@ -14,28 +22,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
-import threading
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from temporalio.client import Client
 
 from benchmarks._stack import local_stack
 from flowledger.settings import Settings
-from processors.app import Processor
 from schemas.definition_record import DefinitionRecord
 from schemas.envelope import EventEnvelope
-from topics.catalogue import RUNTIME
+from topics import clients
+from topics.catalogue import EVENTS, RUNTIME
 from topics.publisher import publish
-from topics.reader import read_all
+from topics.serde import encode
 from workflows import control
-from workflows.activities import RuntimeActivities
 from workflows.definitions.canonical import definition_hash
 from workflows.messages import DeliveredEvent, run_workflow_id
-from workflows.worker import build_worker, connect
+from workflows.worker import connect
+
+BIN = Path(sys.executable).parent / "flowledger"
 
 DOCUMENT: dict[str, Any] = {
     "id": "bench-wait",
@@ -76,19 +92,90 @@ def _event(key: str, event_type: str = "bench.go") -> EventEnvelope:
     )
 
 
-def _own(settings: Settings, name: str) -> Settings:
-    return settings.model_copy(
-        update={"processor": settings.processor.model_copy(update={"group_id": f"bench-{name}"})}
+def _env(settings: Settings, group: str | None = None) -> dict[str, str]:
+    """The child's FLOWLEDGER_* environment: this run's endpoints, prefix, task queue
+    and every processor setting."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLEDGER_")}
+    sections = {
+        "KAFKA": settings.kafka.model_dump(mode="json"),
+        "TEMPORAL": settings.temporal.model_dump(mode="json"),
+        "PROCESSOR": settings.processor.model_dump(mode="json"),
+    }
+    for section, values in sections.items():
+        for name, value in values.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            env[f"FLOWLEDGER_{section}__{name.upper()}"] = text
+    if group is not None:
+        env["FLOWLEDGER_PROCESSOR__GROUP_ID"] = group
+    env["FLOWLEDGER_STACK__STATE_DIR"] = str(settings.stack.state_dir.resolve())
+    env["FLOWLEDGER_DATABASE__URL"] = settings.database_url()
+    return env
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def _child(args: list[str], env: dict[str, str], log: IO[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [str(BIN), *args], env=env, stdout=subprocess.PIPE, stderr=log, cwd=Path.cwd()
     )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
-async def _until_idle(settings: Settings) -> tuple[float, Processor]:
-    runner = Processor(settings)
-    stats = await runner.run(until_idle=True, timeout=600)
-    return stats.seconds - stats.ready_seconds, runner
+class RuntimeTail:
+    """Follows the runtime topic: WaitCreated and WaitResolved per run."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.topic(RUNTIME)
+        self.consumer = clients.consumer(settings, f"bench-tail-{uuid.uuid4().hex[:8]}")
+        meta = self.consumer.list_topics(self.topic, timeout=30).topics[self.topic]
+        self.consumer.assign(
+            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        )
+        self.created: set[str] = set()
+        # run_id -> (occurred_at, broker timestamp) of its WaitResolved, epoch seconds.
+        self.resolved: dict[str, tuple[float, float]] = {}
+
+    def poll(self, timeout: float) -> None:
+        for msg in self.consumer.consume(1000, timeout):
+            if msg.error():
+                continue
+            event = json.loads(msg.value() or b"{}")
+            if event.get("type") == "WaitCreated":
+                self.created.add(event["run_id"])
+            elif event.get("type") == "WaitResolved":
+                occurred = datetime.fromisoformat(event["occurred_at"]).timestamp()
+                self.resolved[event["run_id"]] = (occurred, msg.timestamp()[1] / 1000)
+
+    def until(self, done: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"benchmark: timed out waiting for {what}")
+            self.poll(0.005)
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
-async def _start_waiting(settings: Settings, client: Client, keys: list[str]) -> list[str]:
+async def _start_waiting(settings: Settings, client: Client, tail: RuntimeTail, keys: list[str]) -> list[str]:
     gate = asyncio.Semaphore(50)
 
     async def one(key: str) -> str:
@@ -96,43 +183,63 @@ async def _start_waiting(settings: Settings, client: Client, keys: list[str]) ->
             started = await control.start(settings, client, _record(), {"key": key})
             return started.run_id
 
-    run_ids = await asyncio.gather(*(one(k) for k in keys))
+    run_ids = list(await asyncio.gather(*(one(k) for k in keys)))
     wanted = set(run_ids)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        events = await asyncio.to_thread(read_all, settings, settings.topic(RUNTIME))
-        seen = {json.loads(r.value)["run_id"] for r in events if '"WaitCreated"' in r.value}
-        if wanted <= seen:
-            break
-        await asyncio.sleep(0.5)
-    return list(run_ids)
+    await asyncio.to_thread(tail.until, lambda: wanted <= tail.created, 180, "waits")
+    return run_ids
 
 
-async def _results(client: Client, run_ids: list[str]) -> None:
-    await asyncio.gather(
-        *(client.get_workflow_handle(run_workflow_id(r)).result() for r in run_ids)
-    )
+def _until_idle(settings: Settings, group: str, log: IO[bytes]) -> dict[str, Any]:
+    """`flowledger processor --until-idle --json` in its own process; its stats."""
+    with _child(["processor", "--until-idle", "--json"], _env(settings, group), log) as proc:
+        cpu = None
+        while proc.poll() is None:
+            cpu = _cpu_seconds(proc.pid) or cpu
+            time.sleep(0.2)
+        assert proc.stdout is not None
+        out = proc.stdout.read().decode()
+    if proc.returncode != 0:
+        raise RuntimeError(f"processor exited with {proc.returncode}: {out[-2000:]}")
+    stats: dict[str, Any] = json.loads(out)
+    stats["cpu_seconds"] = cpu
+    return stats
 
 
-async def measure(settings: Settings, events: int, runs: int, wakes: int) -> dict[str, Any]:
-    route = _own(settings, "route")
+def _busy(stats: dict[str, Any]) -> float:
+    return float(stats["seconds"]) - float(stats["first_record_seconds"])
+
+
+async def measure(settings: Settings, events: int, runs: int, wakes: int, logs: Path) -> dict[str, Any]:
+    log = (logs / "children.log").open("ab")
+    extra: dict[str, Any] = {}
+
     await asyncio.to_thread(
-        publish, route, [(n, _event(f"nobody-{n}", "bench.noise")) for n in range(events)]
+        publish, settings, [(n, _event(f"nobody-{n}", "bench.noise")) for n in range(events)]
     )
-    route_s, _ = await _until_idle(route)
+    route = await asyncio.to_thread(_until_idle, settings, "bench-route", log)
+    route_s = _busy(route)
+    extra["route_cpu_s"] = route["cpu_seconds"]
 
     client = await connect(settings)
-    activities = RuntimeActivities(settings)
-    async with build_worker(client, settings, activities):
-        sig = _own(settings, "signals")
+    tail = RuntimeTail(settings)
+    with _child(["worker"], _env(settings), log) as worker:
+        # Signals through the processor, a backlog processed from its first record.
         keys = [f"sig-{n}" for n in range(runs)]
-        run_ids = await _start_waiting(sig, client, keys)
-        await asyncio.to_thread(publish, sig, [(n, _event(k)) for n, k in enumerate(keys)])
-        signals_s, _ = await _until_idle(sig)
-        await _results(client, run_ids)
+        run_ids = await _start_waiting(settings, client, tail, keys)
+        await asyncio.to_thread(publish, settings, [(n, _event(k)) for n, k in enumerate(keys)])
+        worker_cpu = _cpu_seconds(worker.pid) or 0.0
+        sig = await asyncio.to_thread(_until_idle, settings, "bench-signals", log)
+        signals_s = _busy(sig)
+        extra["signals_processor_cpu_s"] = sig["cpu_seconds"]
+        extra["signals_worker_cpu_s"] = round((_cpu_seconds(worker.pid) or 0.0) - worker_cpu, 2)
+        if sig["signals"] != runs:
+            raise RuntimeError(f"processor delivered {sig['signals']} signals, not {runs}")
+        wanted = set(run_ids)
+        await asyncio.to_thread(tail.until, lambda: wanted <= set(tail.resolved), 180, "resumes")
 
+        # The same signals from a bare temporalio loop in this process.
         raw_keys = [f"raw-{n}" for n in range(runs)]
-        raw_ids = await _start_waiting(settings, client, raw_keys)
+        raw_ids = await _start_waiting(settings, client, tail, raw_keys)
         gate = asyncio.Semaphore(settings.processor.max_in_flight)
 
         async def raw_signal(run_id: str, key: str) -> None:
@@ -144,43 +251,62 @@ async def measure(settings: Settings, events: int, runs: int, wakes: int) -> dic
                     ),
                 )
 
+        worker_cpu = _cpu_seconds(worker.pid) or 0.0
         began = time.monotonic()
         await asyncio.gather(*(raw_signal(r, k) for r, k in zip(raw_ids, raw_keys, strict=True)))
         raw_s = time.monotonic() - began
-        await _results(client, raw_ids)
+        extra["raw_worker_cpu_s"] = round((_cpu_seconds(worker.pid) or 0.0) - worker_cpu, 2)
+        wanted = set(raw_ids)
+        await asyncio.to_thread(tail.until, lambda: wanted <= set(tail.resolved), 180, "resumes")
 
-        wake = _own(settings, "wake")
-        wake_keys = [f"wake-{n}" for n in range(wakes)]
-        wake_ids = await _start_waiting(wake, client, wake_keys)
-        stop = threading.Event()
-        runner = Processor(wake, stop)
-        task = asyncio.create_task(runner.run())
-        while not runner._assigned:
-            await asyncio.sleep(0.05)
-        latencies = []
-        for run_id, key in zip(wake_ids, wake_keys, strict=True):
-            began = time.monotonic()
-            await asyncio.to_thread(publish, wake, [(1, _event(key))])
-            await client.get_workflow_handle(run_workflow_id(run_id)).result()
-            latencies.append((time.monotonic() - began) * 1000)
-        stop.set()
-        await task
-    activities.close()
+        # Wake-up latency, the processor running in its own process.
+        wake_keys = [f"wake-{n}" for n in range(wakes + 1)]
+        wake_ids = await _start_waiting(settings, client, tail, wake_keys)
+        producer = clients.producer(settings)
+        topic = settings.topic(EVENTS)
+        latencies: list[float] = []
+        emitted: list[float] = []
+        with _child(["processor"], _env(settings, "bench-wake"), log):
+            for n, (run_id, key) in enumerate(zip(wake_ids, wake_keys, strict=True)):
+                event = _event(key)
+                sent = time.time()
+                producer.produce(topic, key=event.default_key().encode(), value=encode(event))
+                producer.flush(30)
+                # The first one also waits out the processor's start and group join.
+                await asyncio.to_thread(
+                    tail.until, lambda r=run_id: r in tail.resolved, 180 if n == 0 else 30, "wake"
+                )
+                if n == 0:
+                    continue
+                occurred, broker = tail.resolved[run_id]
+                latencies.append((occurred - sent) * 1000)
+                emitted.append((broker - sent) * 1000)
+        producer.flush(10)
+    tail.close()
+    log.close()
 
     latencies.sort()
+    emitted.sort()
     signals_rate = runs / signals_s
     raw_rate = runs / raw_s
     return {
         "events": events,
         "runs": runs,
         "wakes": wakes,
+        **extra,
+        "wake_emit_p50_ms": round(statistics.median(emitted), 1),
+        "wake_emit_p99_ms": round(_p99(emitted), 1),
         "route_no_wait_per_s": round(events / route_s, 1),
         "signals_per_s": round(signals_rate, 1),
         "raw_signals_per_s": round(raw_rate, 1),
         "signal_ratio": round(signals_rate / raw_rate, 3),
         "wake_p50_ms": round(statistics.median(latencies), 1),
-        "wake_p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
+        "wake_p99_ms": round(_p99(latencies), 1),
     }
+
+
+def _p99(values: list[float]) -> float:
+    return values[min(len(values) - 1, int(len(values) * 0.99))]
 
 
 def main() -> None:
@@ -190,11 +316,11 @@ def main() -> None:
     parser.add_argument("--wakes", type=int, default=100)
     parser.add_argument("--json", action="store_true", help="Print only the JSON line.")
     args = parser.parse_args()
-    with local_stack() as settings:
-        figures = asyncio.run(measure(settings, args.events, args.runs, args.wakes))
+    with local_stack() as settings, tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
+        figures = asyncio.run(measure(settings, args.events, args.runs, args.wakes, Path(logs)))
     if not args.json:
         for name, value in figures.items():
-            print(f"{name:>22}: {value}")
+            print(f"{name:>24}: {value}")
     print(json.dumps(figures))
 
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOWLEDGER = str(Path(sys.executable).parent / "flowledger")
 EVENTS = ROOT / "examples" / "events"
 DEFINITIONS = ROOT / "examples" / "definitions"
-console = Console()
+console = Console(width=int(os.environ.get("COLUMNS", "160")))
 STARTED = time.monotonic()
 
 
@@ -34,6 +34,9 @@ def run(*args: str, show: bool = True, check: bool = True) -> subprocess.Complet
     done = subprocess.run([FLOWLEDGER, *args], capture_output=True, text=True, check=False)
     if show and done.stdout.strip():
         console.print(done.stdout.rstrip(), highlight=False, markup=False)
+    if show and not check and done.returncode != 0:
+        console.print(f"{done.stderr.rstrip()}\n(exit {done.returncode})", style="yellow",
+                      highlight=False, markup=False)
     if check and done.returncode not in (0,):
         console.print(done.stderr.rstrip(), style="red", highlight=False, markup=False)
         raise SystemExit(f"flowledger {' '.join(args)} exited {done.returncode}")
@@ -153,6 +156,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     os.chdir(ROOT)
+    # The tables are printed for a wide terminal even when the output is piped.
+    os.environ.setdefault("COLUMNS", "160")
     try:
         main()
     except BaseException:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -23,6 +23,7 @@ class ReadRecord:
     key: str | None
     value: str
     timestamp_ms: int
+    headers: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -32,6 +33,7 @@ class ReadRecord:
             "key": self.key,
             "value": self.value,
             "timestamp_ms": self.timestamp_ms,
+            "headers": self.headers,
         }
 
 
@@ -64,6 +66,15 @@ def _transient(exc: KafkaException) -> bool:
             KafkaError.UNKNOWN_TOPIC_OR_PART,
         )
     )
+
+
+def _headers(raw: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in raw or []:
+        out[str(name)] = (
+            value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+        )
+    return out
 
 
 def read_all(settings: Settings, topic: str, limit: int | None = None) -> list[ReadRecord]:
@@ -107,6 +118,7 @@ def read_all(settings: Settings, topic: str, limit: int | None = None) -> list[R
                     key.decode("utf-8", "replace") if isinstance(key, bytes) else None,
                     value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value),
                     msg.timestamp()[1],
+                    _headers(msg.headers()),
                 )
             )
         out.sort(key=lambda r: (r.timestamp_ms, r.partition, r.offset))

@@ -74,11 +74,14 @@ def read(
             payload = json.dumps(value.get("payload", value.get("data", {})), separators=(",", ":"))
         except (ValueError, AttributeError):
             summary, payload = "(not JSON)", r.value
-        rows.append([r.partition, r.offset, r.key, summary, payload[:60]])
+        reason = r.headers.get("flowledger.reason", "")
+        if reason:
+            reason = f"{reason}: {r.headers.get('flowledger.error', '')}"
+        rows.append([r.partition, r.offset, r.key, summary, payload[:60], reason])
     console.print(
         table(
             f"{name}: {len(records)} records",
-            ["partition", "offset", "key", "event", "payload"],
+            ["partition", "offset", "key", "event", "payload", "reason"],
             rows,
         )
     )
