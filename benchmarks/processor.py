@@ -121,7 +121,9 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 @contextmanager
-def _child(args: list[str], env: dict[str, str], log: IO[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+def _child(
+    args: list[str], env: dict[str, str], log: IO[bytes]
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         [str(BIN), *args], env=env, stdout=subprocess.PIPE, stderr=log, cwd=Path.cwd()
     )
@@ -175,7 +177,9 @@ class RuntimeTail:
         self.consumer.close()
 
 
-async def _start_waiting(settings: Settings, client: Client, tail: RuntimeTail, keys: list[str]) -> list[str]:
+async def _start_waiting(
+    settings: Settings, client: Client, tail: RuntimeTail, keys: list[str]
+) -> list[str]:
     gate = asyncio.Semaphore(50)
 
     async def one(key: str) -> str:
@@ -209,7 +213,9 @@ def _busy(stats: dict[str, Any]) -> float:
     return float(stats["seconds"]) - float(stats["first_record_seconds"])
 
 
-async def measure(settings: Settings, events: int, runs: int, wakes: int, logs: Path) -> dict[str, Any]:
+async def measure(
+    settings: Settings, events: int, runs: int, wakes: int, logs: Path
+) -> dict[str, Any]:
     log = (logs / "children.log").open("ab")
     extra: dict[str, Any] = {}
 

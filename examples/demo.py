@@ -35,8 +35,12 @@ def run(*args: str, show: bool = True, check: bool = True) -> subprocess.Complet
     if show and done.stdout.strip():
         console.print(done.stdout.rstrip(), highlight=False, markup=False)
     if show and not check and done.returncode != 0:
-        console.print(f"{done.stderr.rstrip()}\n(exit {done.returncode})", style="yellow",
-                      highlight=False, markup=False)
+        console.print(
+            f"{done.stderr.rstrip()}\n(exit {done.returncode})",
+            style="yellow",
+            highlight=False,
+            markup=False,
+        )
     if check and done.returncode not in (0,):
         console.print(done.stderr.rstrip(), style="red", highlight=False, markup=False)
         raise SystemExit(f"flowledger {' '.join(args)} exited {done.returncode}")
@@ -44,8 +48,9 @@ def run(*args: str, show: bool = True, check: bool = True) -> subprocess.Complet
 
 
 def query(*args: str) -> Any:
-    done = subprocess.run([FLOWLEDGER, *args, "--json"], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        [FLOWLEDGER, *args, "--json"], capture_output=True, text=True, check=False
+    )
     try:
         return json.loads(done.stdout)
     except ValueError:
@@ -69,14 +74,19 @@ def runs_of(definition: str, status: str | None = None) -> list[dict[str, Any]]:
     return query(*args) or []
 
 
-def with_input(definition: str, field: str, value: str,
-               status: str | None = None) -> list[dict[str, Any]]:
+def with_input(
+    definition: str, field: str, value: str, status: str | None = None
+) -> list[dict[str, Any]]:
     return [r for r in runs_of(definition, status) if (r.get("input") or {}).get(field) == value]
 
 
 def caught_up() -> bool:
-    return run("projections", "wait", "--until-caught-up", "--timeout", "30", show=False,
-               check=False).returncode == 0
+    return (
+        run(
+            "projections", "wait", "--until-caught-up", "--timeout", "30", show=False, check=False
+        ).returncode
+        == 0
+    )
 
 
 def produce_raw(path: Path) -> None:
@@ -104,33 +114,58 @@ def main() -> None:
 
     chapter("3. orders trigger runs that wait for their payment")
     run("publish", str(EVENTS / "01-orders.ndjson"))
-    wait_for("both order runs to wait for their payment",
-             lambda: len(runs_of("order-fulfilment", "WAITING")) >= 2)
+    wait_for(
+        "both order runs to wait for their payment",
+        lambda: len(runs_of("order-fulfilment", "WAITING")) >= 2,
+    )
 
     chapter("4. a correlated payment resumes its run (and only that one)")
     run("publish", str(EVENTS / "02-payment.ndjson"))
-    wait_for("order O-1001 to finish",
-             lambda: bool(with_input("order-fulfilment", "order_id", "O-1001", "SUCCEEDED")))
+    wait_for(
+        "order O-1001 to finish",
+        lambda: bool(with_input("order-fulfilment", "order_id", "O-1001", "SUCCEEDED")),
+    )
 
     chapter("5. a payment that arrives before its run even waits for it")
     run("publish", str(EVENTS / "03-order-and-early-payment.ndjson"))
-    wait_for("order O-1003 to finish with the early payment",
-             lambda: bool(with_input("order-fulfilment", "order_id", "O-1003", "SUCCEEDED")))
+    wait_for(
+        "order O-1003 to finish with the early payment",
+        lambda: bool(with_input("order-fulfilment", "order_id", "O-1003", "SUCCEEDED")),
+    )
 
     chapter("6. tickets nobody closes in time become human tasks")
     run("publish", str(EVENTS / "04-tickets.ndjson"))
-    wait_for("two triage tasks to open",
-             lambda: len([t for t in query("tasks", "list") or []
-                          if t.get("status") == "OPEN"]) >= 2, timeout=60)
+    wait_for(
+        "two triage tasks to open",
+        lambda: len([t for t in query("tasks", "list") or [] if t.get("status") == "OPEN"]) >= 2,
+        timeout=60,
+    )
     tasks = [t for t in query("tasks", "list") or [] if t.get("status") == "OPEN"]
     first = next(t for t in tasks if "T-1" in str(t.get("title")))
     console.print("a refused answer first (not in the form's enum), then a valid one:")
-    run("tasks", "complete", first["task_id"], "--data", '{"decision": "maybe"}',
-        "--by", "dana", check=False)
-    run("tasks", "complete", first["task_id"], "--data",
-        '{"decision": "close", "note": "duplicate of T-9"}', "--by", "dana")
-    wait_for("ticket T-1 to finish",
-             lambda: bool(with_input("ticket-triage", "ticket_id", "T-1", "SUCCEEDED")))
+    run(
+        "tasks",
+        "complete",
+        first["task_id"],
+        "--data",
+        '{"decision": "maybe"}',
+        "--by",
+        "dana",
+        check=False,
+    )
+    run(
+        "tasks",
+        "complete",
+        first["task_id"],
+        "--data",
+        '{"decision": "close", "note": "duplicate of T-9"}',
+        "--by",
+        "dana",
+    )
+    wait_for(
+        "ticket T-1 to finish",
+        lambda: bool(with_input("ticket-triage", "ticket_id", "T-1", "SUCCEEDED")),
+    )
 
     chapter("7. bad input: a malformed event and an event with no correlation key")
     console.print(f"[cyan]raw producer: {EVENTS / 'malformed.raw'} -> flowledger.events.v1[/]")

@@ -86,6 +86,14 @@ class ProcessorSettings(_Section):
     retry_max_backoff_s: float = Field(default=5.0, gt=0)
     # How soon the group notices a dead instance and hands its partitions on.
     session_timeout_s: float = Field(default=45.0, ge=1)
+    # Memory bounds. Completion keys (two per event, ~200 bytes each) of the most
+    # recent events: a duplicate of an event older than that is processed again, which
+    # is harmless (signals carry the event id, trigger ids are fixed, same audit key).
+    completed_keys_limit: int = Field(default=500_000, ge=1000)
+    # Events whose wait resolutions are remembered, to audit a redone event's signals.
+    resolved_events_limit: int = Field(default=200_000, ge=1000)
+    # Held early events are not capped: they are bounded by the ingress rate of
+    # correlated events times early_event_window_s (capping would lose wake-ups).
 
 
 class ProjectorSettings(_Section):

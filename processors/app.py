@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +35,7 @@ from processors.pipeline import (
     plan_from_held_audit,
     utc_from_ms,
 )
-from processors.producing import Outgoing, produce_all
+from processors.producing import Outgoing, Sink, produce_all
 from processors.router_index import EarlyEvents, HeldEvent, OpenWait
 from schemas.audit import Delivery
 from topics import clients
@@ -62,6 +62,9 @@ class Stats:
     caught_up: bool = False
     # Start-up (Temporal connect, index rebuild) within `seconds`.
     ready_seconds: float = 0.0
+    # When the first ingress record arrived (after start-up and the group join), so a
+    # backlog's processing rate is records / (seconds - first_record_seconds).
+    first_record_seconds: float = 0.0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -73,7 +76,7 @@ class _Seen:
     """Completed events plus those of the batch in hand, so a second copy of an event
     in the same batch is a duplicate too."""
 
-    completed: set[str]
+    completed: Container[str]
     batch: set[str] = field(default_factory=set)
 
     def __contains__(self, key: object) -> bool:
@@ -108,6 +111,7 @@ class Processor:
         self._next: dict[int, int] = {}
         self._committed: dict[int, int] = {}
         self._assigned: set[int] = set()
+        self._started = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -202,7 +206,7 @@ class Processor:
     # -- the loop ------------------------------------------------------------
 
     async def run(self, until_idle: bool = False, timeout: float | None = None) -> Stats:
-        started = time.monotonic()
+        started = self._started = time.monotonic()
         try:
             await self.open()
             self.stats.ready_seconds = time.monotonic() - started
@@ -226,16 +230,30 @@ class Processor:
         opened = await asyncio.to_thread(self.follower.poll, poll_s if not self._assigned else 0)
         await self._release(opened)
         await self._expire()
-        messages = await asyncio.to_thread(
-            self._consumer.consume, self.settings.processor.batch_size, poll_s
-        )
+        messages = await asyncio.to_thread(self._take, poll_s)
         batch = [m for m in messages if not m.error()]
         for m in messages:
             if m.error():
                 log.debug("consume: %s", m.error())
         if batch:
+            if not self.stats.first_record_seconds:
+                self.stats.first_record_seconds = time.monotonic() - self._started
             await self._process(batch)
         self._commit_retrying()
+
+    def _take(self, poll_s: float) -> list[Message]:
+        """Up to a batch of what is there now; when nothing is, wait up to `poll_s` for
+        the first record only (`consume(n, t)` waits out `t` unless `n` arrive), so a
+        lone event is handled the moment it lands."""
+        assert self._consumer is not None
+        size = self.settings.processor.batch_size
+        messages = self._consumer.consume(size, 0)
+        if messages:
+            return messages
+        messages = self._consumer.consume(1, poll_s)
+        if messages and size > 1:
+            messages.extend(self._consumer.consume(size - 1, 0))
+        return messages
 
     def idle(self) -> bool:
         """Every owned partition handled up to its end (held events aside)."""
@@ -296,12 +314,13 @@ class Processor:
         self.stats.records += len(plans)
         self.stats.duplicates += len(plans) - len(todo)
 
-        await self._effects(todo)
+        # Each plan's records go out the moment its effects are done (those without
+        # any at once), not behind the batch's slowest signal; one flush at the end.
+        sink = Sink(self._producer)
 
-        outgoing: list[Outgoing] = []
-        for plan in todo:
+        def finished(plan: Plan) -> None:
             if plan.refused is not None:
-                outgoing.append(
+                sink.send(
                     Outgoing(
                         self.deadletter_topic,
                         plan.record.key,
@@ -309,10 +328,10 @@ class Processor:
                         deadletter.headers(plan.record, plan.refused),
                     )
                 )
-            outgoing.append(self._audit(plan, held=plan.hold))
-        await produce_all(
-            self._producer, outgoing, self.backoff, self.settings.kafka.request_timeout_s
-        )
+            sink.send(self._audit(plan, held=plan.hold))
+
+        await self._effects(todo, finished)
+        await sink.finish(self.backoff, self.settings.kafka.request_timeout_s)
 
         for plan in todo:
             if plan.refused is not None:
@@ -325,12 +344,28 @@ class Processor:
         for plan in plans:
             self._next[plan.record.partition] = plan.record.offset + 1
 
-    async def _effects(self, plans: list[Plan]) -> None:
-        """Signals and starts of a batch; each plan's audit gets their outcomes."""
+    async def _effects(self, plans: list[Plan], finished: Callable[[Plan], None]) -> None:
+        """Signals and starts of a batch; each plan's audit gets their outcomes, then
+        `finished(plan)` is called as soon as that plan's last effect is done."""
         assert self._client is not None
         client = self._client
         groups: dict[str, list[Callable[[], Awaitable[None]]]] = {}
         outcomes: dict[int, list[Delivery]] = {id(p): list(p.already_delivered) for p in plans}
+        left: dict[int, int] = {
+            id(p): (len(p.signals) + len(p.starts)) if p.envelope is not None else 0 for p in plans
+        }
+
+        def done(plan: Plan, delivery: Delivery) -> None:
+            outcomes[id(plan)].append(delivery)
+            left[id(plan)] -= 1
+            if left[id(plan)] == 0:
+                self._settle(plan, outcomes[id(plan)])
+                finished(plan)
+
+        for plan in plans:
+            if left[id(plan)] == 0:
+                self._settle(plan, outcomes[id(plan)])
+                finished(plan)
 
         for plan in plans:
             if plan.envelope is None:
@@ -347,13 +382,14 @@ class Processor:
                         lambda: effects.signal(client, target, ev),
                     )
                     self.stats.signals += outcome == "delivered"
-                    outcomes[id(plan)].append(
+                    done(
+                        plan,
                         Delivery(
                             run_id=target.run_id,
                             wait_id=target.wait_id,
                             kind="signal",
                             outcome=outcome,
-                        )
+                        ),
                     )
 
                 groups.setdefault(target.workflow_id, []).append(do_signal)
@@ -368,21 +404,20 @@ class Processor:
                         ),
                     )
                     self.stats.starts += outcome == "started"
-                    outcomes[id(plan)].append(
-                        Delivery(run_id=target.run_id, kind="start", outcome=outcome)
-                    )
+                    done(plan, Delivery(run_id=target.run_id, kind="start", outcome=outcome))
 
                 groups.setdefault(start_target.workflow_id, []).append(do_start)
 
         if groups:
             await effects.run_grouped(groups, self.settings.processor.max_in_flight)
-        for plan in plans:
-            found = outcomes[id(plan)]
-            if found:
-                # Signals first, then starts, each in a stable order: a redone event
-                # reports its deliveries the same way.
-                found.sort(key=lambda d: (d.kind != "signal", d.run_id, d.wait_id or ""))
-                plan.audit = plan.audit.model_copy(update={"deliveries": found})
+
+    @staticmethod
+    def _settle(plan: Plan, found: list[Delivery]) -> None:
+        if found:
+            # Signals first, then starts, each in a stable order: a redone event
+            # reports its deliveries the same way.
+            found.sort(key=lambda d: (d.kind != "signal", d.run_id, d.wait_id or ""))
+            plan.audit = plan.audit.model_copy(update={"deliveries": found})
 
     def _audit(self, plan: Plan, held: bool) -> Outgoing:
         return Outgoing(

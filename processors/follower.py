@@ -14,6 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from processors import audit as audit_records
+from processors.bounded import BoundedSet
 from processors.pipeline import audit_completion_keys
 from processors.router_index import OpenWait, RouterIndex
 from processors.triggers import TriggerIndex
@@ -43,9 +44,11 @@ def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout: float) -> i
 class LogFollower:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.index = RouterIndex()
+        p = settings.processor
+        self.index = RouterIndex(resolved_limit=p.resolved_events_limit)
         self.triggers = TriggerIndex()
-        self.completed: set[str] = set()
+        # Completion keys of the most recent events (see processors/bounded.py).
+        self.completed = BoundedSet(p.completed_keys_limit)
         # Held events (audited with the held header, not completed yet) by completion
         # key: the durable copy of every instance's early events.
         self.pending_held: dict[str, AuditRecord] = {}

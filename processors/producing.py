@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from processors.effects import Backoff, Transient
+from processors.effects import Backoff, Stopped, Transient
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,44 @@ async def produce_all(
         if pending:
             log.warning("%d record(s) not acknowledged, retrying in %.1fs", len(pending), delay)
             if backoff.stop.is_set():
-                from processors.effects import Stopped
-
                 raise Stopped("produce")
             await backoff.sleep(delay)
             delay = min(delay * 2, backoff.cap)
+
+
+class Sink:
+    """Records handed over one by one as they become ready (produce never waits), then
+    `finish`: one flush, and whatever Kafka did not acknowledge goes through
+    `produce_all` (backoff, never dropped)."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+        self.items: list[Outgoing] = []
+        self.acked: set[int] = set()
+
+    def send(self, item: Outgoing) -> None:
+        self.items.append(item)
+
+        def on_delivery(err: KafkaError | None, _msg: Message, key: int = id(item)) -> None:
+            if err is None:
+                self.acked.add(key)
+
+        try:
+            self.producer.produce(
+                item.topic,
+                key=item.key,
+                value=item.value,
+                headers=item.headers or None,
+                on_delivery=on_delivery,
+            )
+        except (BufferError, KafkaException) as exc:
+            # Left unacknowledged: `finish` produces it again.
+            log.debug("produce deferred: %s", exc)
+        self.producer.poll(0)
+
+    async def finish(self, backoff: Backoff, timeout: float) -> None:
+        if not self.items:
+            return
+        await asyncio.to_thread(self.producer.flush, timeout)
+        pending = [i for i in self.items if id(i) not in self.acked]
+        await produce_all(self.producer, pending, backoff, timeout)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from processors.bounded import BoundedDict
 from schemas.runtime import RunCompleted, RunStarted, RuntimeEvent, WaitCreated, WaitResolved
 from workflows.messages import run_workflow_id
 
@@ -44,9 +45,14 @@ class RouterIndex:
     waits: dict[str, OpenWait] = field(default_factory=dict)
     by_key: dict[WaitKey, dict[str, OpenWait]] = field(default_factory=dict)
     workflow_ids: dict[str, str] = field(default_factory=dict)
+    # How many events' resolutions `resolved_by` remembers (the most recent ones).
+    resolved_limit: int = 200_000
     # event_id -> (run_id, wait_id) of the waits it resolved: a redelivered event whose
     # signal already landed before a crash still gets its delivery in the audit.
-    resolved_by: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    resolved_by: BoundedDict[str, list[tuple[str, str]]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.resolved_by = BoundedDict(self.resolved_limit)
 
     def apply(self, event: RuntimeEvent) -> OpenWait | None:
         """Fold one runtime event; returns the event wait it opened, if any."""
@@ -72,7 +78,8 @@ class RouterIndex:
             self._close(event.data.wait_id)
             matched = event.data.matched_event_id
             if matched:
-                self.resolved_by.setdefault(matched, []).append((event.run_id, event.data.wait_id))
+                found = self.resolved_by.get(matched, [])
+                self.resolved_by[matched] = [*found, (event.run_id, event.data.wait_id)]
         elif isinstance(event, RunCompleted):
             for wait_id in [w for w, wait in self.waits.items() if wait.run_id == event.run_id]:
                 self._close(wait_id)
@@ -122,11 +129,15 @@ class EarlyEvents:
 
     skew: timedelta
     held: dict[WaitKey, list[HeldEvent]] = field(default_factory=dict)
+    # No held event expires before this: `expire` is cheap on every loop turn.
+    earliest_expiry: datetime | None = None
 
     def hold(self, event: HeldEvent) -> None:
         bucket = self.held.setdefault(event.key, [])
         if all(h.event_id != event.event_id for h in bucket):
             bucket.append(event)
+            if self.earliest_expiry is None or event.expires_at < self.earliest_expiry:
+                self.earliest_expiry = event.expires_at
 
     def take_for(self, wait: OpenWait) -> list[HeldEvent]:
         """Held events the new wait may take, released from holding: an event that
@@ -143,14 +154,20 @@ class EarlyEvents:
         return taken
 
     def expire(self, now: datetime) -> list[HeldEvent]:
+        if self.earliest_expiry is None or now < self.earliest_expiry:
+            return []
         gone: list[HeldEvent] = []
+        earliest: datetime | None = None
         for key in list(self.held):
             keep = [h for h in self.held[key] if h.expires_at > now]
             gone.extend(h for h in self.held[key] if h.expires_at <= now)
             if keep:
                 self.held[key] = keep
+                first = min(h.expires_at for h in keep)
+                earliest = first if earliest is None or first < earliest else earliest
             else:
                 del self.held[key]
+        self.earliest_expiry = earliest
         return gone
 
     def drop_partitions(self, partitions: Iterable[int]) -> list[HeldEvent]:

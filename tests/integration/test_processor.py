@@ -419,3 +419,151 @@ async def test_sigkill_during_5000_events_each_wait_resumes_once(
     )
     assert len(resolved) == runs
     assert set(resolved.values()) == {1}
+
+
+def _final_audits(settings: Settings) -> Counter[str]:
+    """Audit records per event id, held ones (the early-event window) left out."""
+    from processors import audit as audit_records
+
+    found: Counter[str] = Counter()
+    for r in read_all(settings, settings.topic(AUDIT)):
+        if not audit_records.is_held(r.headers):
+            found[json.loads(r.value)["event_id"]] += 1
+    return found
+
+
+def _resolutions(settings: Settings, run_ids: set[str]) -> Counter[str]:
+    return Counter(
+        e["data"]["wait_id"]
+        for e in runtime(settings)
+        if e["type"] == "WaitResolved" and e["run_id"] in run_ids
+    )
+
+
+async def test_two_instances_in_one_group_share_the_work(settings: Settings) -> None:
+    runs = 24
+    document = waiting()
+    async with worker(settings) as client:
+        run_ids = await asyncio.gather(
+            *(start_waiting(settings, client, document, f"pair-{n}") for n in range(runs))
+        )
+        await eventually(lambda: wait_created(settings, set(run_ids)), 60, "waits")
+        matching = [envelope(key=f"pair-{n}") for n in range(runs)]
+        # No correlation key: audited at once (not held), and no wait to route to.
+        noise = [envelope(event_type="noise") for _ in range(96)]
+        half, rest = runs // 2, runs - runs // 2
+        async with processing(settings) as one:
+            await asyncio.to_thread(send, settings, *matching[:half], *noise[:48])
+            await eventually(lambda: one.stats.records > 0, 60, "first instance at work")
+            async with processing(settings) as two:
+                # The group hands some of the six partitions over to the second one.
+                await eventually(lambda: two._assigned, 60, "second instance assigned")
+                await eventually(lambda: len(one._assigned) < 6, 60, "first gives some up")
+                await asyncio.to_thread(send, settings, *matching[half:], *noise[48:])
+                outputs = await asyncio.gather(*(result(client, r, 60) for r in run_ids))
+                everything = {str(e.event_id) for e in [*matching, *noise]}
+                await eventually(
+                    lambda: everything <= set(_final_audits(settings)), 60, "every audit"
+                )
+                await eventually(
+                    lambda: _committed_total(settings) >= len(everything), 60, "commits"
+                )
+            assert one.stats.records > 0 and two.stats.records > 0
+    assert rest > 0 and outputs == [str(e.event_id) for e in matching]
+    resolved = _resolutions(settings, set(run_ids))
+    assert len(resolved) == runs and set(resolved.values()) == {1}
+    audited = _final_audits(settings)
+    assert {audited[e] for e in everything} == {1}
+
+
+def _dead_temporal(settings: Settings) -> Settings:
+    """The same settings, Temporal pointed at a loopback port nobody listens on."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return settings.model_copy(
+        update={
+            "temporal": settings.temporal.model_copy(update={"address": f"127.0.0.1:{port}"}),
+            "processor": settings.processor.model_copy(
+                update={"retry_initial_backoff_s": 0.1, "retry_max_backoff_s": 0.5}
+            ),
+        }
+    )
+
+
+async def test_temporal_unavailable_commits_nothing_and_loses_nothing(settings: Settings) -> None:
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from workflows.worker import connect
+
+    dead = _dead_temporal(settings)
+    document = waiting()
+    async with worker(settings) as client:
+        run_ids = await asyncio.gather(
+            *(start_waiting(settings, client, document, f"down-{n}") for n in range(5))
+        )
+        await eventually(lambda: wait_created(settings, set(run_ids)), 60, "waits")
+        events = [envelope(key=f"down-{n}") for n in range(5)]
+        await asyncio.to_thread(send, settings, *events)
+
+        # 1. Temporal does not answer at start: the processor keeps trying to connect.
+        attempts = 0
+
+        async def counting(s: Settings) -> Client:
+            nonlocal attempts
+            attempts += 1
+            return await connect(s)
+
+        stop = threading.Event()
+        runner = Processor(dead, stop, client_factory=counting)
+        task = asyncio.create_task(runner.run())
+        await eventually(lambda: attempts >= 3, 60, "connect retries")
+        assert _committed_total(settings) == 0
+        stop.set()
+        await task
+
+        # 2. Temporal goes away after the connect: every signal fails and is retried
+        # with backoff; the records are consumed but nothing is audited or committed.
+        async def lazy(s: Settings) -> Client:
+            return await Client.connect(
+                s.temporal.address,
+                namespace=s.temporal.namespace,
+                data_converter=pydantic_data_converter,
+                lazy=True,
+            )
+
+        stop = threading.Event()
+        runner = Processor(dead, stop, client_factory=lazy)
+        retries = 0
+        sleep = runner.backoff.sleep
+
+        async def counting_sleep(seconds: float) -> None:
+            nonlocal retries
+            retries += 1
+            await sleep(seconds)
+
+        runner.backoff.sleep = counting_sleep  # type: ignore[method-assign]
+        task = asyncio.create_task(runner.run())
+        await eventually(
+            lambda: runner.stats.records >= len(events) and retries >= 6, 60, "signal retries"
+        )
+        stop.set()
+        await task
+        assert runner.stats.signals == 0
+        assert _committed_total(settings) == 0
+        assert not _final_audits(settings)
+        for run_id in run_ids:
+            desc = await client.get_workflow_handle(run_workflow_id(run_id)).describe()
+            assert desc.status is not None and desc.status.name == "RUNNING"
+
+        # 3. The right address again: everything delivered, exactly once.
+        async with processing(settings):
+            outputs = await asyncio.gather(*(result(client, r, 60) for r in run_ids))
+            await eventually(lambda: _committed_total(settings) >= len(events), 60, "commits")
+    assert outputs == [str(e.event_id) for e in events]
+    resolved = _resolutions(settings, set(run_ids))
+    assert len(resolved) == len(run_ids) and set(resolved.values()) == {1}
+    audited = _final_audits(settings)
+    assert {audited[str(e.event_id)] for e in events} == {1}

@@ -208,3 +208,52 @@ def test_as_of_an_offset_mid_run_shows_it_waiting(settings: Settings, tmp_path: 
     )
     assert [c["type"] for c in why["chain"]] == ["RunStarted", "WaitCreated", "WaitResolved"]
     assert why["last_changed_by"]["offset"] == where[3][1]
+
+
+async def test_router_dry_run_reports_changed_routing(settings: Settings, tmp_path: Path) -> None:
+    import asyncio
+
+    from tests.integration.runtime_support import definition, start, wait_for_events, worker
+
+    steps = [
+        {"id": "w", "type": "event.wait", "event_type": "ticket.updated", "correlation_key": "T-5"}
+    ]
+    before = datetime.now(UTC)
+    async with worker(settings) as client:
+        run_id, _handle = await start(settings, client, definition(steps))
+        await wait_for_events(settings, run_id, "WaitCreated")
+        event = {
+            "event_id": str(uuid.uuid4()),
+            "event_type": "ticket.updated",
+            "tenant": "acme",
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "payload": {"ticketId": "T-5"},
+        }
+        await asyncio.to_thread(
+            CliRunner().invoke,
+            app,
+            ["publish", "-", "--json"],
+            json.dumps(event),
+            obj={"settings": settings},
+        )
+        paths = tmp_path / "paths.json"
+        paths.write_text(json.dumps({"ticket.updated": "ticketId"}), encoding="utf-8")
+        window = [
+            "--from",
+            before.isoformat(),
+            "--to",
+            (datetime.now(UTC).replace(year=2100)).isoformat(),
+        ]
+        plain = await asyncio.to_thread(cli, settings, "replay", "router", *window, "--json")
+        changed = await asyncio.to_thread(
+            cli, settings, "replay", "router", *window, "--paths", str(paths), "--json"
+        )
+    today = json.loads(plain.stdout)
+    assert today["events"] == 1 and today["changed"] == 0
+    assert today["outcomes"][0]["correlation"]["source"] == "missing"
+    tomorrow = json.loads(changed.stdout)
+    assert tomorrow["changed"] == 1
+    outcome = tomorrow["outcomes"][0]
+    assert outcome["correlation"]["key"] == "T-5"
+    assert outcome["would_wake"] == [{"run_id": run_id, "wait_id": f"{run_id}:root.steps[0]"}]
+    assert outcome["did_wake"] == []
