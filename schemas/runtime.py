@@ -7,7 +7,7 @@ field at fault."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, TypeAdapter
 
@@ -19,15 +19,31 @@ RunStatus = Literal["RUNNING", "WAITING", "SUCCEEDED", "FAILED", "CANCELED"]
 TerminalStatus = Literal["SUCCEEDED", "FAILED", "CANCELED"]
 WaitResolution = Literal["RESOLVED", "TIMED_OUT", "CANCELED"]
 WaitType = Literal["event", "time", "human"]
-ErrorCategory = Literal[
+FilterOp = Literal[
+    "=",
+    "!=",
+    "in",
+    "not_in",
+    "exists",
+    "not_exists",
+    ">",
+    ">=",
+    "<",
+    "<=",
+    "contains",
+    "starts_with",
+    "ends_with",
+]
+FILTER_OPS: tuple[str, ...] = get_args(FilterOp)
+CatchableCategory = Literal[
     "ValidationError",
     "ExpressionError",
     "ActionError",
     "TimeoutError",
     "ChildWorkflowError",
-    "Cancellation",
-    "InterpreterCorruption",
 ]
+ErrorCategory = Literal[CatchableCategory, "Cancellation", "InterpreterCorruption"]
+CATCHABLE_CATEGORIES: tuple[str, ...] = get_args(CatchableCategory)
 
 
 def runtime_event_id(run_id: str, seq: int) -> uuid.UUID:
@@ -74,21 +90,7 @@ class StepCompletedData(Record):
 
 class EventFilter(Record):
     path: NonEmptyStr
-    op: Literal[
-        "=",
-        "!=",
-        "in",
-        "not_in",
-        "exists",
-        "not_exists",
-        ">",
-        ">=",
-        "<",
-        "<=",
-        "contains",
-        "starts_with",
-        "ends_with",
-    ]
+    op: FilterOp
     value: Any = None
 
 

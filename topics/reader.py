@@ -3,6 +3,7 @@ bounded by the end offsets taken at the start, never by a quiet period."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -125,3 +126,16 @@ def read_all(settings: Settings, topic: str, limit: int | None = None) -> list[R
         return out[:limit] if limit else out
     finally:
         consumer.close()
+
+
+def read_json(settings: Settings, topic: str) -> list[tuple[ReadRecord, dict[str, Any]]]:
+    """The records of a topic whose value is a JSON object, decoded; others skipped."""
+    out = []
+    for record in read_all(settings, topic):
+        try:
+            value = json.loads(record.value)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out.append((record, value))
+    return out

@@ -6,15 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-CATEGORIES = (
-    "ValidationError",
-    "ExpressionError",
-    "ActionError",
-    "TimeoutError",
-    "ChildWorkflowError",
-    "Cancellation",
-    "InterpreterCorruption",
-)
+from schemas.runtime import CATCHABLE_CATEGORIES
+
+CATEGORIES: tuple[str, ...] = (*CATCHABLE_CATEGORIES, "Cancellation", "InterpreterCorruption")
 NEVER_CAUGHT = frozenset({"Cancellation", "InterpreterCorruption"})
 
 

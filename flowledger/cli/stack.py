@@ -18,7 +18,7 @@ StateDir = typer.Option(None, "--state-dir", help="Where the services keep their
 JsonFlag = typer.Option(False, "--json", help="Print one JSON document.")
 
 
-def _settings(ctx: typer.Context, state_dir: Path | None) -> Settings:
+def settings_with_state_dir(ctx: typer.Context, state_dir: Path | None) -> Settings:
     base = context.settings(ctx)
     if state_dir is not None:
         base = base.model_copy(
@@ -48,7 +48,7 @@ def up(
     as_json: bool = JsonFlag,
 ) -> None:
     """Start the services (or attach to existing ones) and wait until they answer."""
-    settings = _settings(ctx, state_dir)
+    settings = settings_with_state_dir(ctx, state_dir)
     with refusals(as_json):
         started = launcher.up(
             settings,
@@ -68,7 +68,7 @@ def up(
 @app.command("down")
 def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = JsonFlag) -> None:
     """Stop every service the stack started (graceful, then forced). Idempotent."""
-    settings = _settings(ctx, state_dir)
+    settings = settings_with_state_dir(ctx, state_dir)
     with refusals(as_json):
         stopped = launcher.down(settings)
     document = launcher.status(settings, check=False)
@@ -82,7 +82,7 @@ def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = 
 @app.command("status")
 def status(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = JsonFlag) -> None:
     """Show each service's state and endpoint."""
-    settings = _settings(ctx, state_dir)
+    settings = settings_with_state_dir(ctx, state_dir)
     document = launcher.status(settings)
     if as_json:
         print_json(document)

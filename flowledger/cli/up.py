@@ -14,23 +14,10 @@ from typing import Any
 import typer
 
 from flowledger import services
-from flowledger.cli import context
 from flowledger.cli.output import console, err_console, print_json, refusals, table
+from flowledger.cli.stack import JsonFlag, StateDir, settings_with_state_dir
 from flowledger.settings import Settings
 from flowledger.stack import launcher
-
-StateDir = typer.Option(None, "--state-dir", help="Where the services keep their data.")
-JsonFlag = typer.Option(False, "--json", help="Print one JSON document.")
-
-
-def _settings(ctx: typer.Context, state_dir: Path | None) -> Settings:
-    base = context.settings(ctx)
-    if state_dir is not None:
-        base = base.model_copy(
-            update={"stack": base.stack.model_copy(update={"state_dir": state_dir})}
-        )
-        context.replace(ctx, base)
-    return base
 
 
 def _document(settings: Settings, check: bool = True) -> dict[str, Any]:
@@ -62,7 +49,7 @@ def up(
     """Start the stack, ensure the topics, then the worker, projector and processor."""
     from topics import admin
 
-    settings = _settings(ctx, state_dir)
+    settings = settings_with_state_dir(ctx, state_dir)
     with refusals(as_json):
         started = launcher.up(
             settings,
@@ -103,7 +90,7 @@ def up(
 
 def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = JsonFlag) -> None:
     """Stop the processor, projector and worker, then the stack. Idempotent."""
-    settings = _settings(ctx, state_dir)
+    settings = settings_with_state_dir(ctx, state_dir)
     began = time.monotonic()
     with refusals(as_json):
         stopped = services.stop(settings)

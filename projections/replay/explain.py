@@ -12,7 +12,7 @@ from flowledger.errors import InvalidInput
 from flowledger.settings import Settings
 from projections import tables as t
 from topics.catalogue import AUDIT, DEFINITIONS, RUNTIME
-from topics.reader import ReadRecord, read_all
+from topics.reader import ReadRecord, read_all, read_json
 
 RUNTIME_TABLES = {
     "workflow_runs",
@@ -31,18 +31,6 @@ IDENTIFIED_BY = {
 AUDIT_TABLES = {"workflow_runtime_events", "workflow_event_deliveries"}
 
 
-def _decoded(records: list[ReadRecord]) -> list[tuple[ReadRecord, dict[str, Any]]]:
-    out = []
-    for record in records:
-        try:
-            value = json.loads(record.value)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            out.append((record, value))
-    return out
-
-
 def _link(record: ReadRecord, value: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {
         "topic": record.topic,
@@ -58,9 +46,7 @@ def _link(record: ReadRecord, value: dict[str, Any], **extra: Any) -> dict[str, 
 
 def timeline(settings: Settings, run_id: str) -> dict[str, Any]:
     runtime = [
-        (r, v)
-        for r, v in _decoded(read_all(settings, settings.topic(RUNTIME)))
-        if v.get("run_id") == run_id
+        (r, v) for r, v in read_json(settings, settings.topic(RUNTIME)) if v.get("run_id") == run_id
     ]
     if not runtime:
         raise InvalidInput(
@@ -72,7 +58,7 @@ def timeline(settings: Settings, run_id: str) -> dict[str, Any]:
         for r, v in runtime
     ]
     audits = []
-    for record, value in _decoded(read_all(settings, settings.topic(AUDIT))):
+    for record, value in read_json(settings, settings.topic(AUDIT)):
         touching = [d for d in value.get("deliveries") or [] if d.get("run_id") == run_id]
         trigger = any(
             e["data"].get("trigger_event_id") == value.get("event_id")
@@ -165,7 +151,7 @@ def why(settings: Settings, live: Engine, table_name: str, key: str) -> dict[str
         run_id = data.get("run_id")
         field = IDENTIFIED_BY.get(table_name)
         wanted = {field: data[field]} if field and data.get(field) else {}
-        for record, value in _decoded(read_all(settings, settings.topic(RUNTIME))):
+        for record, value in read_json(settings, settings.topic(RUNTIME)):
             if value.get("run_id") != run_id:
                 continue
             if (record.topic, record.partition) == (
@@ -188,7 +174,7 @@ def why(settings: Settings, live: Engine, table_name: str, key: str) -> dict[str
         chain.sort(key=lambda c: int(c["seq"] or 0))
     elif table_name in AUDIT_TABLES:
         event_id = data.get("event_id")
-        for record, value in _decoded(read_all(settings, settings.topic(AUDIT))):
+        for record, value in read_json(settings, settings.topic(AUDIT)):
             if value.get("event_id") == event_id:
                 chain.append(
                     _link(

@@ -5,7 +5,6 @@ Nothing is signalled or started."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,7 @@ from typing import Any
 from flowledger.settings import Settings
 from processors.correlation import CorrelationPaths, resolve
 from topics.catalogue import AUDIT, EVENTS, RUNTIME
-from topics.reader import ReadRecord, read_all
+from topics.reader import read_json
 
 
 @dataclass(frozen=True)
@@ -121,25 +120,13 @@ def route(
     return found, woken
 
 
-def _decoded(records: list[ReadRecord]) -> list[tuple[ReadRecord, dict[str, Any]]]:
-    out = []
-    for record in records:
-        try:
-            value = json.loads(record.value)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            out.append((record, value))
-    return out
-
-
 def dry_run(
     settings: Settings, start: datetime, end: datetime, paths: CorrelationPaths
 ) -> dict[str, Any]:
     skew = timedelta(seconds=settings.processor.clock_skew_tolerance_s)
-    spans = wait_spans(v for _, v in _decoded(read_all(settings, settings.topic(RUNTIME))))
+    spans = wait_spans(v for _, v in read_json(settings, settings.topic(RUNTIME)))
     audited: dict[str, dict[str, Any]] = {}
-    for _, value in _decoded(read_all(settings, settings.topic(AUDIT))):
+    for _, value in read_json(settings, settings.topic(AUDIT)):
         if value.get("event_id"):
             entry = audited.setdefault(str(value["event_id"]), {"key": None, "wake": {}})
             entry["key"] = value.get("correlation_key")
@@ -147,7 +134,7 @@ def dry_run(
                 if delivery.get("kind") == "signal":
                     entry["wake"][(delivery["run_id"], delivery.get("wait_id") or "")] = True
     outcomes = []
-    for record, value in _decoded(read_all(settings, settings.topic(EVENTS))):
+    for record, value in read_json(settings, settings.topic(EVENTS)):
         received = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
         if not (start <= received < end):
             continue

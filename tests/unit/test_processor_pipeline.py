@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Container
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,7 +38,7 @@ def plan_of(
     value: bytes,
     index: RouterIndex | None = None,
     triggers: TriggerIndex | None = None,
-    completed: set[str] | None = None,
+    completed: Container[str] | None = None,
     now: datetime = T0,
 ) -> Any:
     return decide(
@@ -156,3 +157,27 @@ def test_mapping_values_are_expressions_or_literals() -> None:
         assert exc.code.startswith("EXPR_")
     else:
         raise AssertionError("mapping should fail")
+
+
+def test_bounded_set_forgets_the_oldest_keys() -> None:
+    from processors.bounded import BoundedSet
+
+    seen = BoundedSet(3, ["a", "b", "c"])
+    seen.add("a")  # seen again: now the most recent
+    seen.add("d")
+    assert "b" not in seen and {"a", "c", "d"} == set(seen)
+    seen.update(["e", "f"])
+    assert set(seen) == {"d", "e", "f"} and len(seen) == 3 and seen.evicted == 3
+    seen.discard("d")
+    assert "d" not in seen and len(seen) == 2
+
+
+def test_an_evicted_completion_key_is_processed_again() -> None:
+    from processors.bounded import BoundedSet
+
+    value = raw(workflow_correlation_key="k1")
+    event_id = json.loads(value)["event_id"]
+    completed = BoundedSet(1, [event_completion_key("acme", event_id)])
+    assert plan_of(value, completed=completed).duplicate
+    completed.add("something newer")
+    assert not plan_of(value, completed=completed).duplicate

@@ -127,3 +127,37 @@ def test_holding_blocks_the_commit_and_expires() -> None:
     assert early.oldest_offsets() == {1: 9}
     assert [h.event_id for h in early.drop_partitions({1})] == ["e2"]
     assert len(early) == 0
+
+
+def test_resolutions_remembered_up_to_the_limit() -> None:
+    index = RouterIndex(resolved_limit=2)
+    for n in range(3):
+        index.apply(created(f"r{n}", f"w{n}"))
+        index.apply(
+            ev(
+                "WaitResolved",
+                f"r{n}",
+                {"wait_id": f"w{n}", "resolution": "RESOLVED", "matched_event_id": f"e{n}"},
+            )
+        )
+    assert "e0" not in index.resolved_by
+    assert index.resolved_by["e2"] == [("r2", "w2")]
+    assert index.resolved_by.evicted == 1
+
+
+def _held(event_id: str, key: str, expires: datetime) -> HeldEvent:
+    return HeldEvent("acme", "paid", key, event_id, T0, expires, 0, 1)
+
+
+def test_expire_skips_work_until_the_earliest_expiry() -> None:
+    early = EarlyEvents(SKEW)
+    assert early.expire(T0) == []
+    early.hold(_held("e1", "a", T0 + timedelta(minutes=5)))
+    early.hold(_held("e2", "b", T0 + timedelta(minutes=1)))
+    assert early.earliest_expiry == T0 + timedelta(minutes=1)
+    assert early.expire(T0 + timedelta(seconds=30)) == []
+    gone = early.expire(T0 + timedelta(minutes=2))
+    assert [h.event_id for h in gone] == ["e2"]
+    assert early.earliest_expiry == T0 + timedelta(minutes=5)
+    assert [h.event_id for h in early.expire(T0 + timedelta(minutes=6))] == ["e1"]
+    assert early.earliest_expiry is None and len(early) == 0

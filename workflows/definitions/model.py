@@ -13,53 +13,17 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
-ERROR_CATEGORIES: Final = (
-    "ValidationError",
-    "ExpressionError",
-    "ActionError",
-    "TimeoutError",
-    "ChildWorkflowError",
+from schemas.runtime import (
+    CATCHABLE_CATEGORIES,
+    CatchableCategory,
+    FilterOp,
 )
-# Cancellation and InterpreterCorruption are never catchable, so they can never be
-# retried either: they are left out of the categories an author may name.
-ErrorCategory = Literal[
-    "ValidationError",
-    "ExpressionError",
-    "ActionError",
-    "TimeoutError",
-    "ChildWorkflowError",
-]
 
-FILTER_OPS: Final = (
-    "=",
-    "!=",
-    "in",
-    "not_in",
-    "exists",
-    "not_exists",
-    ">",
-    ">=",
-    "<",
-    "<=",
-    "contains",
-    "starts_with",
-    "ends_with",
-)
-FilterOp = Literal[
-    "=",
-    "!=",
-    "in",
-    "not_in",
-    "exists",
-    "not_exists",
-    ">",
-    ">=",
-    "<",
-    "<=",
-    "contains",
-    "starts_with",
-    "ends_with",
-]
+# Cancellation and InterpreterCorruption are never catchable, so they can never be
+# retried either: only the catchable categories may be named by an author.
+ERROR_CATEGORIES: Final = CATCHABLE_CATEGORIES
+ErrorCategory = CatchableCategory
+
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 

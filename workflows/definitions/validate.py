@@ -21,9 +21,10 @@ from pydantic import BaseModel, ValidationError
 
 from flowledger.errors import FlowledgerError
 from flowledger.settings import ExpressionSettings, Settings, WorkflowSettings
+from schemas.runtime import FILTER_OPS
 from workflows.actions.registry import ActionSpec, known_actions, lookup
 from workflows.definitions.canonical import canonical_json
-from workflows.definitions.model import CHILD_LISTS, FILTER_OPS, STEP_MODELS, Definition
+from workflows.definitions.model import CHILD_LISTS, STEP_MODELS, Definition
 from workflows.expressions import ExpressionError, compile_with
 
 # Problem codes (expression problems carry the expression contract's own codes).
