@@ -4,11 +4,13 @@ process, as in production; this process only publishes, starts runs and measures
 
 - route_no_wait_per_s: correlated events matching no wait, through the processor
   (validate, correlate, hold, audit, commit): records over the processor's busy time,
-  from its first ingress record to idle (start-up and group join excluded);
+  from its first ingress record to caught up (start-up, group join and shutdown
+  excluded);
 - signals_per_s: a backlog of events each matching one waiting run, measured the same
   way, against raw_signals_per_s: the same signals sent by a bare temporalio client
   loop from this process to the same server, with the same concurrency
-  (settings.processor.max_in_flight);
+  (settings.processor.max_in_flight); both averaged over --rounds rounds run in
+  alternating order;
 - wake_p50_ms / wake_p99_ms: from publishing an event (wall clock just before the
   produce call) to its run resuming: the `occurred_at` of the WaitResolved runtime
   event, which is the workflow time of the workflow task that took the signal. One
@@ -210,11 +212,11 @@ def _until_idle(settings: Settings, group: str, log: IO[bytes]) -> dict[str, Any
 
 
 def _busy(stats: dict[str, Any]) -> float:
-    return float(stats["seconds"]) - float(stats["first_record_seconds"])
+    return float(stats["caught_up_seconds"]) - float(stats["first_record_seconds"])
 
 
 async def measure(
-    settings: Settings, events: int, runs: int, wakes: int, logs: Path
+    settings: Settings, events: int, runs: int, wakes: int, rounds: int, logs: Path
 ) -> dict[str, Any]:
     log = (logs / "children.log").open("ab")
     extra: dict[str, Any] = {}
@@ -228,42 +230,61 @@ async def measure(
 
     client = await connect(settings)
     tail = RuntimeTail(settings)
-    with _child(["worker"], _env(settings), log) as worker:
-        # Signals through the processor, a backlog processed from its first record.
-        keys = [f"sig-{n}" for n in range(runs)]
-        run_ids = await _start_waiting(settings, client, tail, keys)
-        await asyncio.to_thread(publish, settings, [(n, _event(k)) for n, k in enumerate(keys)])
-        worker_cpu = _cpu_seconds(worker.pid) or 0.0
-        sig = await asyncio.to_thread(_until_idle, settings, "bench-signals", log)
-        signals_s = _busy(sig)
-        extra["signals_processor_cpu_s"] = sig["cpu_seconds"]
-        extra["signals_worker_cpu_s"] = round((_cpu_seconds(worker.pid) or 0.0) - worker_cpu, 2)
-        if sig["signals"] != runs:
-            raise RuntimeError(f"processor delivered {sig['signals']} signals, not {runs}")
-        wanted = set(run_ids)
-        await asyncio.to_thread(tail.until, lambda: wanted <= set(tail.resolved), 180, "resumes")
-
-        # The same signals from a bare temporalio loop in this process.
-        raw_keys = [f"raw-{n}" for n in range(runs)]
-        raw_ids = await _start_waiting(settings, client, tail, raw_keys)
+    with _child(["worker"], _env(settings), log):
+        # Signals through the processor and from a bare loop, in rounds of alternating
+        # order, so neither always runs on the heels of the other's trailing work.
         gate = asyncio.Semaphore(settings.processor.max_in_flight)
+
+        async def through_processor(round_: int) -> float:
+            keys = [f"sig{round_}-{n}" for n in range(runs)]
+            run_ids = await _start_waiting(settings, client, tail, keys)
+            await asyncio.to_thread(publish, settings, [(n, _event(k)) for n, k in enumerate(keys)])
+            sig = await asyncio.to_thread(_until_idle, settings, f"bench-signals-{round_}", log)
+            extra.setdefault("signals_cpu_s", []).append(sig["cpu_seconds"])
+            extra.setdefault("signals_batches", []).append(sig["commits"])
+            if sig["signals"] != runs:
+                raise RuntimeError(f"processor delivered {sig['signals']} signals, not {runs}")
+            wanted = set(run_ids)
+            await asyncio.to_thread(
+                tail.until, lambda: wanted <= set(tail.resolved), 180, "resumes"
+            )
+            return runs / _busy(sig)
 
         async def raw_signal(run_id: str, key: str) -> None:
             async with gate:
                 await client.get_workflow_handle(run_workflow_id(run_id)).signal(
                     "deliver_event",
                     DeliveredEvent(
-                        event_id=str(uuid.uuid4()), event_type="bench.go", correlation_key=key
+                        event_id=str(uuid.uuid4()),
+                        event_type="bench.go",
+                        correlation_key=key,
+                        received_at=datetime.now(UTC).isoformat(),
                     ),
                 )
 
-        worker_cpu = _cpu_seconds(worker.pid) or 0.0
-        began = time.monotonic()
-        await asyncio.gather(*(raw_signal(r, k) for r, k in zip(raw_ids, raw_keys, strict=True)))
-        raw_s = time.monotonic() - began
-        extra["raw_worker_cpu_s"] = round((_cpu_seconds(worker.pid) or 0.0) - worker_cpu, 2)
-        wanted = set(raw_ids)
-        await asyncio.to_thread(tail.until, lambda: wanted <= set(tail.resolved), 180, "resumes")
+        async def bare(round_: int) -> float:
+            keys = [f"raw{round_}-{n}" for n in range(runs)]
+            run_ids = await _start_waiting(settings, client, tail, keys)
+            began = time.monotonic()
+            await asyncio.gather(*(raw_signal(r, k) for r, k in zip(run_ids, keys, strict=True)))
+            elapsed = time.monotonic() - began
+            wanted = set(run_ids)
+            await asyncio.to_thread(
+                tail.until, lambda: wanted <= set(tail.resolved), 180, "resumes"
+            )
+            return runs / elapsed
+
+        processor_rates: list[float] = []
+        raw_rates: list[float] = []
+        for round_ in range(rounds):
+            if round_ % 2 == 0:
+                processor_rates.append(await through_processor(round_))
+                raw_rates.append(await bare(round_))
+            else:
+                raw_rates.append(await bare(round_))
+                processor_rates.append(await through_processor(round_))
+        extra["signals_rounds"] = [round(r, 1) for r in processor_rates]
+        extra["raw_rounds"] = [round(r, 1) for r in raw_rates]
 
         # Wake-up latency, the processor running in its own process.
         wake_keys = [f"wake-{n}" for n in range(wakes + 1)]
@@ -293,8 +314,8 @@ async def measure(
 
     latencies.sort()
     emitted.sort()
-    signals_rate = runs / signals_s
-    raw_rate = runs / raw_s
+    signals_rate = statistics.mean(processor_rates)
+    raw_rate = statistics.mean(raw_rates)
     return {
         "events": events,
         "runs": runs,
@@ -320,10 +341,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--wakes", type=int, default=100)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="Signal rounds (processor and bare loop each)."
+    )
     parser.add_argument("--json", action="store_true", help="Print only the JSON line.")
     args = parser.parse_args()
     with local_stack() as settings, tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
-        figures = asyncio.run(measure(settings, args.events, args.runs, args.wakes, Path(logs)))
+        figures = asyncio.run(
+            measure(settings, args.events, args.runs, args.wakes, args.rounds, Path(logs))
+        )
     if not args.json:
         for name, value in figures.items():
             print(f"{name:>24}: {value}")

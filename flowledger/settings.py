@@ -80,6 +80,9 @@ class ProcessorSettings(_Section):
     batch_size: int = Field(default=500, ge=1)
     # Signals and starts in flight at once (per-workflow order is kept regardless).
     max_in_flight: int = Field(default=64, ge=1)
+    # Batches whose effects may be in flight together: the next batches are taken
+    # while a slow signal finishes; offsets still move only past fully done batches.
+    max_batches_in_flight: int = Field(default=4, ge=1)
     poll_timeout_s: float = Field(default=0.05, gt=0)
     # Temporal or Kafka unavailable: retry from the first, doubling up to the last.
     retry_initial_backoff_s: float = Field(default=0.2, gt=0)

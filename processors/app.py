@@ -12,6 +12,8 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,7 +38,7 @@ from processors.pipeline import (
     utc_from_ms,
 )
 from processors.producing import Outgoing, Sink, produce_all
-from processors.router_index import EarlyEvents, HeldEvent, OpenWait
+from processors.router_index import EarlyEvents, HeldEvent, OpenWait, eligible
 from schemas.audit import Delivery
 from topics import clients
 from topics.catalogue import AUDIT, DEADLETTER, EVENTS
@@ -65,6 +67,8 @@ class Stats:
     # When the first ingress record arrived (after start-up and the group join), so a
     # backlog's processing rate is records / (seconds - first_record_seconds).
     first_record_seconds: float = 0.0
+    # When --until-idle found every owned partition handled (shutdown not included).
+    caught_up_seconds: float = 0.0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -73,14 +77,25 @@ class Stats:
 
 @dataclass
 class _Seen:
-    """Completed events plus those of the batch in hand, so a second copy of an event
-    in the same batch is a duplicate too."""
+    """Completed events plus those of the batches in flight, so a second copy of an
+    event in flight is a duplicate too (its offset is committed only after the first
+    copy's batch is done)."""
 
     completed: Container[str]
     batch: set[str] = field(default_factory=set)
 
     def __contains__(self, key: object) -> bool:
         return key in self.completed or key in self.batch
+
+
+@dataclass
+class _Batch:
+    """A batch whose effects are in flight while the next ones are consumed."""
+
+    task: asyncio.Task[None]
+    # Per partition, the offset after its last record in this batch.
+    ends: dict[int, int]
+    keys: set[str]
 
 
 class Processor:
@@ -112,6 +127,13 @@ class Processor:
         self._committed: dict[int, int] = {}
         self._assigned: set[int] = set()
         self._started = time.monotonic()
+        # Batches in consumption order; offsets move only past a done prefix of them.
+        self._inflight: deque[_Batch] = deque()
+        self._inflight_keys: set[str] = set()
+        self._lanes = effects.Lanes(p.max_in_flight)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_took = 0
+        self._probe: Consumer | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -166,6 +188,9 @@ class Processor:
                 log.warning("final commit failed: %s", exc)
             self._consumer.close()
             self._consumer = None
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
         self.follower.close()
         self._producer.flush(self.settings.kafka.request_timeout_s)
 
@@ -185,6 +210,16 @@ class Processor:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = {tp.partition for tp in partitions}
+        loop = self._loop
+        if self._inflight and loop is not None and loop.is_running():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                # Called inside `consume`, off the loop: let the batches in flight
+                # finish, so the commit covers them and the next owner redoes nothing.
+                asyncio.run_coroutine_threadsafe(self._drain(), loop).result()
         try:
             self._commit(only=gone)
         except KafkaException as exc:
@@ -207,6 +242,7 @@ class Processor:
 
     async def run(self, until_idle: bool = False, timeout: float | None = None) -> Stats:
         started = self._started = time.monotonic()
+        self._loop = asyncio.get_running_loop()
         try:
             await self.open()
             self.stats.ready_seconds = time.monotonic() - started
@@ -214,12 +250,14 @@ class Processor:
                 await self.step()
                 if until_idle and self.idle():
                     self.stats.caught_up = True
+                    self.stats.caught_up_seconds = time.monotonic() - started
                     break
                 if timeout is not None and time.monotonic() - started > timeout:
                     break
         except Stopped:
             pass
         finally:
+            await self._drain()
             self.close()
             self.stats.seconds = time.monotonic() - started
         return self.stats
@@ -232,14 +270,54 @@ class Processor:
         await self._expire()
         messages = await asyncio.to_thread(self._take, poll_s)
         batch = [m for m in messages if not m.error()]
+        self._last_took = len(batch)
         for m in messages:
             if m.error():
                 log.debug("consume: %s", m.error())
         if batch:
             if not self.stats.first_record_seconds:
                 self.stats.first_record_seconds = time.monotonic() - self._started
-            await self._process(batch)
+            self._launch(batch)
+        if len(self._inflight) >= self.settings.processor.max_batches_in_flight:
+            # The window is full: wait for the oldest batch before taking more.
+            await asyncio.wait([self._inflight[0].task])
+        self._settle()
         self._commit_retrying()
+
+    def _launch(self, batch: list[Message]) -> None:
+        plans, todo = self._decide(batch)
+        ends: dict[int, int] = {}
+        for plan in plans:
+            ends[plan.record.partition] = plan.record.offset + 1
+        keys = {p.completion_key for p in todo}
+        self._inflight_keys |= keys
+        task = asyncio.create_task(self._process(todo))
+        self._inflight.append(_Batch(task, ends, keys))
+
+    def _settle(self) -> None:
+        """Move the offsets past every done batch at the front; a failed batch stays
+        there (nothing after it is committed) and its error is raised."""
+        while self._inflight and self._inflight[0].task.done():
+            head = self._inflight[0]
+            error = head.task.exception()
+            if error is not None:
+                raise error
+            self._inflight.popleft()
+            self._inflight_keys -= head.keys
+            for partition, end in head.ends.items():
+                if partition in self._assigned:
+                    self._next[partition] = end
+
+    async def _drain(self) -> None:
+        """Wait for every batch in flight and settle what can be."""
+        if self._inflight:
+            await asyncio.wait([b.task for b in self._inflight])
+        for b in self._inflight:
+            b.task.exception()  # retrieved: a failed batch is simply not committed
+        try:
+            self._settle()
+        except Exception as exc:
+            log.debug("batch in flight failed: %s", exc)
 
     def _take(self, poll_s: float) -> list[Message]:
         """Up to a batch of what is there now; when nothing is, wait up to `poll_s` for
@@ -258,11 +336,18 @@ class Processor:
     def idle(self) -> bool:
         """Every owned partition handled up to its end (held events aside)."""
         assert self._consumer is not None
-        if not self._assigned:
+        if not self._assigned or self._last_took or self._inflight:
+            # A step that found records is no reason to ask the broker yet.
             return False
+        if self._probe is None:
+            # Its own connection: the group consumer's has a fetch long-poll in flight,
+            # and a watermark request queued behind it waits for up to fetch.wait.max.ms.
+            self._probe = clients.consumer(
+                self.settings, f"{self.settings.processor.group_id}-probe-{uuid.uuid4().hex[:8]}"
+            )
         timeout = self.settings.kafka.request_timeout_s
         for p in self._assigned:
-            _low, high = self._consumer.get_watermark_offsets(
+            _low, high = self._probe.get_watermark_offsets(
                 TopicPartition(self.events_topic, p), timeout=timeout, cached=False
             )
             if self._next.get(p, self._committed_offset(p)) < high:
@@ -293,8 +378,8 @@ class Processor:
             utc_from_ms(msg.timestamp()[1]),
         )
 
-    async def _process(self, batch: list[Message]) -> None:
-        seen = _Seen(self.follower.completed)
+    def _decide(self, batch: list[Message]) -> tuple[list[Plan], list[Plan]]:
+        seen = _Seen(self.follower.completed, set(self._inflight_keys))
         now = datetime.now(UTC)
         plans: list[Plan] = []
         for msg in batch:
@@ -313,7 +398,10 @@ class Processor:
         todo = [p for p in plans if not p.duplicate]
         self.stats.records += len(plans)
         self.stats.duplicates += len(plans) - len(todo)
+        return plans, todo
 
+    async def _process(self, todo: list[Plan]) -> None:
+        """A batch's effects and records, in flight while the next batches come in."""
         # Each plan's records go out the moment its effects are done (those without
         # any at once), not behind the batch's slowest signal; one flush at the end.
         sink = Sink(self._producer)
@@ -333,16 +421,25 @@ class Processor:
         await self._effects(todo, finished)
         await sink.finish(self.backoff, self.settings.kafka.request_timeout_s)
 
+        late: list[OpenWait] = []
         for plan in todo:
             if plan.refused is not None:
                 self.stats.refused += 1
             if plan.hold:
                 self.stats.held += 1
-                self.early.hold(self._held(plan))
+                held = self._held(plan)
+                self.early.hold(held)
+                # A wait that opened while this batch was in flight was offered the
+                # held events before this one was among them: offer it again.
+                late.extend(
+                    w
+                    for w in self.follower.index.matching(*held.key)
+                    if eligible(w, held.received_at, self.skew)
+                )
             else:
                 self.follower.completed.add(plan.completion_key)
-        for plan in plans:
-            self._next[plan.record.partition] = plan.record.offset + 1
+        if late:
+            await self._release(late)
 
     async def _effects(self, plans: list[Plan], finished: Callable[[Plan], None]) -> None:
         """Signals and starts of a batch; each plan's audit gets their outcomes, then
@@ -359,12 +456,12 @@ class Processor:
             outcomes[id(plan)].append(delivery)
             left[id(plan)] -= 1
             if left[id(plan)] == 0:
-                self._settle(plan, outcomes[id(plan)])
+                self._with_deliveries(plan, outcomes[id(plan)])
                 finished(plan)
 
         for plan in plans:
             if left[id(plan)] == 0:
-                self._settle(plan, outcomes[id(plan)])
+                self._with_deliveries(plan, outcomes[id(plan)])
                 finished(plan)
 
         for plan in plans:
@@ -409,10 +506,10 @@ class Processor:
                 groups.setdefault(start_target.workflow_id, []).append(do_start)
 
         if groups:
-            await effects.run_grouped(groups, self.settings.processor.max_in_flight)
+            await self._lanes.run(groups)
 
     @staticmethod
-    def _settle(plan: Plan, found: list[Delivery]) -> None:
+    def _with_deliveries(plan: Plan, found: list[Delivery]) -> None:
         if found:
             # Signals first, then starts, each in a stable order: a redone event
             # reports its deliveries the same way.
@@ -471,7 +568,7 @@ class Processor:
                 )
 
             groups.setdefault(workflow_id, []).append(deliver)
-        await effects.run_grouped(groups, self.settings.processor.max_in_flight)
+        await self._lanes.run(groups)
         plans = {id(h.item): h.item for h, _w in released}
         await produce_all(
             self._producer,

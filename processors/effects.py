@@ -5,6 +5,7 @@ retries them; everything else is an outcome for the audit, never a crash."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -141,3 +142,39 @@ async def run_grouped(groups: dict[str, list[Callable[[], Awaitable[None]]]], li
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+class Lanes:
+    """`run_grouped` across calls: one workflow's effects run in the order they were
+    handed over, even when they come from batches in flight at the same time; all
+    workflows together at most `limit` effects in flight."""
+
+    def __init__(self, limit: int) -> None:
+        self.gate = asyncio.Semaphore(limit)
+        self.tails: dict[str, asyncio.Future[None]] = {}
+
+    async def run(self, groups: dict[str, list[Callable[[], Awaitable[None]]]]) -> None:
+        lanes: list[asyncio.Future[None]] = []
+        for workflow_id, calls in groups.items():
+            lane = asyncio.ensure_future(self._lane(self.tails.get(workflow_id), calls))
+            self.tails[workflow_id] = lane
+            lane.add_done_callback(functools.partial(self._drop, workflow_id))
+            lanes.append(lane)
+        results = await asyncio.gather(*lanes, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _lane(
+        self, before: asyncio.Future[None] | None, calls: list[Callable[[], Awaitable[None]]]
+    ) -> None:
+        if before is not None:
+            # Its outcome is its own batch's business; this lane only keeps the order.
+            await asyncio.wait([before])
+        for call in calls:
+            async with self.gate:
+                await call()
+
+    def _drop(self, workflow_id: str, done: asyncio.Future[None]) -> None:
+        if self.tails.get(workflow_id) is done:
+            del self.tails[workflow_id]

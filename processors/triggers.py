@@ -40,6 +40,9 @@ class TriggerIndex:
     latest: dict[tuple[str, str], DefinitionRecord] = field(default_factory=dict)
     # Every version seen, so a tombstone of the latest one falls back to the one before.
     versions: dict[tuple[str, str], dict[int, DefinitionRecord]] = field(default_factory=dict)
+    # (tenant, event_type) -> the latest records it triggers, by definition id: looked
+    # up once per event, so it must not scan every definition.
+    by_event: dict[tuple[str, str], dict[str, DefinitionRecord]] = field(default_factory=dict)
 
     def apply(self, record: DefinitionRecord) -> None:
         ident = (record.tenant, record.definition_id)
@@ -55,22 +58,35 @@ class TriggerIndex:
         self._refresh(ident)
 
     def _refresh(self, ident: tuple[str, str]) -> None:
+        previous = self.latest.get(ident)
+        if previous is not None:
+            self._unlist(previous)
         known = self.versions.get(ident) or {}
         if known:
-            self.latest[ident] = known[max(known)]
+            current = self.latest[ident] = known[max(known)]
+            event_type = trigger_event_type(current)
+            if event_type is not None:
+                bucket = self.by_event.setdefault((current.tenant, event_type), {})
+                bucket[current.definition_id] = current
         else:
             self.latest.pop(ident, None)
             self.versions.pop(ident, None)
 
+    def _unlist(self, record: DefinitionRecord) -> None:
+        event_type = trigger_event_type(record)
+        if event_type is None:
+            return
+        bucket = self.by_event.get((record.tenant, event_type))
+        if bucket is not None:
+            bucket.pop(record.definition_id, None)
+            if not bucket:
+                del self.by_event[(record.tenant, event_type)]
+
     def triggered_by(self, tenant: str, event_type: str) -> list[DefinitionRecord]:
-        return sorted(
-            (
-                r
-                for (t, _d), r in self.latest.items()
-                if t == tenant and trigger_event_type(r) == event_type
-            ),
-            key=lambda r: r.definition_id,
-        )
+        bucket = self.by_event.get((tenant, event_type))
+        if not bucket:
+            return []
+        return [bucket[d] for d in sorted(bucket)]
 
 
 class MappingFailed(Exception):

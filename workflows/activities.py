@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, Message, Producer
 from pydantic import ValidationError
@@ -25,6 +26,8 @@ from workflows.messages import (
     EmitRequest,
 )
 
+T = TypeVar("T")
+
 
 def _failure(
     category: str,
@@ -40,6 +43,20 @@ def _failure(
         type=category,
         non_retryable=True,
     )
+
+
+HEARTBEAT_EVERY_S = 2.0
+
+
+async def _heartbeating(work: Awaitable[T]) -> T:
+    """Await `work`, heartbeating meanwhile, so that a worker that dies mid-action
+    is noticed in seconds rather than at the action's full timeout."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
+        if done:
+            return task.result()
+        activity.heartbeat()
 
 
 class RuntimeActivities:
@@ -146,7 +163,7 @@ class RuntimeActivities:
             attempt=request.attempt,
         )
         try:
-            output = await spec.handler(data, context)
+            output = await _heartbeating(spec.handler(data, context))
         except ActionFailed as exc:
             raise _failure(
                 exc.category,

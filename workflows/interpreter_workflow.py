@@ -16,6 +16,7 @@ from temporalio.exceptions import (
     ApplicationError,
     CancelledError,
     ChildWorkflowError,
+    TimeoutType,
 )
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
@@ -46,6 +47,9 @@ EMIT_RETRY = RetryPolicy(
 )
 # Authored retries live in the definition; Temporal runs each attempt once.
 ACTION_RETRY = RetryPolicy(maximum_attempts=1)
+# Actions heartbeat every few seconds; silence this long means the worker is gone.
+ACTION_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+WORKER_LOST_RETRIES = 10
 
 
 class TemporalHost:
@@ -61,16 +65,28 @@ class TemporalHost:
         )
 
     async def call_action(self, request: ActionRequest) -> dict[str, Any]:
-        try:
-            result = await workflow.execute_activity(
-                "run_action",
-                request,
-                result_type=ActionResult,
-                start_to_close_timeout=ACTION_TIMEOUT,
-                retry_policy=ACTION_RETRY,
-            )
-        except ActivityError as failure:
-            raise _step_error(failure, request.step_path) from None
+        # An attempt whose worker died (its heartbeats stopped) is run again as the
+        # same attempt: a lost process is not a failure of the action, and Temporal's
+        # own retries stay off so that authored retries alone decide.
+        for lost in range(WORKER_LOST_RETRIES + 1):
+            try:
+                result = await workflow.execute_activity(
+                    "run_action",
+                    request,
+                    result_type=ActionResult,
+                    start_to_close_timeout=ACTION_TIMEOUT,
+                    heartbeat_timeout=ACTION_HEARTBEAT_TIMEOUT,
+                    retry_policy=ACTION_RETRY,
+                )
+                break
+            except ActivityError as failure:
+                cause = failure.cause
+                worker_lost = (
+                    isinstance(cause, ActivityTimeout) and cause.type == TimeoutType.HEARTBEAT
+                )
+                if worker_lost and lost < WORKER_LOST_RETRIES:
+                    continue
+                raise _step_error(failure, request.step_path) from None
         return result.model_dump(mode="json")
 
     async def load_definition(self, request: DefinitionRequest) -> DefinitionReply:

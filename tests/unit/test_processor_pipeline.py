@@ -181,3 +181,13 @@ def test_an_evicted_completion_key_is_processed_again() -> None:
     assert plan_of(value, completed=completed).duplicate
     completed.add("something newer")
     assert not plan_of(value, completed=completed).duplicate
+
+
+def test_triggers_looked_up_by_tenant_and_event_type_in_id_order() -> None:
+    triggers = TriggerIndex()
+    for ident in ("b", "a", "c"):
+        triggers.apply(definition().model_copy(update={"definition_id": ident}))
+    assert [r.definition_id for r in triggers.triggered_by("acme", "paid")] == ["a", "b", "c"]
+    triggers.apply_tombstone("acme:b:1")
+    assert [r.definition_id for r in triggers.triggered_by("acme", "paid")] == ["a", "c"]
+    assert triggers.triggered_by("beta", "paid") == []
