@@ -7,11 +7,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from projections.db import engine as make_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATION_LOCK = 0x666C6F77  # any constant shared by every flowledger process
 
 
 def config(url: str = "") -> Config:
@@ -25,6 +26,11 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
     eng = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
     cfg = config()
     with eng.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Several projectors may start at once on an empty database: one migrates,
+            # the others wait here and then find nothing left to do. (On SQLite the
+            # write transaction itself serialises them.)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     if isinstance(url_or_engine, str):
