@@ -15,7 +15,10 @@ process, as in production; this process only publishes, starts runs and measures
   produce call) to its run resuming: the `occurred_at` of the WaitResolved runtime
   event, which is the workflow time of the workflow task that took the signal. One
   event at a time, the processor already running. wake_emit_* is the same up to the
-  broker timestamp of that WaitResolved record (adds the emitting activity).
+  broker timestamp of that WaitResolved record (adds the emitting activity), and
+  wake_audit_* up to the event's audit record (the processor's part and the signal
+  RPC). bare_wake_* is the same wake-up from a bare signal (no Kafka, no processor),
+  interleaved with the others: the floor that Temporal and the worker set here.
 
 The last line printed is one JSON object."""
 
@@ -45,7 +48,7 @@ from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
 from schemas.envelope import EventEnvelope
 from topics import clients
-from topics.catalogue import EVENTS, RUNTIME
+from topics.catalogue import AUDIT, EVENTS, RUNTIME
 from topics.publisher import publish
 from topics.serde import encode
 from workflows import control
@@ -144,24 +147,32 @@ def _child(
 
 
 class RuntimeTail:
-    """Follows the runtime topic: WaitCreated and WaitResolved per run."""
+    """Follows the runtime topic (WaitCreated and WaitResolved per run) and the audit
+    topic (when each event's audit record landed)."""
 
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.topic(RUNTIME)
+        self.audit_topic = settings.topic(AUDIT)
         self.consumer = clients.consumer(settings, f"bench-tail-{uuid.uuid4().hex[:8]}")
-        meta = self.consumer.list_topics(self.topic, timeout=30).topics[self.topic]
-        self.consumer.assign(
-            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-        )
+        assignment = []
+        for topic in (self.topic, self.audit_topic):
+            meta = self.consumer.list_topics(topic, timeout=30).topics[topic]
+            assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        self.consumer.assign(assignment)
         self.created: set[str] = set()
         # run_id -> (occurred_at, broker timestamp) of its WaitResolved, epoch seconds.
         self.resolved: dict[str, tuple[float, float]] = {}
+        # event_id -> broker timestamp of its (last) audit record, epoch seconds.
+        self.audited: dict[str, float] = {}
 
     def poll(self, timeout: float) -> None:
         for msg in self.consumer.consume(1000, timeout):
             if msg.error():
                 continue
             event = json.loads(msg.value() or b"{}")
+            if msg.topic() == self.audit_topic:
+                self.audited[str(event.get("event_id"))] = msg.timestamp()[1] / 1000
+                continue
             if event.get("type") == "WaitCreated":
                 self.created.add(event["run_id"])
             elif event.get("type") == "WaitResolved":
@@ -289,10 +300,17 @@ async def measure(
         # Wake-up latency, the processor running in its own process.
         wake_keys = [f"wake-{n}" for n in range(wakes + 1)]
         wake_ids = await _start_waiting(settings, client, tail, wake_keys)
+        # And, interleaved with them, the same wake-ups by a bare signal (no Kafka, no
+        # processor): what Temporal and the worker alone take on this machine.
+        bare_keys = [f"bare-{n}" for n in range(wakes)]
+        bare_ids = await _start_waiting(settings, client, tail, bare_keys)
+        bare_latencies: list[float] = []
         producer = clients.producer(settings)
         topic = settings.topic(EVENTS)
         latencies: list[float] = []
         emitted: list[float] = []
+        # Publish to the audit record: the processor's part plus the signal's RPC.
+        audited: list[float] = []
         with _child(["processor"], _env(settings, "bench-wake"), log):
             for n, (run_id, key) in enumerate(zip(wake_ids, wake_keys, strict=True)):
                 event = _event(key)
@@ -308,12 +326,26 @@ async def measure(
                 occurred, broker = tail.resolved[run_id]
                 latencies.append((occurred - sent) * 1000)
                 emitted.append((broker - sent) * 1000)
+                await asyncio.to_thread(
+                    tail.until, lambda e=str(event.event_id): e in tail.audited, 30, "audit"
+                )
+                audited.append((tail.audited[str(event.event_id)] - sent) * 1000)
+
+                bare_id, bare_key = bare_ids[n - 1], bare_keys[n - 1]
+                sent = time.time()
+                await raw_signal(bare_id, bare_key)
+                await asyncio.to_thread(
+                    tail.until, lambda r=bare_id: r in tail.resolved, 30, "bare wake"
+                )
+                bare_latencies.append((tail.resolved[bare_id][0] - sent) * 1000)
         producer.flush(10)
     tail.close()
     log.close()
 
     latencies.sort()
     emitted.sort()
+    audited.sort()
+    bare_latencies.sort()
     signals_rate = statistics.mean(processor_rates)
     raw_rate = statistics.mean(raw_rates)
     return {
@@ -321,6 +353,12 @@ async def measure(
         "runs": runs,
         "wakes": wakes,
         **extra,
+        "bare_wake_p50_ms": round(statistics.median(bare_latencies), 1),
+        "bare_wake_p99_ms": round(_p99(bare_latencies), 1),
+        "wake_worst_ms": [round(v) for v in latencies[-5:]],
+        "bare_wake_worst_ms": [round(v) for v in bare_latencies[-5:]],
+        "wake_audit_p50_ms": round(statistics.median(audited), 1),
+        "wake_audit_p99_ms": round(_p99(audited), 1),
         "wake_emit_p50_ms": round(statistics.median(emitted), 1),
         "wake_emit_p99_ms": round(_p99(emitted), 1),
         "route_no_wait_per_s": round(events / route_s, 1),

@@ -2,9 +2,12 @@
 carry out each record's plan (dead letter, signals, starts, audit), and commit an
 offset only once everything before it is durable.
 
-Built on confluent-kafka rather than faust (see processors/__init__.py). One thread,
-one asyncio loop: rebalance callbacks run inside `consume`, so they never see a batch
-half done."""
+Built on confluent-kafka rather than faust (see processors/__init__.py). One asyncio
+loop; `consume` runs in a worker thread. Up to `max_batches_in_flight` batches have
+their effects in flight at once (each workflow's signals still in partition order, see
+effects.Lanes), so a slow signal does not stop the next records from being taken; an
+offset moves only past batches that are completely done. Rebalance callbacks run inside
+`consume`: a revoke first lets the batches in flight finish, then commits."""
 
 from __future__ import annotations
 
@@ -245,6 +248,8 @@ class Processor:
         self._loop = asyncio.get_running_loop()
         try:
             await self.open()
+            if until_idle:
+                await asyncio.to_thread(self._open_probe)
             self.stats.ready_seconds = time.monotonic() - started
             while not self.stop.is_set():
                 await self.step()
@@ -339,20 +344,30 @@ class Processor:
         if not self._assigned or self._last_took or self._inflight:
             # A step that found records is no reason to ask the broker yet.
             return False
-        if self._probe is None:
-            # Its own connection: the group consumer's has a fetch long-poll in flight,
-            # and a watermark request queued behind it waits for up to fetch.wait.max.ms.
-            self._probe = clients.consumer(
-                self.settings, f"{self.settings.processor.group_id}-probe-{uuid.uuid4().hex[:8]}"
-            )
+        probe = self._probe or self._open_probe()
         timeout = self.settings.kafka.request_timeout_s
         for p in self._assigned:
-            _low, high = self._probe.get_watermark_offsets(
+            _low, high = probe.get_watermark_offsets(
                 TopicPartition(self.events_topic, p), timeout=timeout, cached=False
             )
             if self._next.get(p, self._committed_offset(p)) < high:
                 return False
         return True
+
+    def _open_probe(self) -> Consumer:
+        """A client of its own for end offsets: the group consumer's connection has a
+        fetch long-poll in flight, and a watermark request queued behind it waits for
+        up to fetch.wait.max.ms. Opened (and connected) before the first record."""
+        probe = clients.consumer(
+            self.settings, f"{self.settings.processor.group_id}-probe-{uuid.uuid4().hex[:8]}"
+        )
+        probe.get_watermark_offsets(
+            TopicPartition(self.events_topic, 0),
+            timeout=self.settings.kafka.request_timeout_s,
+            cached=False,
+        )
+        self._probe = probe
+        return probe
 
     def _committed_offset(self, partition: int) -> int:
         assert self._consumer is not None

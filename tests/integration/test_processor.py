@@ -567,3 +567,45 @@ async def test_temporal_unavailable_commits_nothing_and_loses_nothing(settings: 
     assert len(resolved) == len(run_ids) and set(resolved.values()) == {1}
     audited = _final_audits(settings)
     assert {audited[str(e.event_id)] for e in events} == {1}
+
+
+async def test_kafka_unavailable_at_start_retries_then_processes_once(settings: Settings) -> None:
+    import socket
+
+    events = [envelope(event_type="noise") for _ in range(3)]
+    await asyncio.to_thread(send, settings, *events)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dead = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={"bootstrap_servers": f"127.0.0.1:{port}", "request_timeout_s": 1.0}
+            ),
+            "processor": settings.processor.model_copy(
+                update={"retry_initial_backoff_s": 0.1, "retry_max_backoff_s": 0.5}
+            ),
+        }
+    )
+    stop = threading.Event()
+    runner = Processor(dead, stop)
+    retries = 0
+    sleep = runner.backoff.sleep
+
+    async def counting_sleep(seconds: float) -> None:
+        nonlocal retries
+        retries += 1
+        await sleep(seconds)
+
+    runner.backoff.sleep = counting_sleep  # type: ignore[method-assign]
+    task = asyncio.create_task(runner.run())
+    await eventually(lambda: retries >= 3, 60, "Kafka retries")
+    stop.set()
+    await task
+    assert runner.stats.records == 0
+    assert _committed_total(settings) == 0 and not _final_audits(settings)
+
+    async with processing(settings):
+        await eventually(lambda: _committed_total(settings) >= len(events), 60, "commits")
+    audited = _final_audits(settings)
+    assert {audited[str(e.event_id)] for e in events} == {1}
