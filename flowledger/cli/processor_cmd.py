@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import threading
-from types import FrameType
 
 import typer
 
 from flowledger.cli import context
+from flowledger.cli.foreground import report, stop_on_signals
 from flowledger.cli.output import console, err_console, print_json, refusals, table
 
 JSON = typer.Option(False, "--json", help="Print one JSON document.")
@@ -42,32 +40,17 @@ def processor(
     from processors.app import Processor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    stop = threading.Event()
-
-    def _stop(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with refusals(as_json):
-            settings = context.settings(ctx)
-            runner = Processor(settings, stop)
-            if not as_json:
-                err_console.print(
-                    f"processor: group {settings.processor.group_id}, "
-                    f"Kafka {settings.kafka.bootstrap_servers}, "
-                    f"Temporal {settings.temporal.address}"
-                )
-            stats = asyncio.run(runner.run(until_idle=until_idle, timeout=timeout))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if as_json:
-        print_json(stats.as_dict())
-    else:
-        console.print(stats.as_dict())
-    if until_idle and not stats.caught_up and not stop.is_set():
-        raise typer.Exit(1)
+    with stop_on_signals() as stop, refusals(as_json):
+        settings = context.settings(ctx)
+        runner = Processor(settings, stop)
+        if not as_json:
+            err_console.print(
+                f"processor: group {settings.processor.group_id}, "
+                f"Kafka {settings.kafka.bootstrap_servers}, "
+                f"Temporal {settings.temporal.address}"
+            )
+        stats = asyncio.run(runner.run(until_idle=until_idle, timeout=timeout))
+    report(stats, as_json, until_idle, stop)
 
 
 @app.command("status")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-from types import FrameType
-
 import typer
 
 from flowledger.cli import context
-from flowledger.cli.output import console, print_json, refusals
+from flowledger.cli.foreground import report, stop_on_signals
+from flowledger.cli.output import console, refusals
 from flowledger.cli.runs import DATABASE, JSON
 
 
@@ -41,32 +38,17 @@ def projector(
     tune_gc()
     overrides = {} if session_timeout_ms is None else {"session.timeout.ms": session_timeout_ms}
 
-    stop = threading.Event()
-
-    def _stop(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with refusals(as_json):
-            runner = Projector(
-                context.settings(ctx),
-                database_url=database,
-                batch_size=batch_size,
-                consumer_config=overrides,
+    with stop_on_signals() as stop, refusals(as_json):
+        runner = Projector(
+            context.settings(ctx),
+            database_url=database,
+            batch_size=batch_size,
+            consumer_config=overrides,
+        )
+        if not as_json:
+            console.print(
+                f"projector: group {runner.group_id}, batch {runner.batch_size}, "
+                f"database {runner.engine.url.render_as_string(hide_password=True)}"
             )
-            if not as_json:
-                console.print(
-                    f"projector: group {runner.group_id}, batch {runner.batch_size}, "
-                    f"database {runner.engine.url.render_as_string(hide_password=True)}"
-                )
-            stats = runner.run_until_idle(timeout, stop) if until_idle else runner.run(stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if as_json:
-        print_json(stats.as_dict())
-    else:
-        console.print(stats.as_dict())
-    if until_idle and not stats.caught_up and not stop.is_set():
-        raise typer.Exit(1)
+        stats = runner.run_until_idle(timeout, stop) if until_idle else runner.run(stop)
+    report(stats, as_json, until_idle, stop)
