@@ -306,6 +306,11 @@ class Projector:
             self.close()
         return self.stats
 
+    @property
+    def owned(self) -> frozenset[tuple[str, int]]:
+        """The partitions this instance holds right now (for status and tests)."""
+        return frozenset(self._owned)
+
     def close(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None

@@ -447,14 +447,27 @@ def test_two_of_each_one_of_each_killed_every_run_finishes_once(
     assert document["identical"] is True and document["differences"] == []
 
 
+def _timeless(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _timeless(v) for k, v in value.items() if not k.endswith("_at")}
+    if isinstance(value, list):
+        return [_timeless(v) for v in value]
+    return value
+
+
 def check_runtime_log(settings: Settings, jobs: Jobs) -> None:
-    """Per run: one copy of each seq 1..n (re-emissions after a kill are identical),
+    """Per run: one copy of each seq 1..n (a re-emission after a kill is the same event),
     one RunStarted, one RESOLVED wait naming its job.done, one SUCCEEDED."""
     runs = jobs.runs()
     by_run: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for event in log_values(settings, RUNTIME):
         seen = by_run[event["run_id"]].setdefault(event["event_id"], event)
-        assert seen == event, f"two different records share the event id {event['event_id']}"
+        # A copy re-emitted after a kill is the same event; only times taken from the
+        # workflow clock may differ, when the first copy's workflow task never
+        # completed and a new worker ran that task afresh. Consumers keep the first.
+        assert _timeless(seen) == _timeless(event), (
+            f"two different records share the event id {event['event_id']}"
+        )
     assert set(by_run) == set(runs), "runs other than one per job.requested"
     for run_id, job in runs.items():
         events = sorted(by_run[run_id].values(), key=lambda e: e["seq"])
