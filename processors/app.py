@@ -260,7 +260,7 @@ class Processor:
                 if timeout is not None and time.monotonic() - started > timeout:
                     break
         except Stopped:
-            pass
+            log.info("stop requested: finishing the batches in flight")
         finally:
             await self._drain()
             self.close()

@@ -5,6 +5,7 @@ records against a SQLite file."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -107,14 +108,12 @@ def _decode(item: Incoming) -> RuntimeEvent | AuditRecord | DefinitionRecord | N
         raise RecordRefused("record has no value", code="RECORD_EMPTY", reason="null value")
     # The JSON-native validators are the fast path; serde's decoders run only on a
     # failure, to produce the same refusal (field and reason) as everywhere else.
-    try:
+    with contextlib.suppress(ValidationError):
         if item.kind == "runtime":
             return RUNTIME_EVENT_ADAPTER.validate_json(value)
         if item.kind == "audit":
             return AuditRecord.model_validate_json(value)
         return DefinitionRecord.model_validate_json(value)
-    except ValidationError:
-        pass
     if item.kind == "runtime":
         return decode_runtime(value)
     if item.kind == "audit":

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, Message, Producer
 
 from flowledger.errors import FlowledgerError, ServiceUnavailable
 from flowledger.settings import Settings
@@ -73,11 +73,13 @@ def publish(
     *,
     topic: str | None = None,
     key: str | None = None,
+    producer: Producer | None = None,
 ) -> list[Published]:
     """Publish envelopes (with the line numbers they came from) and wait for every
-    acknowledgement; raises ServiceUnavailable if Kafka refuses any of them."""
+    acknowledgement; raises ServiceUnavailable if Kafka refuses any of them. A
+    long-lived caller passes its own producer instead of paying for a new one."""
     target = topic or settings.topic(EVENTS)
-    producer = clients.producer(settings)
+    producer = producer or clients.producer(settings)
     results: list[Published] = []
     failures: list[str] = []
 

@@ -161,6 +161,8 @@ class RuntimeActivities:
             iteration=request.iteration,
             idempotency_key=request.idempotency_key,
             attempt=request.attempt,
+            # One producer per worker, not one per emitted event.
+            resources={"producer": self.producer},
         )
         try:
             output = await _heartbeating(spec.handler(data, context))

@@ -13,7 +13,7 @@ import jsonschema
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from flowledger.errors import FlowledgerError, InvalidInput
+from flowledger.errors import FlowledgerError, InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
 from workflows.messages import (
@@ -209,21 +209,17 @@ def _check_reason(action: str, run_id: str, reason: str | None) -> None:
 def resolve_workflow_id(settings: Settings, run_id: str) -> str:
     """The Temporal workflow id of a run. Runs started by an event have a trigger
     workflow id; the run projection (the index, never the authority) knows it."""
-    from sqlalchemy import create_engine, select
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy import select
 
+    from projections import db
     from projections.tables import workflow_runs
 
+    query = select(workflow_runs.c.workflow_id).where(workflow_runs.c.run_id == run_id)
     try:
-        engine = create_engine(settings.database_url())
-        try:
-            with engine.connect() as conn:
-                found = conn.execute(
-                    select(workflow_runs.c.workflow_id).where(workflow_runs.c.run_id == run_id)
-                ).scalar()
-        finally:
-            engine.dispose()
-    except SQLAlchemyError:
+        with db.reading(settings.database_url()) as conn:
+            found = conn.execute(query).scalar()
+    except ServiceUnavailable:
+        # No projection yet: a run started by `runs start` still has the plain id.
         found = None
     return str(found) if found else run_workflow_id(run_id)
 

@@ -3,14 +3,15 @@ then signal the run. The run learns of a completion only through that signal."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import create_engine, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import select
 from temporalio.client import Client
 
 from flowledger.errors import FlowledgerError, InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
+from projections import db
 from projections.tables import workflow_human_tasks
 from workflows.control import resolve_workflow_id
 from workflows.messages import TaskCompletion
@@ -19,25 +20,9 @@ from workflows.steps_effects import schema_problems
 
 def find_task(settings: Settings, task_id: str) -> dict[str, Any]:
     """The task as projected (the index of open tasks; the run is the authority)."""
-    try:
-        engine = create_engine(settings.database_url())
-        try:
-            with engine.connect() as conn:
-                row = (
-                    conn.execute(
-                        select(workflow_human_tasks).where(
-                            workflow_human_tasks.c.task_id == task_id
-                        )
-                    )
-                    .mappings()
-                    .first()
-                )
-        finally:
-            engine.dispose()
-    except SQLAlchemyError as exc:
-        raise ServiceUnavailable(
-            f"the projection database did not answer: {exc}", code="DATABASE_UNAVAILABLE"
-        ) from exc
+    query = select(workflow_human_tasks).where(workflow_human_tasks.c.task_id == task_id)
+    with db.reading(settings.database_url()) as conn:
+        row = conn.execute(query).mappings().first()
     if row is None:
         raise InvalidInput(
             f"no human task {task_id}", code="HUMAN_TASK_NOT_FOUND", status=404, task_id=task_id
@@ -66,8 +51,13 @@ def check_response(task: dict[str, Any], response: Any) -> None:
 
 
 async def complete(
-    settings: Settings, client: Client, task_id: str, response: Any, completed_by: str
+    settings: Settings,
+    connect: Callable[[], Awaitable[Client]],
+    task_id: str,
+    response: Any,
+    completed_by: str,
 ) -> dict[str, Any]:
+    """Validate, then connect and signal: a refused response never reaches Temporal."""
     if not completed_by.strip():
         raise InvalidInput("--by names who completed the task", code="INVALID_REQUEST", status=400)
     task = find_task(settings, task_id)
@@ -80,6 +70,7 @@ async def complete(
         )
     check_response(task, response)
     run_id = str(task["run_id"])
+    client = await connect()
     handle = client.get_workflow_handle(resolve_workflow_id(settings, run_id))
     try:
         await handle.signal(

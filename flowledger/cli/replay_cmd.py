@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import Engine
 
 from flowledger.cli import context
 from flowledger.cli.output import (
@@ -67,14 +68,23 @@ def _target(live_url: str, into: str | None, shadow: bool) -> str:
     return targets.shadow_url(live_url)
 
 
-def _rebuild_to(settings: Settings, url: str, cut: cuts.Cut, show: bool) -> dict[str, Any]:
+@contextmanager
+def _engine(url: str) -> Iterator[Engine]:
     engine = db.engine(url)
     try:
-        with _progress(show, "rebuilding") as progress:
-            stats = rebuild(settings, engine, cut, progress=progress)
+        yield engine
     finally:
         engine.dispose()
-    return stats.as_dict()
+
+
+def _live_cut(settings: Settings) -> cuts.Cut:
+    with _engine(settings.database_url()) as live:
+        return cuts.from_checkpoints(settings, live)
+
+
+def _rebuild_into(settings: Settings, target: Engine, cut: cuts.Cut, show: bool) -> dict[str, Any]:
+    with _progress(show, "rebuilding") as progress:
+        return rebuild(settings, target, cut, progress=progress).as_dict()
 
 
 @app.command("rebuild")
@@ -86,12 +96,9 @@ def rebuild_cmd(
     with refusals(as_json):
         live_url = settings.database_url()
         url = _target(live_url, into, shadow)
-        live = db.engine(live_url)
-        try:
-            cut = cuts.from_checkpoints(settings, live)
-        finally:
-            live.dispose()
-        stats = _rebuild_to(settings, url, cut, not as_json)
+        cut = _live_cut(settings)
+        with _engine(url) as target:
+            stats = _rebuild_into(settings, target, cut, not as_json)
     document = {"target": url, "cut": cuts.as_json(cut), **stats}
     if as_json:
         print_json(document)
@@ -110,16 +117,11 @@ def verify_cmd(
     with refusals(as_json):
         live_url = settings.database_url()
         url = _target(live_url, into, shadow)
-        live = db.engine(live_url)
-        target = db.engine(url)
-        try:
+        with _engine(live_url) as live, _engine(url) as target:
             cut = cuts.from_checkpoints(settings, live)
-            stats = _rebuild_to(settings, url, cut, not as_json)
+            stats = _rebuild_into(settings, target, cut, not as_json)
             differences = compare(live, target)
             moved = cuts.from_checkpoints(settings, live) != cut
-        finally:
-            live.dispose()
-            target.dispose()
     identical = not differences and not moved
     record = {
         "identical": identical,
@@ -162,11 +164,7 @@ def swap_cmd(
         live_url = settings.database_url()
         shadow = targets.shadow_url(live_url)
         last = state.load(settings)
-        live = db.engine(live_url)
-        try:
-            now = cuts.as_json(cuts.from_checkpoints(settings, live))
-        finally:
-            live.dispose()
+        now = cuts.as_json(_live_cut(settings))
         problems = []
         if last is None or last.get("target") != shadow:
             problems.append("the shadow was never verified")
@@ -246,7 +244,8 @@ def as_of_cmd(
             cut = cuts.from_time(settings, when)
         else:
             cut = cuts.parse_spec(settings, offsets or "")
-        stats = _rebuild_to(settings, into, cut, not as_json)
+        with _engine(into) as target:
+            stats = _rebuild_into(settings, target, cut, not as_json)
     document = {"target": into, "cut": cuts.as_json(cut), **stats}
     if as_json:
         print_json(document)
@@ -317,12 +316,8 @@ def why(
 ) -> None:
     """The chain of log records behind one projection row."""
     settings = context.settings(ctx)
-    with refusals(as_json):
-        live = db.engine(settings.database_url())
-        try:
-            document = explain.why(settings, live, table_name, key)
-        finally:
-            live.dispose()
+    with refusals(as_json), _engine(settings.database_url()) as live:
+        document = explain.why(settings, live, table_name, key)
     if as_json:
         print_json(document)
         return

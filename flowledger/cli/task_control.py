@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import typer
 
@@ -34,13 +33,9 @@ def complete(
                 errors=[{"path": "(response)", "message": str(exc)}],
             ) from None
 
-        async def go() -> dict[str, Any]:
-            # Validate before connecting: a refused response never reaches Temporal.
-            task = tasks.find_task(settings, task_id)
-            tasks.check_response(task, response)
-            return await tasks.complete(settings, await connect(settings), task_id, response, by)
-
-        document = asyncio.run(go())
+        document = asyncio.run(
+            tasks.complete(settings, lambda: connect(settings), task_id, response, by)
+        )
     if as_json:
         print_json(document)
     else:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +16,8 @@ from temporalio.client import Client, WorkflowHandle
 
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
+from tests.waiting import Timeout
+from tests.waiting import until as wait_until
 from topics.catalogue import RUNTIME
 from topics.reader import read_all
 from workflows import control
@@ -73,12 +74,16 @@ def events_of(settings: Settings, run_id: str) -> list[dict[str, Any]]:
 async def wait_for_events(
     settings: Settings, run_id: str, until: str = "RunCompleted", timeout: float = 30.0
 ) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        events = await asyncio.to_thread(events_of, settings, run_id)
-        if any(e["type"] == until for e in events) or time.monotonic() > deadline:
-            return events
-        await asyncio.sleep(0.2)
+    def reached() -> list[dict[str, Any]] | None:
+        events = events_of(settings, run_id)
+        return events if any(e["type"] == until for e in events) else None
+
+    try:
+        found: list[dict[str, Any]] = await wait_until(reached, timeout, f"{until} of {run_id}")
+    except Timeout:
+        # The caller's assertions say what is missing from what did arrive.
+        return await asyncio.to_thread(events_of, settings, run_id)
+    return found
 
 
 def types(events: list[dict[str, Any]]) -> list[str]:
@@ -111,13 +116,4 @@ def projector(settings: Settings) -> Iterator[None]:
         thread.join(timeout=30)
 
 
-async def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll `check` (run in a thread) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
+until = wait_until

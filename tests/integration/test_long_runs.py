@@ -4,6 +4,7 @@ continue-as-new with events arriving during the switch-overs, pinned versions.""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Any
@@ -336,16 +337,20 @@ async def test_two_thousand_steps_with_events_during_switch_overs(settings: Sett
         started = time.monotonic()
         run_id, handle = await start(settings, client, definition(steps))
 
-        async def send() -> None:
-            for k in range(ticks):
-                event = DeliveredEvent(
-                    event_id=f"tick-{k}", event_type="tick", correlation_key="K", payload={"k": k}
-                )
-                await handle.signal("deliver_event", event)
-                await handle.signal("deliver_event", event)  # a duplicate, dropped
-                await asyncio.sleep(0.05)
+        async def past(step: int) -> bool:
+            # The latest execution of the chain answers, whichever switch-over it is in.
+            summary = await handle.query("summary")
+            return int(summary["steps_total"]) >= step
 
-        await send()
+        for k in range(ticks):
+            # Spread the ticks over the counting loop, so they arrive while the run
+            # keeps switching to new executions.
+            await until(functools.partial(past, k * 90), 60, f"step {k * 90}")
+            event = DeliveredEvent(
+                event_id=f"tick-{k}", event_type="tick", correlation_key="K", payload={"k": k}
+            )
+            await handle.signal("deliver_event", event)
+            await handle.signal("deliver_event", event)  # a duplicate, dropped
         result = await asyncio.wait_for(handle.result(), 120)
         seconds = time.monotonic() - started
     assert result["output"]["n"] == 1999

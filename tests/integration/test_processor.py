@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +30,7 @@ from projections.projector import Projector
 from projections.tables import workflow_runtime_events
 from schemas.envelope import EventEnvelope
 from tests.integration.runtime_support import definition, record, worker
+from tests.waiting import until
 from topics.catalogue import AUDIT, DEADLETTER, EVENTS, RUNTIME
 from topics.publisher import publish
 from topics.reader import read_all
@@ -100,14 +101,7 @@ async def processing(settings: Settings) -> AsyncIterator[Processor]:
         await task
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
-        await asyncio.sleep(0.2)
+eventually = until
 
 
 def audits(settings: Settings) -> list[dict[str, Any]]:

@@ -11,9 +11,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from projections.projector import Projector, topic_kinds
 from projections.queries import iso
 from projections.synthetic import Generated, stream
 from tests.stack_fixture import StackHandle
+from tests.waiting import wait_for
 from topics import clients
 from topics.catalogue import RUNTIME
 
@@ -95,14 +95,6 @@ def reference(settings: Settings, tmp_path: Path, engines: list[Engine]) -> dict
     ).run_until_idle(120)
     assert stats.caught_up
     return dump(eng)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_projector_builds_the_tables_and_records_poison(

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from projections import db
 from projections.projector import Projector
 from projections.synthetic import Generated, stream
 from schemas.runtime import RUNTIME_EVENT_ADAPTER, runtime_event_id
+from tests.waiting import wait_for
 from topics import clients
 from topics.catalogue import RUNTIME
 
@@ -87,10 +87,12 @@ def kill_a_projector_midway(settings: Settings, total: int) -> None:
         [FLOWLEDGER, "projector"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 60
-        while checkpointed(settings) < total // 3 and time.monotonic() < deadline:
+
+        def applied_a_third() -> bool:
             assert proc.poll() is None, "the projector exited by itself"
-            time.sleep(0.1)
+            return checkpointed(settings) >= total // 3
+
+        wait_for(applied_a_third, 60, "the projector to apply a third of the records")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)

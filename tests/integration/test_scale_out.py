@@ -30,6 +30,7 @@ from projections import db, migrate
 from projections import lag as projection_lag
 from projections import tables as t
 from schemas.envelope import EventEnvelope
+from tests.waiting import wait_for as wait_until
 from topics import clients
 from topics.catalogue import AUDIT, RUNTIME
 from topics.publisher import publish
@@ -253,17 +254,14 @@ def worker_pids_polling(settings: Settings) -> set[int]:
 def wait_for(
     condition: Callable[[], Any], timeout: float, what: str, fleet: Fleet | None = None
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The shared wait, also failing at once when a component died."""
+
+    def check() -> Any:
         if fleet is not None:
             fleet.check_alive()
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = f"\n{fleet.diagnostics()}" if fleet is not None else ""
-            pytest.fail(f"timed out after {timeout}s waiting for {what}{extra}", pytrace=False)
-        time.sleep(0.25)
+        return condition()
+
+    return wait_until(check, timeout, what, fleet.diagnostics if fleet is not None else None)
 
 
 # -- reading the projection and the log ------------------------------------------------
@@ -354,13 +352,14 @@ def drive(settings: Settings, engine: Engine, fleet: Fleet, jobs: Jobs) -> dict[
     job.done, kill one of each component once a third of the runs exist, and return
     once every run is SUCCEEDED in the projection."""
     begun = time.monotonic()
-    deadline = begun + RUNS_TIMEOUT_S
     to_request = list(jobs.ids)
     answered: set[str] = set()
     later: list[EventEnvelope] = []  # duplicates go out one turn after the originals
     last_chunk = 0.0
     marks: dict[str, float] = {}
-    while True:
+
+    def turn() -> dict[str, float] | None:
+        nonlocal to_request, later, last_chunk
         fleet.check_alive()
         now = time.monotonic()
         batch, later = later, []
@@ -386,17 +385,20 @@ def drive(settings: Settings, engine: Engine, fleet: Fleet, jobs: Jobs) -> dict[
         if failed:
             pytest.fail(f"runs ended badly, marks {marks}: {failed[:3]}", pytrace=False)
         succeeded = sum(r["status"] == "SUCCEEDED" for r in runs)
+        progress.update(runs=len(runs), statuses=dict(Counter(r["status"] for r in runs)))
         if not to_request and not later and succeeded >= len(jobs.ids):
             marks["all_succeeded"] = time.monotonic() - begun
             return marks
-        if time.monotonic() > deadline:
-            statuses = Counter(r["status"] for r in runs)
-            pytest.fail(
-                f"after {RUNS_TIMEOUT_S}s: {len(runs)} runs {dict(statuses)}, "
-                f"{len(answered)} answered, marks {marks}\n{fleet.diagnostics()}",
-                pytrace=False,
-            )
-        time.sleep(0.25)
+        return None
+
+    progress: dict[str, Any] = {}
+    done: dict[str, float] = wait_until(
+        turn,
+        RUNS_TIMEOUT_S,
+        "every run to succeed",
+        lambda: f"{progress}, {len(answered)} answered, marks {marks}\n{fleet.diagnostics()}",
+    )
+    return done
 
 
 def test_two_of_each_one_of_each_killed_every_run_finishes_once(

@@ -49,8 +49,9 @@ def test_temporal_and_databases(compose: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_roles_are_scalable_and_configured_by_flowledger_vars(compose: dict[str, Any],
-                                                              role: str) -> None:
+def test_roles_are_scalable_and_configured_by_flowledger_vars(
+    compose: dict[str, Any], role: str
+) -> None:
     service = compose["services"][role]
     assert service["deploy"]["replicas"] >= 2
     assert "container_name" not in service  # a fixed name would forbid scaling

@@ -317,7 +317,7 @@ def _cli() -> typer.Typer:
 
     @app.callback()
     def _root() -> None:
-        pass
+        """A bare root, so the read commands are subcommands as in the real CLI."""
 
     app.add_typer(runs_cli.app, name="runs")
     app.add_typer(waits_cli.app, name="waits")

@@ -18,8 +18,15 @@ HISTORIES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "historie
 
 def test_histories_are_committed() -> None:
     names = {p.stem for p in HISTORIES}
-    assert {"control-flow", "actions-retry", "event-wait", "canceled", "human-task", "child",
-            "continue-as-new"} <= names
+    assert {
+        "control-flow",
+        "actions-retry",
+        "event-wait",
+        "canceled",
+        "human-task",
+        "child",
+        "continue-as-new",
+    } <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

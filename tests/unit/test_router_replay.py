@@ -13,18 +13,35 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def runtime(kind: str, at: datetime, **data: Any) -> dict[str, Any]:
-    return {"type": kind, "run_id": "r1", "tenant": "acme", "occurred_at": at.isoformat(),
-            "data": data}
+    return {
+        "type": kind,
+        "run_id": "r1",
+        "tenant": "acme",
+        "occurred_at": at.isoformat(),
+        "data": data,
+    }
 
 
-SPANS = wait_spans([
-    runtime("WaitCreated", T0, wait_id="w1", wait_type="event", event_type="ticket.updated",
-            correlation_key="T-5"),
-    runtime("WaitResolved", T0 + timedelta(minutes=5), wait_id="w1", resolution="RESOLVED"),
-    runtime("WaitCreated", T0, wait_id="t1", wait_type="time"),
-])
-EVENT = {"event_id": "e", "event_type": "ticket.updated", "tenant": "acme",
-         "payload": {"ticketId": "T-5"}}
+SPANS = wait_spans(
+    [
+        runtime(
+            "WaitCreated",
+            T0,
+            wait_id="w1",
+            wait_type="event",
+            event_type="ticket.updated",
+            correlation_key="T-5",
+        ),
+        runtime("WaitResolved", T0 + timedelta(minutes=5), wait_id="w1", resolution="RESOLVED"),
+        runtime("WaitCreated", T0, wait_id="t1", wait_type="time"),
+    ]
+)
+EVENT = {
+    "event_id": "e",
+    "event_type": "ticket.updated",
+    "tenant": "acme",
+    "payload": {"ticketId": "T-5"},
+}
 SKEW = timedelta(seconds=2)
 
 

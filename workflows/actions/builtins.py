@@ -89,7 +89,7 @@ async def _emit(data: BaseModel, ctx: ActionContext) -> BaseModel:
         source=f"flowledger:run:{ctx.run_id}",
     )
     try:
-        published = publish(ctx.settings, [(1, envelope)])
+        published = publish(ctx.settings, [(1, envelope)], producer=ctx.resources.get("producer"))
     except Exception as exc:
         raise ActionFailed(
             f"publishing {data.event_type} failed: {exc}", code="EMIT_FAILED"
