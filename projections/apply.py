@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
-from operator import itemgetter
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Dialect, Insert, Table, and_, delete, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Delete, Dialect, Engine, and_, delete, select, tuple_
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
+from projections import db, statements
 from projections import tables as t
 from projections.changes import ChangeSet, Coordinates
 from projections.fold_ingress import (
@@ -31,6 +29,7 @@ from projections.fold_ingress import (
     parse_definition_key,
 )
 from projections.fold_runtime import RUN_COLUMNS, TERMINAL, RunRow, RunState, fold_rows
+from projections.statements import Statement, insert_ignore
 from schemas.audit import AuditRecord
 from schemas.definition_record import DefinitionRecord
 from schemas.runtime import RUNTIME_EVENT_ADAPTER, RuntimeEvent
@@ -208,105 +207,42 @@ def _load_definitions(
     return out
 
 
-@lru_cache(maxsize=256)
-def _upsert(dialect: str, table_name: str, columns: frozenset[str]) -> Insert:
-    table = t.TABLES[table_name]
-    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    pk = [c.name for c in table.primary_key.columns]
-    update = {name: insert.excluded[name] for name in sorted(columns) if name not in pk}
-    if not update:
-        return insert.on_conflict_do_nothing(index_elements=pk)
-    return insert.on_conflict_do_update(index_elements=pk, set_=update)
+@dataclass
+class Writes:
+    """A batch's row changes as statements, in the order they must run: deletes, then
+    one bulk upsert per (table, columns)."""
+
+    deletes: list[Delete] = field(default_factory=list)
+    upserts: list[Statement] = field(default_factory=list)
+    rows: int = 0
+
+    def run(self, conn: Connection) -> None:
+        for statement in self.deletes:
+            conn.execute(statement)
+        for upsert in self.upserts:
+            statements.run(conn, upsert)
 
 
-def _insert_ignore(dialect: str, table: Table) -> Insert:
-    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    return insert.on_conflict_do_nothing()
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """A compiled bulk upsert and how to turn a row into its parameters."""
-
-    sql: str
-    names: tuple[str, ...]  # the columns, in parameter order
-    processors: tuple[Callable[[Any], Any] | None, ...]
-    positional: bool
-
-    def params(self, rows: Iterable[dict[str, Any]]) -> list[Any]:
-        get = itemgetter(*self.names)
-        processed = [(i, p) for i, p in enumerate(self.processors) if p is not None]
-        out: list[Any] = []
-        for row in rows:
-            values = get(row)
-            if len(self.names) == 1:
-                values = (values,)
-            if processed:
-                values = list(values)
-                for i, process in processed:
-                    values[i] = process(values[i])
-            out.append(
-                tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
-            )
-        return out
-
-
-@lru_cache(maxsize=256)
-def _prepared(dialect: Dialect, table_name: str, columns: frozenset[str]) -> _Prepared:
-    table = t.TABLES[table_name]
-    names = tuple(c.name for c in table.columns if c.name in columns)
-    compiled = _upsert(dialect.name, table_name, columns).compile(
-        dialect=dialect, column_keys=list(names)
-    )
-    if compiled.positional:
-        assert compiled.positiontup is not None
-        names = tuple(compiled.positiontup)
-    processors = tuple(
-        _skip_none(table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-        for name in names
-    )
-    return _Prepared(compiled.string, names, processors, bool(compiled.positional))
-
-
-def _skip_none(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
-    """The processor with its answer for None computed once: most JSON and timestamp
-    columns of a row are empty, and serializing ``None`` each time was a good share of
-    the write path."""
-    if process is None:
-        return None
-    empty = process(None)
-
-    def processed(value: Any) -> Any:
-        return empty if value is None else process(value)
-
-    return processed
-
-
-def write_rows(
-    conn: Connection, table_name: str, columns: frozenset[str], rows: Sequence[dict[str, Any]]
-) -> None:
-    """One bulk INSERT ... ON CONFLICT DO UPDATE of ``columns`` for every row.
-
-    The statement is compiled once per (dialect, table, columns) and each value goes
-    through the column type's own bind processor, so what is stored is exactly what
-    ``conn.execute(insert, rows)`` would store; the driver's executemany then runs
-    without SQLAlchemy's per-row parameter handling, which was most of the cost."""
-    if not rows:
-        return
-    prepared = _prepared(conn.dialect, table_name, columns)
-    conn.exec_driver_sql(prepared.sql, prepared.params(rows))
-
-
-def _write(conn: Connection, changes: ChangeSet) -> int:
+def _writes(dialect: Dialect, folded: _Folded) -> Writes:
+    changes = folded.changes
+    out = Writes(rows=len(changes) + len(folded.touched))
     for (table_name, _), key in changes.deletes.items():
         table = t.TABLES[table_name]
-        conn.execute(delete(table).where(and_(*(table.c[k] == v for k, v in key.items()))))
+        out.deletes.append(delete(table).where(and_(*(table.c[k] == v for k, v in key.items()))))
     groups: dict[tuple[str, frozenset[str]], list[dict[str, Any]]] = defaultdict(list)
     for (table_name, _), row in changes.upserts.items():
         groups[(table_name, frozenset(row))].append(row)
+    whole: list[dict[str, Any]] = []
+    progress: list[dict[str, Any]] = []
+    for run_id, (_, state) in folded.touched.items():
+        (whole if run_id in folded.full else progress).append(vars(state.row))
+    groups[("workflow_runs", _RUN_COLUMN_SET)].extend(whole)
+    groups[("workflow_runs", _RUN_PROGRESS_COLUMNS)].extend(progress)
     for (table_name, columns), rows in groups.items():
-        write_rows(conn, table_name, columns, rows)
-    return len(changes)
+        upsert = statements.upsert_rows(dialect, table_name, columns, rows)
+        if upsert is not None:
+            out.upserts.append(upsert)
+    return out
 
 
 def _refusal_row(projection: str, refusal: Refusal) -> dict[str, Any]:
@@ -331,14 +267,8 @@ def _write_refusals(conn: Connection, projection: str, refusals: Iterable[Refusa
     rows = [_refusal_row(projection, r) for r in refusals]
     if rows:
         # Re-applying a batch after a crash must not record the same refusal twice.
-        conn.execute(_insert_ignore(conn.dialect.name, t.projection_errors), rows)
+        conn.execute(insert_ignore(conn.dialect.name, t.projection_errors), rows)
     return len(rows)
-
-
-def _runtime(record: RuntimeEvent | AuditRecord | DefinitionRecord | None) -> RuntimeEvent | None:
-    if record is None or isinstance(record, AuditRecord | DefinitionRecord):
-        return None
-    return record
 
 
 def _definition_slot(item: Incoming, record: Any) -> tuple[str, str, int]:
@@ -349,28 +279,58 @@ def _definition_slot(item: Incoming, record: Any) -> tuple[str, str, int]:
     return (key["tenant"], key["definition_id"], key["version"])
 
 
-def _fold(
-    conn: Connection, decoded: Sequence[Decoded], runs: dict[str, RunState | None]
-) -> tuple[ChangeSet, dict[str, tuple[Slot, RunState]], set[str], int, int]:
-    """Fold decoded records (in partition order) into coalesced changes.
+AuditStates = dict[str, AuditState]
+DefinitionStates = dict[tuple[str, str, int], DefinitionState]
 
-    ``runs`` holds the state of every run the records name (None: not in the
-    database); the runs changed come back separately, since their rows are written
-    from the final state of the batch rather than once per event."""
+
+@dataclass
+class _Folded:
+    changes: ChangeSet
+    # the runs changed, with their final state: their rows are written once per batch
+    touched: dict[str, tuple[Slot, RunState]]
+    full: set[str]  # runs whose whole row is written (new, started or completed)
+    applied: int
+    skipped: int
+
+
+def _ingress_keys(
+    decoded: Sequence[Decoded],
+) -> tuple[list[str], list[tuple[str, str, int]]]:
     audit_ids = sorted({audit_id(r) for _, r in decoded if isinstance(r, AuditRecord)})
     def_keys = sorted(
         {_definition_slot(item, r) for item, r in decoded if item.kind == "definitions"}
     )
+    return audit_ids, def_keys
+
+
+def _load_ingress(
+    conn: Connection, decoded: Sequence[Decoded]
+) -> tuple[AuditStates, DefinitionStates]:
+    audit_ids, def_keys = _ingress_keys(decoded)
     audits = _load_audits(conn, audit_ids) if audit_ids else {}
     defs = _load_definitions(conn, def_keys) if def_keys else {}
+    return audits, defs
+
+
+def _fold(
+    decoded: Sequence[Decoded],
+    runs: dict[str, RunState | None],
+    audits: AuditStates,
+    defs: DefinitionStates,
+) -> _Folded:
+    """Fold decoded records (in partition order) into coalesced changes: pure, on the
+    states given, which it updates in place.
+
+    ``runs`` holds the state of every run the records name (None: not in the
+    database), ``audits`` and ``defs`` those of the audit records and definitions
+    they name that exist."""
     changes = ChangeSet()
     touched: dict[str, tuple[Slot, RunState]] = {}
     full: set[str] = set()
     applied = skipped = 0
     for item, record in decoded:
         if item.kind == "runtime":
-            event = _runtime(record)
-            assert event is not None
+            event = cast(RuntimeEvent, record)
             run_id = event.run_id
             folded = fold_rows(event, item.at, runs[run_id])
             if folded is None:
@@ -411,7 +371,7 @@ def _fold(
             changes.extend(new)
         else:
             skipped += 1
-    return changes, touched, full, applied, skipped
+    return _Folded(changes, touched, full, applied, skipped)
 
 
 _RUN_COLUMN_SET = frozenset(RUN_COLUMNS)
@@ -471,15 +431,13 @@ def _apply_decoded(
     conn: Connection, decoded: Sequence[Decoded], runs: dict[str, RunState | None]
 ) -> BatchResult:
     """Fold and write ``decoded``; ``runs`` (the states before it) is left unchanged."""
-    changes, touched, full, applied, skipped = _fold(conn, decoded, dict(runs))
-    rows = _write(conn, changes)
-    whole: list[dict[str, Any]] = []
-    progress: list[dict[str, Any]] = []
-    for run_id, (_, state) in touched.items():
-        (whole if run_id in full else progress).append(vars(state.row))
-    write_rows(conn, "workflow_runs", _RUN_COLUMN_SET, whole)
-    write_rows(conn, "workflow_runs", _RUN_PROGRESS_COLUMNS, progress)
-    return BatchResult(applied=applied, skipped=skipped, rows=rows + len(touched), runs=touched)
+    audits, defs = _load_ingress(conn, decoded)
+    folded = _fold(decoded, dict(runs), audits, defs)
+    writes = _writes(conn.dialect, folded)
+    writes.run(conn)
+    return BatchResult(
+        applied=folded.applied, skipped=folded.skipped, rows=writes.rows, runs=folded.touched
+    )
 
 
 def _checkpoints(
@@ -491,7 +449,7 @@ def _checkpoints(
     # two instances that both think they own a partition queue up here instead of
     # both applying it.
     conn.execute(
-        _insert_ignore(dialect, cp),
+        insert_ignore(dialect, cp),
         [
             {"projection": projection, "topic": topic, "partition": p, "next_offset": 0}
             for topic, p in partitions
@@ -628,34 +586,88 @@ class Applier:
         for r in records:
             slot = (r.at.topic, r.at.partition)
             ends[slot] = max(ends.get(slot, 0), r.at.offset + 1)
-        moved = {slot: end for slot, end in ends.items() if end > stored.get(slot, 0)}
-        if moved:
-            now = datetime.now(UTC)
-            write_rows(
-                conn,
-                "projection_checkpoints",
-                _CHECKPOINT_COLUMNS,
-                [
-                    {
-                        "projection": projection,
-                        "topic": topic,
-                        "partition": p,
-                        "next_offset": end,
-                        "updated_at": now,
-                    }
-                    for (topic, p), end in moved.items()
-                ],
-            )
+        statements.run(conn, _checkpoint_rows(conn.dialect, projection, ends, stored))
         result.next_offsets = {slot: max(end, stored.get(slot, 0)) for slot, end in ends.items()}
         return result
 
+    # -- pipelined: plan a batch on one thread, write it on another ---------------------
+
+    def plan(
+        self,
+        engine: Engine,
+        records: Sequence[Incoming],
+        starts: dict[Slot, int],
+        after: Plan | None = None,
+    ) -> Plan:
+        """Decode and fold ``records`` without writing, assuming each partition's stored
+        checkpoint is (or will be, once ``after`` is written) at ``starts``; ``write``
+        checks that assumption inside its transaction. States come from ``after`` (the
+        plan still being written), then the cache, then the committed tables."""
+        partitions = sorted({(r.at.topic, r.at.partition) for r in records})
+        starts = {slot: starts.get(slot, 0) for slot in partitions}
+        todo = [r for r in records if r.at.offset >= starts[(r.at.topic, r.at.partition)]]
+        decoded, refused = _decode_all(todo)
+        slots = _run_slots(decoded)
+        runs: dict[str, RunState | None] = {}
+        pending = after.result.runs if after is not None else {}
+        for run_id, slot in slots.items():
+            entry = pending.get(run_id)
+            if entry is not None and entry[0] == slot:
+                runs[run_id] = entry[1]
+        cached, missing = self.cache.lookup((r for r in slots if r not in runs), slots)
+        runs.update(cached)
+        audit_ids, def_keys = _ingress_keys(decoded)
+        audits: AuditStates = {}
+        defs: DefinitionStates = {}
+        if after is not None:
+            audits = {k: after.audits[k] for k in audit_ids if k in after.audits}
+            defs = {k: after.defs[k] for k in def_keys if k in after.defs}
+        audits_missing = [k for k in audit_ids if k not in audits]
+        defs_missing = [k for k in def_keys if k not in defs]
+        if missing or audits_missing or defs_missing:
+            with db.read_connection(engine) as conn:
+                loaded = _load_runs(conn, sorted(missing)) if missing else {}
+                if audits_missing:
+                    audits.update(_load_audits(conn, audits_missing))
+                if defs_missing:
+                    defs.update(_load_definitions(conn, defs_missing))
+            for run_id in missing:
+                runs[run_id] = loaded.get(run_id)
+        folded = _fold(decoded, runs, audits, defs)
+        ends: dict[Slot, int] = {}
+        for r in records:
+            slot = (r.at.topic, r.at.partition)
+            ends[slot] = max(ends.get(slot, 0), r.at.offset + 1)
+        result = BatchResult(
+            applied=folded.applied,
+            skipped=folded.skipped + len(records) - len(todo),
+            errors=len(refused),
+            runs=folded.touched,
+            next_offsets={slot: max(end, starts[slot]) for slot, end in ends.items()},
+        )
+        writes = _writes(engine.dialect, folded)
+        result.rows = writes.rows
+        checkpoints = _checkpoint_rows(engine.dialect, self.projection, ends, starts)
+        return Plan(records, starts, writes, refused, checkpoints, result, audits, defs)
+
+    def write(self, conn: Connection, plan: Plan) -> None:
+        """Write a plan inside the caller's transaction; raises StalePlan (and writes
+        nothing) unless every checkpoint it covers is where the plan assumed."""
+        stored = _checkpoints(conn, self.projection, sorted(plan.starts))
+        moved = {s: stored.get(s, 0) for s, at in plan.starts.items() if stored.get(s, 0) != at}
+        if moved:
+            raise StalePlan(moved)
+        plan.writes.run(conn)
+        _write_refusals(conn, self.projection, plan.refusals)
+        statements.run(conn, plan.checkpoints)
+
+    def written(self, plan: Plan) -> None:
+        """A plan's transaction has committed: its states join the cache."""
+        self.cache.sync(plan.starts)
+        self.cache.committed(plan.result)
+
     def _runs(self, conn: Connection, decoded: Sequence[Decoded]) -> dict[str, RunState | None]:
-        slots: dict[str, Slot] = {}
-        for item, record in decoded:
-            if item.kind == "runtime":
-                event = _runtime(record)
-                assert event is not None
-                slots[event.run_id] = (item.at.topic, item.at.partition)
+        slots = _run_slots(decoded)
         runs, missing = self.cache.lookup(slots, slots)
         loaded = _load_runs(conn, sorted(missing)) if missing else {}
         for run_id in missing:
@@ -664,6 +676,60 @@ class Applier:
 
 
 _CHECKPOINT_COLUMNS = frozenset({"projection", "topic", "partition", "next_offset", "updated_at"})
+
+
+def _checkpoint_rows(
+    dialect: Dialect, projection: str, ends: dict[Slot, int], stored: dict[Slot, int]
+) -> Statement | None:
+    """The checkpoint upsert of the partitions a batch moves forward."""
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "projection": projection,
+            "topic": topic,
+            "partition": p,
+            "next_offset": end,
+            "updated_at": now,
+        }
+        for (topic, p), end in ends.items()
+        if end > stored.get((topic, p), 0)
+    ]
+    return statements.upsert_rows(dialect, "projection_checkpoints", _CHECKPOINT_COLUMNS, rows)
+
+
+def _run_slots(decoded: Sequence[Decoded]) -> dict[str, Slot]:
+    """The partition each run's records came from, in first-seen order."""
+    slots: dict[str, Slot] = {}
+    for item, record in decoded:
+        if item.kind == "runtime":
+            # only runtime events come from the runtime topic (see _decode)
+            slots[cast(RuntimeEvent, record).run_id] = (item.at.topic, item.at.partition)
+    return slots
+
+
+class StalePlan(Exception):
+    """The stored checkpoints are not where a plan assumed (another instance applied
+    those partitions meanwhile, or the batch before it failed): the batch must be
+    applied afresh."""
+
+    def __init__(self, moved: dict[Slot, int]) -> None:
+        super().__init__(f"checkpoints moved: {sorted(moved.items())}")
+        self.moved = moved
+
+
+@dataclass
+class Plan:
+    """A batch decoded and folded, its writes ready to run (see Applier.plan)."""
+
+    records: Sequence[Incoming]
+    starts: dict[Slot, int]
+    writes: Writes
+    refusals: list[Refusal]
+    checkpoints: Statement | None
+    result: BatchResult
+    # the audit and definition states after the batch, for the plan that follows
+    audits: AuditStates
+    defs: DefinitionStates
 
 
 def apply_batch(

@@ -9,8 +9,9 @@ dataclass."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from projections.tables import TABLES
@@ -18,6 +19,17 @@ from projections.tables import TABLES
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     name: tuple(c.name for c in table.primary_key.columns) for name, table in TABLES.items()
 }
+
+
+def _key_getter(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    get = itemgetter(*names)
+    if len(names) > 1:
+        return get
+    return lambda key: (get(key),)
+
+
+# Per table, the primary key tuple of a key mapping (ChangeSet.add runs once per fold).
+_KEY_OF = {name: _key_getter(names) for name, names in PRIMARY_KEYS.items()}
 
 
 class Coordinates(NamedTuple):
@@ -66,7 +78,7 @@ class ChangeSet:
 
     def add(self, change: Change) -> None:
         table, key = change[0], change[1]
-        slot = (table, tuple(key[name] for name in PRIMARY_KEYS[table]))
+        slot = (table, _KEY_OF[table](key))
         if isinstance(change, Delete):
             self.upserts.pop(slot, None)
             self.deletes[slot] = key

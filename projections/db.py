@@ -4,6 +4,8 @@ multi-process store: WAL (readers never block the projector), a busy timeout, an
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -48,7 +50,7 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
         # The driver's own implicit BEGIN is replaced by the one below.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         # The projector rewrites rows all over the run, step and wait indexes; with
         # the default 2 MiB page cache most of a batch's time went to re-reading pages.
@@ -65,6 +67,24 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return eng
+
+
+def _enable_wal(cursor: Any) -> None:
+    """WAL is a property of the file, so only the first connection ever switches it.
+    That switch needs the file to itself, and SQLite answers "locked" at once instead
+    of calling the busy handler when several connections open a new file together, so
+    the switch is retried here under the same busy deadline. (An in-memory database
+    answers "memory" and stays so.)"""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
 
 
 @contextmanager

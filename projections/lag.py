@@ -8,10 +8,9 @@ markers until the next record arrives."""
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException
 from sqlalchemy import Engine
 
 from flowledger.errors import ServiceUnavailable
@@ -19,27 +18,25 @@ from flowledger.settings import Settings
 from projections import db
 from projections.apply import DEFAULT_PROJECTION, Slot, read_checkpoints
 from projections.projector import topic_kinds
-from topics import clients
+from topics import admin, clients
 
 
 def end_offsets(settings: Settings) -> dict[Slot, int]:
-    """The high watermark of every partition of the projected topics, now."""
+    """The end offset of every partition of the projected topics, now."""
     timeout = settings.kafka.request_timeout_s
-    consumer = clients.consumer(settings, f"flowledger-lag-{uuid.uuid4().hex[:8]}")
-    try:
-        out: dict[Slot, int] = {}
-        for topic in sorted(topic_kinds(settings)):
-            meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-            if meta is None or meta.error is not None:
-                raise ServiceUnavailable(f"topic {topic} is not available", code="TOPIC_MISSING")
-            for partition in sorted(meta.partitions):
-                _low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=timeout, cached=False
-                )
-                out[(topic, partition)] = high
-        return out
-    finally:
-        consumer.close()
+    client = clients.admin(settings)
+    slots: list[Slot] = []
+    for topic in sorted(topic_kinds(settings)):
+        try:
+            meta = client.list_topics(topic, timeout=timeout).topics.get(topic)
+        except KafkaException as exc:
+            raise ServiceUnavailable(
+                f"Kafka did not answer: {exc}", code="KAFKA_UNAVAILABLE"
+            ) from exc
+        if meta is None or meta.error is not None:
+            raise ServiceUnavailable(f"topic {topic} is not available", code="TOPIC_MISSING")
+        slots.extend((topic, partition) for partition in sorted(meta.partitions))
+    return dict(sorted(admin.end_offsets(client, slots, timeout).items()))
 
 
 def _rows(ends: dict[Slot, int], stored: dict[Slot, int]) -> list[dict[str, Any]]:

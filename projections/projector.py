@@ -3,10 +3,15 @@ each batch, with its checkpoints, in one database transaction.
 
 Positions come from the database, not from Kafka: on every assignment the consumer is
 seeked to the stored checkpoints, and offsets are committed to Kafka only as a courtesy
-(for lag dashboards) after the database commit. The consume loop is single-threaded, so
-rebalance callbacks (which run inside ``consume``) never see a batch in flight; a batch
-that straddles a rebalance is still safe because ``apply_batch`` re-reads and locks the
-checkpoints inside its transaction and skips what another instance already applied."""
+(for lag dashboards) after the database commit.
+
+Batches are pipelined: while a writer thread runs batch N's transaction, the consume
+thread folds batch N+1 on the states N leaves behind. At most one batch is in flight,
+and its transaction first checks that the stored checkpoints are where the plan
+assumed; if they are not (another instance applied those partitions meanwhile) or the
+write fails, the batch is applied afresh in one synchronous transaction that re-reads
+everything, and the batch planned behind it is planned again. Rebalance callbacks (which
+run inside ``consume``) first finish the batch in flight, so they never see one."""
 
 from __future__ import annotations
 
@@ -14,11 +19,13 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -31,10 +38,12 @@ from projections.apply import (
     BatchResult,
     Incoming,
     Kind,
+    Plan,
+    Slot,
     read_checkpoints,
 )
 from projections.changes import Coordinates
-from topics import clients
+from topics import admin, clients
 from topics.catalogue import AUDIT, DEFINITIONS, RUNTIME
 
 log = logging.getLogger(__name__)
@@ -70,10 +79,11 @@ class RunStats:
     errors: int = 0
     caught_up: bool = False
     seconds: float = 0.0
-    # from the first record read to the end: the time spent projecting, without the
-    # consumer group join before it
+    # from the first record read to the last batch applied: the time spent projecting,
+    # without the consumer group join before it or the idle polls after it
     busy_seconds: float = 0.0
     _first_read: float | None = None
+    _last_applied: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,7 +100,10 @@ class RunStats:
     def finish(self, started: float) -> None:
         now = time.monotonic()
         self.seconds = now - started
-        self.busy_seconds = 0.0 if self._first_read is None else now - self._first_read
+        if self._first_read is None:
+            self.busy_seconds = 0.0
+        else:
+            self.busy_seconds = (self._last_applied or now) - self._first_read
 
 
 class Projector:
@@ -120,6 +133,9 @@ class Projector:
         self._owned: set[tuple[str, int]] = set()
         self._next: dict[tuple[str, int], int] = {}
         self._consumer: Consumer | None = None
+        self._admin: AdminClient | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._inflight: tuple[Plan, Future[None]] | None = None
         self._on_batch = on_batch
         # librdkafka overrides, e.g. a short session.timeout.ms so that the group
         # reassigns a killed instance's partitions sooner
@@ -132,6 +148,7 @@ class Projector:
     # -- rebalance callbacks (run inside consume()) ---------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drain()
         stored = self._db_retry(lambda: self._read_checkpoints())
         for tp in partitions:
             slot = (tp.topic, tp.partition)
@@ -148,8 +165,8 @@ class Projector:
         log.info("assigned %s", sorted(self._owned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Nothing is in flight here: batches are applied and committed before the
-        # next consume() call, which is where this callback runs.
+        # The batch in flight covers these partitions too: it is finished first.
+        self._drain()
         for tp in partitions:
             self._owned.discard((tp.topic, tp.partition))
             self._next.pop((tp.topic, tp.partition), None)
@@ -198,22 +215,74 @@ class Projector:
                     raise
                 time.sleep(delay)
 
-    def _apply(self, batch: list[Incoming]) -> BatchResult:
+    def _apply(self, batch: Sequence[Incoming]) -> BatchResult:
+        """Apply a batch synchronously, in one transaction that re-reads everything."""
+
         def work() -> BatchResult:
             with self.engine.begin() as conn:
                 return self._applier.apply(conn, batch)
 
         result: BatchResult = self._db_retry(work)
         self._applier.committed(result)
+        self._account(result, len(batch))
+        return result
+
+    def _account(self, result: BatchResult, records: int) -> None:
         self._next.update(result.next_offsets)
         self.stats.batches += 1
-        self.stats.records += len(batch)
+        self.stats.records += records
         self.stats.applied += result.applied
         self.stats.skipped += result.skipped
         self.stats.errors += result.errors
+        self.stats._last_applied = time.monotonic()
         if self._on_batch is not None:
             self._on_batch(result)
-        return result
+        if self._consumer is not None:
+            self._courtesy_commit(self._consumer, result)
+
+    # -- the pipeline --------------------------------------------------------------------
+
+    def _plan(self, batch: Sequence[Incoming], after: Plan | None) -> Plan:
+        ahead = after.result.next_offsets if after is not None else {}
+        slots = {(r.at.topic, r.at.partition) for r in batch}
+        starts: dict[Slot, int] = {slot: ahead.get(slot, self._next.get(slot, 0)) for slot in slots}
+        plan: Plan = self._db_retry(lambda: self._applier.plan(self.engine, batch, starts, after))
+        return plan
+
+    def _write(self, plan: Plan) -> None:
+        # runs on the writer thread
+        with self.engine.begin() as conn:
+            self._applier.write(conn, plan)
+
+    def _submit(self, batch: Sequence[Incoming]) -> None:
+        after = self._inflight[0] if self._inflight is not None else None
+        plan = self._plan(batch, after)
+        if not self._drain() and after is not None:
+            # The plan was folded on states the batch before it did not leave behind.
+            plan = self._plan(batch, None)
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="projector-writer")
+        self._inflight = (plan, self._writer.submit(self._write, plan))
+
+    def _drain(self, redo: bool = True) -> bool:
+        """Finish the batch in flight; False when it had to be applied afresh (or, with
+        ``redo=False``, was left for the next start to apply)."""
+        if self._inflight is None:
+            return True
+        plan, future = self._inflight
+        self._inflight = None
+        try:
+            future.result()
+        except Exception as exc:
+            if not redo:
+                log.warning("batch in flight not written (%s); it is applied on restart", exc)
+                return False
+            log.info("pipelined batch not written (%s); applying it afresh", exc)
+            self._apply(plan.records)
+            return False
+        self._applier.written(plan)
+        self._account(plan.result, len(plan.records))
+        return True
 
     def _courtesy_commit(self, consumer: Consumer, result: BatchResult) -> None:
         offsets = [
@@ -230,7 +299,8 @@ class Projector:
             log.debug("courtesy commit refused: %s", exc)
 
     def poll_once(self, timeout: float = POLL_S) -> int:
-        """Consume and apply at most one batch; returns the number of records read."""
+        """Consume at most one batch and hand it to the writer (finishing the one before);
+        returns the number of records read."""
         consumer = self._consumer_or_start()
         messages = consumer.consume(num_messages=self.batch_size, timeout=timeout)
         if messages and self.stats._first_read is None:
@@ -257,28 +327,31 @@ class Projector:
                 )
             )
         if batch:
-            result = self._apply(batch)
-            self._courtesy_commit(consumer, result)
+            self._submit(batch)
+        else:
+            self._drain()
         return len(messages)
 
     def caught_up(self) -> bool:
         """Every owned partition has been applied up to its end offset (as of now)."""
         consumer = self._consumer_or_start()
+        self._drain()
         if not self._owned:
             return False
-        timeout = self.settings.kafka.request_timeout_s
-        owned = [TopicPartition(t, p) for t, p in sorted(self._owned)]
-        positions = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(owned)}
-        for slot in self._owned:
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(*slot), timeout=timeout, cached=False
-            )
-            # The consumer's position also steps over transaction markers, which are
-            # never delivered and so never reach the checkpoint.
-            done = max(self._next.get(slot, 0), positions.get(slot, -1))
-            if done < high:
-                return False
-        return True
+        owned = sorted(self._owned)
+        if self._admin is None:
+            self._admin = clients.admin(self.settings)
+        ends = admin.end_offsets(self._admin, owned, self.settings.kafka.request_timeout_s)
+        positions = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in consumer.position([TopicPartition(t, p) for t, p in owned])
+        }
+        # The consumer's position also steps over transaction markers, which are never
+        # delivered and so never reach the checkpoint.
+        return all(
+            max(self._next.get(slot, 0), positions.get(slot, -1)) >= end
+            for slot, end in ends.items()
+        )
 
     def run(self, stop: threading.Event) -> RunStats:
         started = time.monotonic()
@@ -312,12 +385,17 @@ class Projector:
         return frozenset(self._owned)
 
     def close(self) -> None:
+        self._drain(redo=False)
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             try:
                 consumer.close()
             except (KafkaException, RuntimeError) as exc:
                 log.debug("consumer close: %s", exc)
+        self._admin = None
         self._owned.clear()
         self._next.clear()
         if self._own_engine:

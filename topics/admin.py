@@ -4,11 +4,12 @@ silently change an existing topic."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
+from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec, ResourceType
 
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
@@ -128,3 +129,26 @@ def ensure(settings: Settings) -> list[TopicReport]:
         if report.name in created and report.status == "exists":
             report.status = "created"
     return reports
+
+
+def end_offsets(
+    client: AdminClient, partitions: Iterable[tuple[str, int]], timeout: float
+) -> dict[tuple[str, int], int]:
+    """The end offset a read_committed consumer sees in each partition, now, in one
+    request per broker. An admin client has connections of its own: a consumer asking
+    for each watermark queues every request behind its own long-polling fetch."""
+    request = {TopicPartition(topic, p): OffsetSpec.latest() for topic, p in partitions}
+    if not request:
+        return {}
+    try:
+        futures = client.list_offsets(
+            request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=timeout
+        )
+        return {
+            (tp.topic, tp.partition): future.result(timeout=timeout).offset
+            for tp, future in futures.items()
+        }
+    except KafkaException as exc:
+        raise ServiceUnavailable(
+            f"Kafka did not report end offsets: {exc}", code="KAFKA_UNAVAILABLE"
+        ) from exc

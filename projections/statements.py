@@ -1,0 +1,187 @@
+"""Bulk upserts of projection rows, built once per (dialect, table, columns) and run
+without SQLAlchemy's per-row parameter handling.
+
+Every value goes through its column type's own bind processor, so what is stored is
+exactly what ``conn.execute(insert, rows)`` would store. On PostgreSQL the rows go to
+the driver's executemany. On SQLite the whole batch travels as one JSON array that
+``json_each`` unpacks inside the statement: one call into SQLite per table and batch,
+during which Python's GIL is released, so a writer thread runs it while the projector
+folds the next batch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from operator import itemgetter
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection, Dialect, Table, bindparam, func, literal_column
+from sqlalchemy import select as sql_select
+from sqlalchemy import true as sql_true
+from sqlalchemy.dialects import postgresql, sqlite
+
+from projections import tables as t
+
+
+class Statement(NamedTuple):
+    """SQL and its parameters, ready for ``exec_driver_sql``."""
+
+    sql: str
+    parameters: Any  # a list of rows (executemany) or the parameters of one call
+
+
+AnyInsert = postgresql.Insert | sqlite.Insert
+
+
+def upsert(dialect: str, table_name: str, columns: frozenset[str]) -> AnyInsert:
+    """INSERT ... ON CONFLICT DO UPDATE of ``columns`` (DO NOTHING when only the key)."""
+    return _on_conflict(_insert(dialect, t.TABLES[table_name]), table_name, columns)
+
+
+def insert_ignore(dialect: str, table: Table) -> AnyInsert:
+    return _insert(dialect, table).on_conflict_do_nothing()
+
+
+def _insert(dialect: str, table: Table) -> AnyInsert:
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+def _on_conflict(insert: AnyInsert, table_name: str, columns: frozenset[str]) -> AnyInsert:
+    table = t.TABLES[table_name]
+    pk = [c.name for c in table.primary_key.columns]
+    update = {name: insert.excluded[name] for name in sorted(columns) if name not in pk}
+    if not update:
+        return insert.on_conflict_do_nothing(index_elements=pk)
+    return insert.on_conflict_do_update(index_elements=pk, set_=update)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A compiled bulk upsert and how to turn a row into its parameters."""
+
+    sql: str
+    names: tuple[str, ...]  # the columns, in parameter order
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    positional: bool
+    json_rows: bool  # SQLite: one JSON array of all rows as the only parameter
+
+    def values(self, rows: Iterable[dict[str, Any]]) -> list[Any]:
+        get = itemgetter(*self.names)
+        processed = [(i, p) for i, p in enumerate(self.processors) if p is not None]
+        single = len(self.names) == 1
+        out: list[Any] = []
+        for row in rows:
+            values = get(row)
+            if single:
+                values = (values,)
+            if processed:
+                values = list(values)
+                for i, process in processed:
+                    values[i] = process(values[i])
+            out.append(values if self.positional else dict(zip(self.names, values, strict=True)))
+        return out
+
+    def statement(self, rows: Sequence[dict[str, Any]]) -> Statement:
+        values = self.values(rows)
+        if self.json_rows:
+            return Statement(self.sql, (json.dumps(values, ensure_ascii=False),))
+        return Statement(self.sql, [tuple(v) for v in values] if self.positional else values)
+
+
+def _sqlite_json_upsert(table_name: str, names: tuple[str, ...], columns: frozenset[str]) -> str:
+    source = func.json_each(bindparam("rows")).table_valued("value")
+    picked = [source.c.value.op("->>")(literal_column(str(i))) for i in range(len(names))]
+    rows = sql_select(*picked).select_from(source).where(sql_true())
+    insert = sqlite.insert(t.TABLES[table_name]).from_select(list(names), rows)
+    # "WHERE 1 = 1" keeps SQLite from reading ON CONFLICT as part of a join.
+    return str(_on_conflict(insert, table_name, columns).compile(dialect=sqlite.dialect()))
+
+
+@lru_cache(maxsize=256)
+def _compiled(dialect: Dialect, table_name: str, columns: frozenset[str]) -> _Compiled:
+    table = t.TABLES[table_name]
+    names = tuple(c.name for c in table.columns if c.name in columns)
+    processors = tuple(_processor(table, name, dialect) for name in names)
+    if dialect.name == "sqlite":
+        return _Compiled(
+            _sqlite_json_upsert(table_name, names, columns),
+            names,
+            processors,
+            positional=True,
+            json_rows=True,
+        )
+    compiled = upsert(dialect.name, table_name, columns).compile(
+        dialect=dialect, column_keys=list(names)
+    )
+    if compiled.positional:
+        assert compiled.positiontup is not None
+        order = tuple(compiled.positiontup)
+        processors = tuple(processors[names.index(name)] for name in order)
+        names = order
+    return _Compiled(compiled.string, names, processors, bool(compiled.positional), False)
+
+
+def _processor(table: Table, name: str, dialect: Dialect) -> Callable[[Any], Any] | None:
+    process: Callable[[Any], Any] | None
+    process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+    if process is not None and _same_text(process, _sqlite_timestamp):
+        # SQLite stores timestamps as text; the C-level isoformat gives the same text
+        # several times faster than the dialect's %-formatting.
+        process = _sqlite_timestamp
+    return _skip_none(process)
+
+
+def _sqlite_timestamp(value: datetime | None) -> str | None:
+    return None if value is None else value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+_PROBES = (
+    datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC),
+    datetime(2026, 1, 2, 3, 4, 5, 60, tzinfo=UTC),
+    datetime(999, 12, 31, 23, 59, 59, 999999),
+)
+
+
+def _same_text(process: Callable[[Any], Any], other: Callable[[Any], Any]) -> bool:
+    """Whether ``process`` turns timestamps into the same text as ``other``."""
+    try:
+        return all(process(probe) == other(probe) for probe in _PROBES)
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+def _skip_none(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """The processor with its answer for None computed once: most JSON and timestamp
+    columns of a row are empty, and serializing ``None`` each time was a good share of
+    the write path."""
+    if process is None:
+        return None
+    empty = process(None)
+
+    def processed(value: Any) -> Any:
+        return empty if value is None else process(value)
+
+    return processed
+
+
+def upsert_rows(
+    dialect: Dialect, table_name: str, columns: frozenset[str], rows: Sequence[dict[str, Any]]
+) -> Statement | None:
+    """One bulk INSERT ... ON CONFLICT DO UPDATE of ``columns`` for every row."""
+    if not rows:
+        return None
+    return _compiled(dialect, table_name, columns).statement(rows)
+
+
+def run(conn: Connection, statement: Statement | None) -> None:
+    if statement is not None:
+        conn.exec_driver_sql(statement.sql, statement.parameters)
+
+
+def write_rows(
+    conn: Connection, table_name: str, columns: frozenset[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    run(conn, upsert_rows(conn.dialect, table_name, columns, rows))

@@ -1,0 +1,130 @@
+"""The pipelined write path: a batch planned on the states the batch before it leaves
+behind (before that one is written) gives the same tables as applying every batch in
+its own synchronous transaction; a plan whose checkpoints moved is refused whole; the
+bulk statements store exactly what SQLAlchemy's own insert stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, select
+
+from projections import db, migrate, statements
+from projections import tables as t
+from projections.apply import Applier, Plan, StalePlan, apply_batch, read_checkpoints
+from projections.synthetic import stream
+from tests.unit.test_projection_db import apply, dump, incoming
+
+
+def _engine(path: Path) -> Engine:
+    eng = db.engine(f"sqlite:///{path}")
+    migrate.upgrade(eng)
+    return eng
+
+
+@pytest.fixture
+def engines(tmp_path: Path) -> Iterator[tuple[Engine, Engine]]:
+    clean, piped = _engine(tmp_path / "clean.db"), _engine(tmp_path / "piped.db")
+    yield clean, piped
+    clean.dispose()
+    piped.dispose()
+
+
+@pytest.mark.parametrize("batch", [1, 7, 40, 1000])
+def test_planned_batches_give_the_tables_of_synchronous_ones(
+    engines: tuple[Engine, Engine], batch: int
+) -> None:
+    clean, piped = engines
+    records = incoming(list(stream(runs=25, seed=5, audits=12, definitions=4)))
+    apply(clean, records, batch=len(records))
+
+    applier = Applier()
+    nexts: dict[tuple[str, int], int] = {}
+    inflight: Plan | None = None
+    for start in range(0, len(records), batch):
+        chunk = records[start : start + batch]
+        ahead = inflight.result.next_offsets if inflight is not None else {}
+        starts = {
+            (r.at.topic, r.at.partition): ahead.get(
+                (r.at.topic, r.at.partition), nexts.get((r.at.topic, r.at.partition), 0)
+            )
+            for r in chunk
+        }
+        # planned while the batch before it is still unwritten, as the projector does
+        plan = applier.plan(piped, chunk, starts, inflight)
+        if inflight is not None:
+            with piped.begin() as conn:
+                applier.write(conn, inflight)
+            applier.written(inflight)
+            nexts.update(inflight.result.next_offsets)
+        inflight = plan
+    assert inflight is not None
+    with piped.begin() as conn:
+        applier.write(conn, inflight)
+    applier.written(inflight)
+
+    assert dump(piped) == dump(clean)
+    with piped.connect() as a, clean.connect() as b:
+        assert read_checkpoints(a) == read_checkpoints(b)
+
+
+def test_a_plan_whose_checkpoints_moved_writes_nothing(engines: tuple[Engine, Engine]) -> None:
+    _, shared = engines
+    records = incoming(list(stream(runs=4, seed=9)), partitions=1)
+    half = len(records) // 2
+    applier = Applier()
+    plan = applier.plan(shared, records, {(records[0].at.topic, 0): 0})
+    with shared.begin() as conn:  # another instance got there first
+        apply_batch(conn, records[:half])
+    before = dump(shared)
+    with pytest.raises(StalePlan) as refused, shared.begin() as conn:
+        applier.write(conn, plan)
+    assert refused.value.moved == {(records[0].at.topic, 0): half}
+    assert dump(shared) == before
+
+
+def _raw(engine: Engine, table: str) -> list[tuple[Any, ...]]:
+    # what the file holds, without the column types' result processing
+    with engine.connect() as conn:
+        return list(conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY run_id"))
+
+
+def test_bulk_statements_store_what_sqlalchemy_stores(engines: tuple[Engine, Engine]) -> None:
+    reference, bulk = engines
+    base = {
+        "tenant": "acme",
+        "status": "RUNNING",
+        "last_seq": 1,
+        "continued_as_new_count": 0,
+        "source_topic": "t",
+        "source_partition": 0,
+        "source_offset": 2**40,
+        "source_event_id": None,
+    }
+    rows = [
+        {**base, "run_id": "a", "input": {"q": 'say "hi"\\', "n": [1, 2.5, None, True]}},
+        {**base, "run_id": "b", "input": "plain text", "output": None, "error": []},
+        {**base, "run_id": "c", "input": {"unicode": "été ☃ 𝄞", "nul": "a\u0000b"}},
+        {
+            **base,
+            "run_id": "d",
+            "started_at": datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
+            "updated_at": datetime(2026, 11, 25, 10, 0, 1, 5, tzinfo=UTC),
+            "completed_at": datetime(2026, 11, 25, 12, 0, tzinfo=timezone(timedelta(hours=2))),
+        },
+    ]
+    columns = sorted(set().union(*rows))
+    full = [{c: r.get(c) for c in columns} for r in rows]
+    with reference.begin() as conn:
+        conn.execute(insert(t.workflow_runs), full)
+    with bulk.begin() as conn:
+        statements.write_rows(conn, "workflow_runs", frozenset(columns), full)
+    assert _raw(bulk, "workflow_runs") == _raw(reference, "workflow_runs")
+    with bulk.connect() as conn:
+        back = {r.run_id: r for r in conn.execute(select(t.workflow_runs))}
+    assert back["c"].input == rows[2]["input"]
+    assert back["a"].source_offset == 2**40
