@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._stack import local_stack
 from benchmarks.projector import produce
 from projections import db
-from projections.projector import Projector
+from projections.projector import Projector, tune_gc
 from projections.replay import cut as cuts
 from projections.replay.rebuild import rebuild
 from projections.replay.verify import compare
@@ -30,6 +30,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
+    # the collector settings of `flowledger projector` and `replay rebuild`
+    tune_gc()
     with local_stack() as settings, tempfile.TemporaryDirectory() as tmp:
         live_url = f"sqlite:///{Path(tmp) / 'live.db'}"
         settings = settings.model_copy(

@@ -102,7 +102,7 @@ class ProcessorSettings(_Section):
 class ProjectorSettings(_Section):
     group_id: str = "flowledger-projector"
     # Records per transaction: bigger batches amortise the commit and bulk writes.
-    batch_size: int = Field(default=5000, ge=1)
+    batch_size: int = Field(default=10_000, ge=1)
 
 
 class ExpressionSettings(_Section):

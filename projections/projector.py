@@ -59,7 +59,7 @@ def tune_gc() -> None:
     over (about a quarter of the projector's time). Reference counting frees what a
     batch allocates; the folds make no cycles."""
     gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    gc.set_threshold(1_000_000, 50, 100)
 
 
 def topic_kinds(settings: Settings) -> dict[str, Kind]:

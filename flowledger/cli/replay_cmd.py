@@ -25,6 +25,7 @@ from flowledger.cli.output import (
 from flowledger.errors import FlowledgerError, InvalidInput
 from flowledger.settings import Settings
 from projections import db
+from projections.projector import tune_gc
 from projections.replay import cut as cuts
 from projections.replay import explain, state, targets
 from projections.replay.rebuild import Progress as ProgressFn
@@ -83,6 +84,8 @@ def _live_cut(settings: Settings) -> cuts.Cut:
 
 
 def _rebuild_into(settings: Settings, target: Engine, cut: cuts.Cut, show: bool) -> dict[str, Any]:
+    # the collector settings of `flowledger projector`: a rebuild folds the same way
+    tune_gc()
     with _progress(show, "rebuilding") as progress:
         return rebuild(settings, target, cut, progress=progress).as_dict()
 

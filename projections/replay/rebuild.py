@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from confluent_kafka import TopicPartition
@@ -14,13 +15,13 @@ from sqlalchemy import Engine, MetaData, text
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from projections import migrate
-from projections.apply import Applier, Incoming
+from projections.apply import Applier, Incoming, Plan, Slot, read_checkpoints
 from projections.changes import Coordinates
 from projections.projector import topic_kinds
 from projections.replay.cut import Cut
 from topics import clients
 
-BATCH = 5_000
+BATCH = 20_000
 # Definitions first, so runs can refer to them; then what the runs did; then audits.
 _ORDER = {"definitions": 0, "runtime": 1, "audit": 2}
 Progress = Callable[[int, int], None]
@@ -113,16 +114,49 @@ def rebuild(
     total = sum(max(0, cut[s] - begin.get(s, 0)) for s in slots)
     stats = RebuildStats()
     applier = Applier()
+    # Pipelined like the live projector: a writer thread commits one chunk while the
+    # next is folded. Nothing else writes the target, so a plan that finds the
+    # checkpoints elsewhere than it assumed is an error here, not a race to recover.
+    with target.connect() as conn:
+        nexts: dict[Slot, int] = read_checkpoints(conn)
+    inflight: tuple[Plan, Future[None]] | None = None
+
+    def write(plan: Plan) -> None:
+        with target.begin() as conn:
+            applier.write(conn, plan)
+
+    def finish(done: tuple[Plan, Future[None]]) -> None:
+        plan, future = done
+        future.result()
+        applier.written(plan)
+        nexts.update(plan.result.next_offsets)
+        stats.events += len(plan.records)
+        if progress:
+            progress(stats.events, total)
+
     started = time.monotonic()
-    for topic, partition in slots:
-        for chunk in read_range(
-            settings, topic, partition, cut[(topic, partition)], begin.get((topic, partition), 0)
-        ):
-            with target.begin() as conn:
-                result = applier.apply(conn, chunk)
-            applier.committed(result)
-            stats.events += len(chunk)
-            if progress:
-                progress(stats.events, total)
+    with ThreadPoolExecutor(1, thread_name_prefix="rebuild-writer") as writer:
+        try:
+            for topic, partition in slots:
+                for chunk in read_range(
+                    settings,
+                    topic,
+                    partition,
+                    cut[(topic, partition)],
+                    begin.get((topic, partition), 0),
+                ):
+                    after = inflight[0] if inflight is not None else None
+                    ahead = after.result.next_offsets if after is not None else {}
+                    slot = (topic, partition)
+                    starts = {slot: ahead.get(slot, nexts.get(slot, 0))}
+                    plan = applier.plan(target, chunk, starts, after)
+                    if inflight is not None:
+                        finish(inflight)
+                    inflight = (plan, writer.submit(write, plan))
+            if inflight is not None:
+                finish(inflight)
+        finally:
+            if inflight is not None and not inflight[1].done():
+                inflight[1].cancel()
     stats.seconds = time.monotonic() - started
     return stats
