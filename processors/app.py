@@ -140,31 +140,17 @@ class Processor:
 
     # -- lifecycle -----------------------------------------------------------
 
-    async def _connect(self) -> Client:
-        delay = self.backoff.initial
-        while True:
-            if self.stop.is_set():
-                raise Stopped("connect")
-            try:
-                return await self.client_factory(self.settings)
-            except FlowledgerError as exc:
-                log.warning("Temporal unavailable, retrying in %.1fs: %s", delay, exc)
-                await self.backoff.sleep(delay)
-                delay = min(delay * 2, self.backoff.cap)
-
     async def open(self) -> None:
-        self._client = await self._connect()
-        delay = self.backoff.initial
-        while True:
-            try:
-                await asyncio.to_thread(self.follower.start)
-                break
-            except (FlowledgerError, KafkaException) as exc:
-                log.warning("Kafka unavailable, retrying in %.1fs: %s", delay, exc)
-                if self.stop.is_set():
-                    raise Stopped("start") from exc
-                await self.backoff.sleep(delay)
-                delay = min(delay * 2, self.backoff.cap)
+        self._client = await self.backoff.retry(
+            "connecting to Temporal",
+            lambda: self.client_factory(self.settings),
+            on=(FlowledgerError,),
+        )
+        await self.backoff.retry(
+            "reading the runtime topic from Kafka",
+            lambda: asyncio.to_thread(self.follower.start),
+            on=(FlowledgerError, KafkaException),
+        )
         await asyncio.to_thread(self.follower.catch_up, self.stop.is_set)
         session_ms = int(self.settings.processor.session_timeout_s * 1000)
         consumer = clients.consumer(

@@ -103,15 +103,26 @@ class Backoff:
         self.initial = settings.processor.retry_initial_backoff_s
         self.cap = settings.processor.retry_max_backoff_s
         self.stop = stop
+        # transient failures retried so far (for status and tests)
+        self.retries = 0
 
-    async def retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def retry(
+        self,
+        what: str,
+        call: Callable[[], Awaitable[T]],
+        on: tuple[type[Exception], ...] = (Transient,),
+    ) -> T:
+        """``call()`` until it stops raising one of ``on``, with doubling delays. A stop
+        request ends the retrying, never the first attempt: work being finished after
+        a stop (the batches in flight) still gets its try."""
         delay = self.initial
         while True:
-            if self.stop.is_set():
-                raise Stopped(what)
             try:
                 return await call()
-            except Transient as exc:
+            except on as exc:
+                if self.stop.is_set():
+                    raise Stopped(what) from exc
+                self.retries += 1
                 log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
                 await self.sleep(delay)
                 delay = min(delay * 2, self.cap)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from processors.effects import Backoff, Stopped, Transient
+from processors.effects import Backoff, Transient
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +57,16 @@ async def produce_all(
     producer: Producer, items: list[Outgoing], backoff: Backoff, timeout: float
 ) -> None:
     pending = items
-    delay = backoff.initial
-    while pending:
-        try:
-            pending = await asyncio.to_thread(_produce_once, producer, pending, timeout)
-        except Transient as exc:
-            log.warning("producing failed: %s", exc)
+
+    async def attempt() -> None:
+        # each attempt resends only what Kafka has not acknowledged yet
+        nonlocal pending
+        pending = await asyncio.to_thread(_produce_once, producer, pending, timeout)
         if pending:
-            log.warning("%d record(s) not acknowledged, retrying in %.1fs", len(pending), delay)
-            if backoff.stop.is_set():
-                raise Stopped("produce")
-            await backoff.sleep(delay)
-            delay = min(delay * 2, backoff.cap)
+            raise Transient(f"{len(pending)} record(s) not acknowledged")
+
+    if pending:
+        await backoff.retry("producing", attempt)
 
 
 class Sink:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, cast
@@ -582,10 +582,7 @@ class Applier:
             refused.extend(culprits)
         result.skipped += len(records) - len(todo)
         result.errors = _write_refusals(conn, projection, refused)
-        ends: dict[Slot, int] = {}
-        for r in records:
-            slot = (r.at.topic, r.at.partition)
-            ends[slot] = max(ends.get(slot, 0), r.at.offset + 1)
+        ends = _ends(records)
         statements.run(conn, _checkpoint_rows(conn.dialect, projection, ends, stored))
         result.next_offsets = {slot: max(end, stored.get(slot, 0)) for slot, end in ends.items()}
         return result
@@ -596,15 +593,18 @@ class Applier:
         self,
         engine: Engine,
         records: Sequence[Incoming],
-        starts: dict[Slot, int],
+        written: Mapping[Slot, int],
         after: Plan | None = None,
     ) -> Plan:
         """Decode and fold ``records`` without writing, assuming each partition's stored
-        checkpoint is (or will be, once ``after`` is written) at ``starts``; ``write``
-        checks that assumption inside its transaction. States come from ``after`` (the
-        plan still being written), then the cache, then the committed tables."""
-        partitions = sorted({(r.at.topic, r.at.partition) for r in records})
-        starts = {slot: starts.get(slot, 0) for slot in partitions}
+        checkpoint is where ``after`` (the plan still being written) leaves it, or else
+        at ``written``; ``write`` checks that assumption inside its transaction. States
+        come from ``after``, then the cache, then the committed tables."""
+        ahead = after.result.next_offsets if after is not None else {}
+        starts = {
+            slot: ahead.get(slot, written.get(slot, 0))
+            for slot in {(r.at.topic, r.at.partition) for r in records}
+        }
         todo = [r for r in records if r.at.offset >= starts[(r.at.topic, r.at.partition)]]
         decoded, refused = _decode_all(todo)
         slots = _run_slots(decoded)
@@ -634,10 +634,7 @@ class Applier:
             for run_id in missing:
                 runs[run_id] = loaded.get(run_id)
         folded = _fold(decoded, runs, audits, defs)
-        ends: dict[Slot, int] = {}
-        for r in records:
-            slot = (r.at.topic, r.at.partition)
-            ends[slot] = max(ends.get(slot, 0), r.at.offset + 1)
+        ends = _ends(records)
         result = BatchResult(
             applied=folded.applied,
             skipped=folded.skipped + len(records) - len(todo),
@@ -695,6 +692,15 @@ def _checkpoint_rows(
         if end > stored.get((topic, p), 0)
     ]
     return statements.upsert_rows(dialect, "projection_checkpoints", _CHECKPOINT_COLUMNS, rows)
+
+
+def _ends(records: Sequence[Incoming]) -> dict[Slot, int]:
+    """The offset after the last record of each partition."""
+    ends: dict[Slot, int] = {}
+    for r in records:
+        slot = (r.at.topic, r.at.partition)
+        ends[slot] = max(ends.get(slot, 0), r.at.offset + 1)
+    return ends
 
 
 def _run_slots(decoded: Sequence[Decoded]) -> dict[str, Slot]:

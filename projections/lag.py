@@ -25,14 +25,13 @@ def end_offsets(settings: Settings) -> dict[Slot, int]:
     """The end offset of every partition of the projected topics, now."""
     timeout = settings.kafka.request_timeout_s
     client = clients.admin(settings)
+    try:
+        metadata = client.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise ServiceUnavailable(f"Kafka did not answer: {exc}", code="KAFKA_UNAVAILABLE") from exc
     slots: list[Slot] = []
     for topic in sorted(topic_kinds(settings)):
-        try:
-            meta = client.list_topics(topic, timeout=timeout).topics.get(topic)
-        except KafkaException as exc:
-            raise ServiceUnavailable(
-                f"Kafka did not answer: {exc}", code="KAFKA_UNAVAILABLE"
-            ) from exc
+        meta = metadata.get(topic)
         if meta is None or meta.error is not None:
             raise ServiceUnavailable(f"topic {topic} is not available", code="TOPIC_MISSING")
         slots.extend((topic, partition) for partition in sorted(meta.partitions))

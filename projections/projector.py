@@ -39,7 +39,6 @@ from projections.apply import (
     Incoming,
     Kind,
     Plan,
-    Slot,
     read_checkpoints,
 )
 from projections.changes import Coordinates
@@ -245,10 +244,9 @@ class Projector:
     # -- the pipeline --------------------------------------------------------------------
 
     def _plan(self, batch: Sequence[Incoming], after: Plan | None) -> Plan:
-        ahead = after.result.next_offsets if after is not None else {}
-        slots = {(r.at.topic, r.at.partition) for r in batch}
-        starts: dict[Slot, int] = {slot: ahead.get(slot, self._next.get(slot, 0)) for slot in slots}
-        plan: Plan = self._db_retry(lambda: self._applier.plan(self.engine, batch, starts, after))
+        plan: Plan = self._db_retry(
+            lambda: self._applier.plan(self.engine, batch, self._next, after)
+        )
         return plan
 
     def _write(self, plan: Plan) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, select
+from sqlalchemy import Connection, Engine, Select, Table, select
 
 from flowledger.errors import FlowledgerError
 from projections import tables as t
@@ -138,6 +138,15 @@ def _rows(conn: Connection, query: Select[Any], fields: Sequence[str]) -> list[d
     return [_pick(row._mapping, fields) for row in conn.execute(query)]
 
 
+def _narrowed(query: Select[Any], table: Table, limit: int | None, **equal: Any) -> Select[Any]:
+    """``query`` with ``column = value`` for every filter given (None: not filtered on)
+    and the row limit."""
+    for column, value in equal.items():
+        if value is not None:
+            query = query.where(table.c[column] == value)
+    return query if limit is None else query.limit(limit)
+
+
 def list_runs(
     conn: Connection,
     *,
@@ -148,14 +157,7 @@ def list_runs(
 ) -> list[dict[str, Any]]:
     r = t.workflow_runs
     query = select(r).order_by(r.c.updated_at.desc(), r.c.run_id)
-    if tenant is not None:
-        query = query.where(r.c.tenant == tenant)
-    if status is not None:
-        query = query.where(r.c.status == status)
-    if definition_id is not None:
-        query = query.where(r.c.definition_id == definition_id)
-    if limit is not None:
-        query = query.limit(limit)
+    query = _narrowed(query, r, limit, tenant=tenant, status=status, definition_id=definition_id)
     return _rows(conn, query, RUN_FIELDS)
 
 
@@ -192,14 +194,7 @@ def list_waits(
 ) -> list[dict[str, Any]]:
     w = t.workflow_run_waits
     query = select(w).order_by(w.c.created_at, w.c.run_id, w.c.wait_id)
-    if run_id is not None:
-        query = query.where(w.c.run_id == run_id)
-    if status is not None:
-        query = query.where(w.c.status == status)
-    if tenant is not None:
-        query = query.where(w.c.tenant == tenant)
-    if limit is not None:
-        query = query.limit(limit)
+    query = _narrowed(query, w, limit, run_id=run_id, status=status, tenant=tenant)
     return _rows(conn, query, WAIT_FIELDS)
 
 
@@ -212,12 +207,7 @@ def list_tasks(
 ) -> list[dict[str, Any]]:
     h = t.workflow_human_tasks
     query = select(h).order_by(h.c.created_at, h.c.task_id)
-    if status is not None:
-        query = query.where(h.c.status == status)
-    if run_id is not None:
-        query = query.where(h.c.run_id == run_id)
-    if limit is not None:
-        query = query.limit(limit)
+    query = _narrowed(query, h, limit, status=status, run_id=run_id)
     return _rows(conn, query, TASK_FIELDS)
 
 
@@ -231,17 +221,15 @@ def list_audit(
     limit: int | None = DEFAULT_LIMIT,
 ) -> list[dict[str, Any]]:
     a, d = t.workflow_runtime_events, t.workflow_event_deliveries
-    query = select(a).order_by(a.c.received_at, a.c.audit_id)
-    if tenant is not None:
-        query = query.where(a.c.tenant == tenant)
-    if event_type is not None:
-        query = query.where(a.c.event_type == event_type)
-    if correlation_key is not None:
-        query = query.where(a.c.correlation_key == correlation_key)
-    if status is not None:
-        query = query.where(a.c.status == status)
-    if limit is not None:
-        query = query.limit(limit)
+    query = _narrowed(
+        select(a).order_by(a.c.received_at, a.c.audit_id),
+        a,
+        limit,
+        tenant=tenant,
+        event_type=event_type,
+        correlation_key=correlation_key,
+        status=status,
+    )
     rows = list(conn.execute(query))
     deliveries: dict[str, list[dict[str, Any]]] = defaultdict(list)
     ids = [row.audit_id for row in rows]
@@ -268,18 +256,13 @@ def list_definitions(
 ) -> list[dict[str, Any]]:
     d = t.workflow_definitions
     query = select(d).order_by(d.c.tenant, d.c.definition_id, d.c.version)
-    if tenant is not None:
-        query = query.where(d.c.tenant == tenant)
-    if limit is not None:
-        query = query.limit(limit)
+    query = _narrowed(query, d, limit, tenant=tenant)
     return _rows(conn, query, DEFINITION_FIELDS)
 
 
 def list_errors(conn: Connection, *, limit: int | None = DEFAULT_LIMIT) -> list[dict[str, Any]]:
     e = t.projection_errors
-    query = select(e).order_by(e.c.topic, e.c.partition, e.c.offset)
-    if limit is not None:
-        query = query.limit(limit)
+    query = _narrowed(select(e).order_by(e.c.topic, e.c.partition, e.c.offset), e, limit)
     fields = ("projection", "topic", "partition", "offset", "record_key", "code", "reason")
     return _rows(conn, query, fields)
 

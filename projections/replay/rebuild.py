@@ -136,27 +136,20 @@ def rebuild(
 
     started = time.monotonic()
     with ThreadPoolExecutor(1, thread_name_prefix="rebuild-writer") as writer:
-        try:
-            for topic, partition in slots:
-                for chunk in read_range(
-                    settings,
-                    topic,
-                    partition,
-                    cut[(topic, partition)],
-                    begin.get((topic, partition), 0),
-                ):
-                    after = inflight[0] if inflight is not None else None
-                    ahead = after.result.next_offsets if after is not None else {}
-                    slot = (topic, partition)
-                    starts = {slot: ahead.get(slot, nexts.get(slot, 0))}
-                    plan = applier.plan(target, chunk, starts, after)
-                    if inflight is not None:
-                        finish(inflight)
-                    inflight = (plan, writer.submit(write, plan))
-            if inflight is not None:
-                finish(inflight)
-        finally:
-            if inflight is not None and not inflight[1].done():
-                inflight[1].cancel()
+        for topic, partition in slots:
+            for chunk in read_range(
+                settings,
+                topic,
+                partition,
+                cut[(topic, partition)],
+                begin.get((topic, partition), 0),
+            ):
+                after = inflight[0] if inflight is not None else None
+                plan = applier.plan(target, chunk, nexts, after)
+                if inflight is not None:
+                    finish(inflight)
+                inflight = (plan, writer.submit(write, plan))
+        if inflight is not None:
+            finish(inflight)
     stats.seconds = time.monotonic() - started
     return stats

@@ -47,15 +47,8 @@ def test_planned_batches_give_the_tables_of_synchronous_ones(
     inflight: Plan | None = None
     for start in range(0, len(records), batch):
         chunk = records[start : start + batch]
-        ahead = inflight.result.next_offsets if inflight is not None else {}
-        starts = {
-            (r.at.topic, r.at.partition): ahead.get(
-                (r.at.topic, r.at.partition), nexts.get((r.at.topic, r.at.partition), 0)
-            )
-            for r in chunk
-        }
         # planned while the batch before it is still unwritten, as the projector does
-        plan = applier.plan(piped, chunk, starts, inflight)
+        plan = applier.plan(piped, chunk, nexts, inflight)
         if inflight is not None:
             with piped.begin() as conn:
                 applier.write(conn, inflight)
