@@ -26,6 +26,10 @@ class KafkaSettings(_Section):
     replication_factor: int = Field(default=1, ge=1)
     events_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
     request_timeout_s: float = Field(default=30.0, gt=0)
+    # `max.message.bytes` of every catalogue topic, set by `topics ensure`, and the
+    # producers' own limit: one value, so whatever one topic takes the next one takes
+    # too (an ingress record, its dead letter, its audit, the runtime events after it).
+    max_message_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
 
 
 class TemporalSettings(_Section):
@@ -45,6 +49,21 @@ class WorkflowSettings(_Section):
     continue_as_new_steps: int = Field(default=250, ge=10)
     delivered_ids_limit: int = Field(default=1000, ge=10)
     max_definition_bytes: int = Field(default=512 * 1024, ge=1024)
+
+
+class RecordSettings(_Section):
+    """Limits on JSON that comes from outside (ingress envelopes, CLI and API input).
+    A record past one is refused with its own code (RECORD_TOO_LARGE, RECORD_TOO_DEEP)
+    and dead-lettered; nothing past them reaches a decoder that could fail on it."""
+
+    # librdkafka's default producer limit: anything a default client can publish passes;
+    # kept below kafka.max_message_bytes so the refused record's dead letter still fits.
+    max_bytes: int = Field(default=1_000_000, ge=1024)
+    # Nesting of objects and arrays, the envelope itself being level 1.
+    max_depth: int = Field(default=64, ge=2, le=400)
+    # An audit record keeps a payload up to this size; a larger one is kept as its
+    # SHA-256, its size and an excerpt (the original stays on the ingress topic).
+    audit_payload_max_bytes: int = Field(default=64 * 1024, ge=1024)
 
 
 class DatabaseSettings(_Section):
@@ -135,6 +154,7 @@ class Settings(BaseSettings):
     actions: ActionSettings = Field(default_factory=ActionSettings)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
+    records: RecordSettings = Field(default_factory=RecordSettings)
 
     def database_url(self) -> str:
         """The projection database: the configured URL, else the stack's SQLite file."""

@@ -30,19 +30,22 @@ from flowledger.settings import Settings
 from processors import audit as audits
 from processors import deadletter, effects
 from processors.correlation import load_paths
-from processors.effects import Backoff, Stopped
+from processors.effects import Backoff, StartRefused, Stopped, Transient
 from processors.follower import LogFollower
 from processors.pipeline import (
+    TRIGGER_MAPPING_FAILED,
     IngressRecord,
     Plan,
     SignalTarget,
     decide,
     plan_from_held_audit,
+    processing_failed,
     utc_from_ms,
 )
 from processors.producing import Outgoing, Sink, produce_all
 from processors.router_index import EarlyEvents, HeldEvent, OpenWait, eligible
 from schemas.audit import Delivery
+from schemas.bounded_json import RecordRefused
 from topics import clients
 from topics.catalogue import AUDIT, DEADLETTER, EVENTS
 from topics.serde import encode
@@ -393,6 +396,7 @@ class Processor:
                 skew=self.skew,
                 window=self.window,
                 now=now,
+                limits=self.settings.records,
             )
             seen.batch.add(plan.completion_key)
             plans.append(plan)
@@ -407,26 +411,29 @@ class Processor:
         # any at once), not behind the batch's slowest signal; one flush at the end.
         sink = Sink(self._producer)
 
+        limits = self.settings.records
+
         def finished(plan: Plan) -> None:
-            if plan.refused is not None:
+            rejected = plan.rejected
+            if rejected is not None:
                 sink.send(
                     Outgoing(
                         self.deadletter_topic,
                         plan.record.key,
-                        plan.record.value or b"",
-                        deadletter.headers(plan.record, plan.refused),
+                        deadletter.value(plan.record, limits),
+                        deadletter.headers(plan.record, rejected, limits),
                     )
                 )
-            sink.send(self._audit(plan, held=plan.hold))
+            sink.send(self._audit(plan, held=plan.hold and rejected is None))
 
         await self._effects(todo, finished)
         await sink.finish(self.backoff, self.settings.kafka.request_timeout_s)
 
         late: list[OpenWait] = []
         for plan in todo:
-            if plan.refused is not None:
+            if plan.rejected is not None:
                 self.stats.refused += 1
-            if plan.hold:
+            if plan.hold and plan.rejected is None:
                 self.stats.held += 1
                 held = self._held(plan)
                 self.early.hold(held)
@@ -438,7 +445,7 @@ class Processor:
                     if eligible(w, held.received_at, self.skew)
                 )
             else:
-                self.follower.completed.add(plan.completion_key)
+                self.follower.completed.add(plan.done_key())
         if late:
             await self._release(late)
 
@@ -468,16 +475,26 @@ class Processor:
         for plan in plans:
             if plan.envelope is None:
                 continue
-            event = plan.delivered_event() if plan.signals else None
+            try:
+                event = plan.delivered_event() if plan.signals else None
+            except Exception as exc:
+                plan.fail(processing_failed(exc))
+                event = None
             for target in plan.signals:
-                assert event is not None
 
                 async def do_signal(
                     plan: Plan = plan, target: Any = target, ev: Any = event
                 ) -> None:
-                    outcome = await self.backoff.retry(
-                        f"signal {target.workflow_id}",
-                        lambda: effects.signal(client, target, ev),
+                    outcome = await self._guarded(
+                        plan,
+                        lambda: (
+                            self.backoff.retry(
+                                f"signal {target.workflow_id}",
+                                lambda: effects.signal(client, target, ev),
+                            )
+                            if ev is not None
+                            else _not_sent()
+                        ),
                     )
                     self.stats.signals += outcome == "delivered"
                     done(
@@ -494,13 +511,30 @@ class Processor:
             for start_target in plan.starts:
 
                 async def do_start(plan: Plan = plan, target: Any = start_target) -> None:
-                    context = plan.trigger_context()
-                    outcome = await self.backoff.retry(
-                        f"start {target.workflow_id}",
-                        lambda: effects.start(
-                            self.settings, client, target, context, plan.record.timestamp
-                        ),
-                    )
+                    async def attempt() -> str:
+                        context = plan.trigger_context()
+                        try:
+                            return await self.backoff.retry(
+                                f"start {target.workflow_id}",
+                                lambda: effects.start(
+                                    self.settings, client, target, context, plan.record.timestamp
+                                ),
+                            )
+                        except StartRefused as exc:
+                            definition = target.record
+                            plan.fail(
+                                RecordRefused(
+                                    f"the trigger of {definition.definition_id} "
+                                    f"v{definition.version} refused the event: "
+                                    f"{exc.code}: {exc.message}",
+                                    code=TRIGGER_MAPPING_FAILED,
+                                    field="trigger.payload_mapping",
+                                    reason=exc.code,
+                                )
+                            )
+                            return f"refused: {exc.code}"
+
+                    outcome = await self._guarded(plan, attempt)
                     self.stats.starts += outcome == "started"
                     done(plan, Delivery(run_id=target.run_id, kind="start", outcome=outcome))
 
@@ -508,6 +542,19 @@ class Processor:
 
         if groups:
             await self._lanes.run(groups)
+
+    @staticmethod
+    async def _guarded(plan: Plan, effect: Callable[[], Awaitable[str]]) -> str:
+        """An effect's outcome; an unexpected exception fails this record alone
+        (PROCESSING_FAILED, dead-lettered with the exception) instead of the batch."""
+        try:
+            return await effect()
+        except (Stopped, Transient, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("an effect of %s failed", plan.record)
+            plan.fail(processing_failed(exc))
+            return "failed: PROCESSING_FAILED"
 
     @staticmethod
     def _with_deliveries(plan: Plan, found: list[Delivery]) -> None:
@@ -622,6 +669,10 @@ class Processor:
         except KafkaException as exc:
             # Nothing is lost: the work is done and audited; the next step commits.
             log.warning("commit failed, will retry: %s", exc)
+
+
+async def _not_sent() -> str:
+    return "failed: PROCESSING_FAILED"
 
 
 async def run(

@@ -47,6 +47,25 @@ class Stopped(Exception):
     """Asked to stop while still retrying: nothing of the batch is committed."""
 
 
+class StartRefused(Exception):
+    """A triggered start that can never succeed as it is: the definition's mapping
+    failed on this event, or its result breaks the definition's input schema."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _connection_failure(exc: Exception) -> bool:
+    """Worth another try: the SDK reports a lost or refused connection as RuntimeError
+    ("Failed client connect"), sockets as OSError. Anything else a call raises is a
+    fault of the record or of our code, reported for that record, not retried forever."""
+    if isinstance(exc, RecursionError):
+        return False
+    return isinstance(exc, RuntimeError | OSError | TimeoutError)
+
+
 async def signal(client: Client, target: SignalTarget, event: DeliveredEvent) -> str:
     handle = client.get_workflow_handle(target.workflow_id)
     try:
@@ -58,8 +77,10 @@ async def signal(client: Client, target: SignalTarget, event: DeliveredEvent) ->
         if exc.status in _PERMANENT:
             return f"failed: {exc.status.name}"
         raise Transient(str(exc)) from exc
-    except Exception as exc:  # connection-level failures surface as assorted types
-        raise Transient(str(exc)) from exc
+    except Exception as exc:
+        if _connection_failure(exc):
+            raise Transient(str(exc)) from exc
+        raise
     return "delivered"
 
 
@@ -82,9 +103,9 @@ async def start(
             trigger_event_id=event["event_id"],
         )
     except MappingFailed as exc:
-        return f"refused: {exc.code}"
+        raise StartRefused(exc.code, str(exc)) from exc
     except InvalidInput as exc:
-        return f"refused: {exc.code}"
+        raise StartRefused(exc.code, exc.message) from exc
     except WorkflowAlreadyStartedError:
         return "already_started"
     except RPCError as exc:
@@ -94,7 +115,9 @@ async def start(
             return f"failed: {exc.status.name}"
         raise Transient(str(exc)) from exc
     except Exception as exc:
-        raise Transient(str(exc)) from exc
+        if _connection_failure(exc):
+            raise Transient(str(exc)) from exc
+        raise
     return "started"
 
 

@@ -4,22 +4,32 @@ triggered runs, and audit it like this."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from flowledger.settings import RecordSettings
 from processors.correlation import Correlation, CorrelationPaths, resolve
 from processors.router_index import OpenWait, RouterIndex, eligible
 from processors.triggers import TriggerIndex, trigger_run_id, trigger_workflow_id
 from schemas.audit import AuditRecord, Delivery
+from schemas.bounded_json import RecordRefused, parse_json
 from schemas.definition_record import DefinitionRecord
 from schemas.envelope import EventEnvelope
-from topics.serde import RecordRefused, decode_envelope
+from topics.serde import decode_envelope
 from workflows.messages import DeliveredEvent
 
 CORRELATION_MISSING = "CORRELATION_MISSING"
+# Something unexpected went wrong while handling one record: a bug to show (the record
+# is dead-lettered with the exception), never a reason to stop the partition.
+PROCESSING_FAILED = "PROCESSING_FAILED"
+TRIGGER_MAPPING_FAILED = "TRIGGER_MAPPING_FAILED"
+# What an audit or a dead letter repeats of an error message, at most.
+MESSAGE_CHARS = 2000
+EXCERPT_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,29 @@ class Plan:
     already_delivered: list[Delivery] = field(default_factory=list)
     hold: bool = False
     starts: list[StartTarget] = field(default_factory=list)
+    # Set when carrying out the plan went wrong for this record (a trigger mapping, an
+    # unexpected exception): it is dead-lettered and audited with this error.
+    failure: RecordRefused | None = None
+
+    def fail(self, error: RecordRefused) -> None:
+        if self.failure is None:
+            self.failure = error
+            self.audit = self.audit.model_copy(
+                update={"error_code": error.code, "error_message": error.message[:MESSAGE_CHARS]}
+            )
+
+    @property
+    def rejected(self) -> RecordRefused | None:
+        """Why this record goes to the dead letters, if it does."""
+        return self.refused or self.failure
+
+    def done_key(self) -> str:
+        """What marks this record as done: the event, or only its coordinates when it
+        failed (so a redriven copy, once fixed, is still processed)."""
+        if self.failure is None:
+            return self.completion_key
+        r = self.record
+        return coordinate_completion_key(r.topic, r.partition, r.offset)
 
     def delivered_event(self) -> DeliveredEvent:
         assert self.envelope is not None and self.correlation is not None
@@ -101,22 +134,42 @@ def audit_completion_keys(audit: AuditRecord) -> list[str]:
     keys = [
         coordinate_completion_key(audit.source_topic, audit.source_partition, audit.source_offset)
     ]
-    refused = (audit.error_code or "").startswith("RECORD_")
+    code = audit.error_code or ""
+    refused = code.startswith("RECORD_") or code in (PROCESSING_FAILED, TRIGGER_MAPPING_FAILED)
     if audit.tenant and audit.event_id and not refused:
         keys.append(event_completion_key(audit.tenant, audit.event_id))
     return keys
 
 
-def _best_effort(raw: bytes | None) -> dict[str, Any]:
+def _best_effort(raw: bytes | None, limits: RecordSettings) -> dict[str, Any]:
     """What a refused record says about itself, for the audit; never the event id, so
     a poison copy is not merged with the real event's audit row."""
     try:
-        data = json.loads(raw or b"")
-    except (ValueError, UnicodeDecodeError):
+        data = parse_json(raw, max_bytes=limits.max_bytes, max_depth=limits.max_depth)
+    except RecordRefused:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: data[k] for k in ("tenant", "event_type") if isinstance(data.get(k), str)}
+    return {k: data[k][:200] for k in ("tenant", "event_type") if isinstance(data.get(k), str)}
+
+
+def _bounded_payload(body: dict[str, Any], raw_size: int, limit: int) -> dict[str, Any]:
+    """The envelope's payload for its audit: itself when small, else its digest, size and
+    an excerpt, so the audit record stays under the topic's size limit."""
+    payload = body.get("payload")
+    # Re-encoding never grows a payload much past the raw record it came from.
+    if payload is None or raw_size * 4 <= limit:
+        return {}
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return {}
+    return {
+        "payload": None,
+        "payload_sha256": hashlib.sha256(encoded).hexdigest(),
+        "payload_bytes": len(encoded),
+        "payload_excerpt": text[:EXCERPT_CHARS],
+    }
 
 
 def _base_audit(record: IngressRecord) -> dict[str, Any]:
@@ -138,23 +191,73 @@ def decide(
     skew: timedelta,
     window: timedelta,
     now: datetime,
+    limits: RecordSettings | None = None,
+) -> Plan:
+    """The plan for one record. Never raises: a record that makes any step fail
+    unexpectedly is refused as PROCESSING_FAILED, so it cannot stop its partition."""
+    limits = limits or RecordSettings()
+    try:
+        return _decide(
+            record,
+            index=index,
+            triggers=triggers,
+            completed=completed,
+            paths=paths,
+            skew=skew,
+            window=window,
+            now=now,
+            limits=limits,
+        )
+    except Exception as exc:
+        return refused_plan(record, processing_failed(exc), completed, limits)
+
+
+def processing_failed(exc: BaseException) -> RecordRefused:
+    kind = type(exc).__name__
+    return RecordRefused(
+        f"handling the record failed: {kind}: {str(exc)[:MESSAGE_CHARS]}",
+        code=PROCESSING_FAILED,
+        field="(record)",
+        reason=kind,
+        exception=kind,
+    )
+
+
+def refused_plan(
+    record: IngressRecord, exc: RecordRefused, completed: Container[str], limits: RecordSettings
+) -> Plan:
+    audit = AuditRecord(
+        **_best_effort(record.value, limits),
+        error_code=exc.code,
+        error_message=exc.message[:MESSAGE_CHARS],
+        **_base_audit(record),
+    )
+    key = coordinate_completion_key(record.topic, record.partition, record.offset)
+    return Plan(record, audit, key, refused=exc, duplicate=key in completed)
+
+
+def _decide(
+    record: IngressRecord,
+    *,
+    index: RouterIndex,
+    triggers: TriggerIndex,
+    completed: Container[str],
+    paths: CorrelationPaths,
+    skew: timedelta,
+    window: timedelta,
+    now: datetime,
+    limits: RecordSettings,
 ) -> Plan:
     try:
-        envelope = decode_envelope(record.value or b"")
+        envelope = decode_envelope(record.value, limits)
     except RecordRefused as exc:
-        audit = AuditRecord(
-            **_best_effort(record.value),
-            error_code=exc.code,
-            error_message=exc.message,
-            **_base_audit(record),
-        )
-        key = coordinate_completion_key(record.topic, record.partition, record.offset)
-        return Plan(record, audit, key, refused=exc, duplicate=key in completed)
+        return refused_plan(record, exc, completed, limits)
 
     event_id = str(envelope.event_id)
     key = event_completion_key(envelope.tenant, event_id)
     body = envelope.model_dump(mode="json")
     correlation = resolve(body, paths)
+    body.update(_bounded_payload(body, len(record.value or b""), limits.audit_payload_max_bytes))
     audit = AuditRecord(
         **body,
         correlation_key=correlation.key,

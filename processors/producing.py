@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 class Outgoing:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: list[tuple[str, str | bytes | None]]
 
 

@@ -156,6 +156,10 @@ workflow_runtime_events = Table(
     Column("occurred_at", String(64)),
     Column("workflow_correlation_key", String(KEY)),
     Column("payload", JSON),
+    # A payload too large for the audit: its digest, size and first characters.
+    Column("payload_sha256", String(64)),
+    Column("payload_bytes", Integer),
+    Column("payload_excerpt", Text),
     Column("user_id", String(NAME)),
     Column("source", String(NAME)),
     Column("payload_schema_ref", Text),

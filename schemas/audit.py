@@ -29,6 +29,11 @@ class AuditRecord(Record):
     occurred_at: str | None = None
     workflow_correlation_key: str | None = None
     payload: dict[str, Any] | None = None
+    # Set instead of `payload` when the payload is larger than an audit keeps: the
+    # whole of it stays on the ingress topic at the source coordinates below.
+    payload_sha256: str | None = None
+    payload_bytes: int | None = Field(default=None, ge=0)
+    payload_excerpt: str | None = None
     user_id: str | None = None
     source: str | None = None
     payload_schema_ref: str | None = None

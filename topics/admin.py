@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec, ResourceType
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    OffsetSpec,
+    ResourceType,
+)
 
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
@@ -22,7 +30,7 @@ class TopicReport:
     name: str
     partitions: int
     config: dict[str, str]
-    status: str  # created | exists | differs | missing
+    status: str  # created | exists | updated | differs | missing
     differences: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -128,7 +136,53 @@ def ensure(settings: Settings) -> list[TopicReport]:
     for report in reports:
         if report.name in created and report.status == "exists":
             report.status = "created"
-    return reports
+    return _apply_size_limits(settings, reports)
+
+
+# The one config `ensure` changes on an existing topic: raising or lowering the record
+# size limit loses nothing, and a limit that differs between the topics one record
+# flows through would stop that record at the narrowest one.
+_ALTERABLE = ("max.message.bytes",)
+
+
+def _apply_size_limits(settings: Settings, reports: list[TopicReport]) -> list[TopicReport]:
+    specs = {s.name: s for s in catalogue(settings)}
+    todo = {
+        r.name: [k for k in _ALTERABLE if r.config.get(k) != specs[r.name].config.get(k)]
+        for r in reports
+        if r.status == "differs"
+    }
+    todo = {name: keys for name, keys in todo.items() if keys}
+    if not todo:
+        return reports
+    resources = [
+        ConfigResource(
+            ResourceType.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry(k, specs[name].config[k], incremental_operation=AlterConfigOpType.SET)
+                for k in keys
+            ],
+        )
+        for name, keys in todo.items()
+    ]
+    futures = clients.admin(settings).incremental_alter_configs(resources)
+    for resource, future in futures.items():
+        try:
+            future.result(timeout=_timeout(settings))
+        except KafkaException as exc:
+            raise ServiceUnavailable(
+                f"setting the size limit of {resource.name} failed: {exc}",
+                code="TOPIC_CONFIG_FAILED",
+            ) from exc
+    after = {r.name: r for r in describe(settings)}
+    return [_updated(after[r.name]) if r.name in todo else r for r in reports]
+
+
+def _updated(report: TopicReport) -> TopicReport:
+    if report.status == "exists":
+        report.status = "updated"
+    return report
 
 
 def end_offsets(

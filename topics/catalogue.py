@@ -29,7 +29,7 @@ class TopicSpec:
 
 def catalogue(settings: Settings) -> list[TopicSpec]:
     k = settings.kafka
-    return [
+    specs = [
         TopicSpec(
             settings.topic(EVENTS),
             k.events_partitions,
@@ -66,6 +66,9 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
             purpose="records the processor refused, with reason headers",
         ),
     ]
+    # Set on every topic alike: a record one topic takes, the next one takes too.
+    size = {"max.message.bytes": str(k.max_message_bytes)}
+    return [TopicSpec(s.name, s.partitions, {**s.config, **size}, s.key, s.purpose) for s in specs]
 
 
 def spec(settings: Settings, base: str) -> TopicSpec:

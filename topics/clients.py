@@ -27,6 +27,8 @@ def producer(settings: Settings, **overrides: Any) -> Producer:
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "lz4",
+        # The topics' limit (set by `topics ensure`), not librdkafka's 1,000,000.
+        "message.max.bytes": settings.kafka.max_message_bytes,
         **overrides,
     }
     return Producer(config)

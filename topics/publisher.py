@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from flowledger.errors import FlowledgerError, ServiceUnavailable
-from flowledger.settings import Settings
+from flowledger.settings import RecordSettings, Settings
 from schemas.envelope import EventEnvelope
 from topics import clients
 from topics.catalogue import EVENTS
@@ -45,14 +45,17 @@ class Refused:
 Outcome = Published | Refused
 
 
-def parse_lines(text: str) -> list[tuple[int, EventEnvelope | RecordRefused]]:
-    """One JSON document, or NDJSON (one envelope per non-blank line)."""
+def parse_lines(
+    text: str, limits: RecordSettings | None = None
+) -> list[tuple[int, EventEnvelope | RecordRefused]]:
+    """One JSON document, or NDJSON (one envelope per non-blank line), each within the
+    record limits the processor applies."""
     stripped = text.strip()
     items: list[tuple[int, EventEnvelope | RecordRefused]] = []
     if stripped.startswith("{") and "\n" in stripped:
         # A pretty-printed single document spans lines; try it whole first.
         try:
-            items.append((1, decode_envelope(stripped)))
+            items.append((1, decode_envelope(stripped, limits)))
             return items
         except RecordRefused as exc:
             if exc.code != "RECORD_NOT_JSON":
@@ -61,7 +64,7 @@ def parse_lines(text: str) -> list[tuple[int, EventEnvelope | RecordRefused]]:
         if not line.strip():
             continue
         try:
-            items.append((number, decode_envelope(line)))
+            items.append((number, decode_envelope(line, limits)))
         except RecordRefused as exc:
             items.append((number, exc))
     return items
@@ -113,7 +116,7 @@ def publish(
 
 
 def publish_text(settings: Settings, text: str, *, topic: str | None = None) -> list[Outcome]:
-    parsed = parse_lines(text)
+    parsed = parse_lines(text, settings.records)
     if not parsed:
         raise RecordRefused("no event in the input", field="(input)", reason="empty")
     good = [(n, item) for n, item in parsed if isinstance(item, EventEnvelope)]

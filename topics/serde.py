@@ -3,13 +3,13 @@ schemas and names the field and reason of every refusal."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from flowledger.errors import InvalidInput
+from flowledger.settings import RecordSettings
 from schemas.audit import AuditRecord
+from schemas.bounded_json import RecordRefused, parse_json
 from schemas.definition_record import DefinitionRecord
 from schemas.envelope import EventEnvelope
 from schemas.runtime import RUNTIME_EVENT_ADAPTER, RuntimeEvent
@@ -17,11 +17,7 @@ from schemas.runtime import RUNTIME_EVENT_ADAPTER, RuntimeEvent
 M = TypeVar("M", bound=BaseModel)
 
 
-class RecordRefused(InvalidInput):
-    """A record that does not satisfy its schema. ``problems`` lists every field at
-    fault as {"field", "reason"}; the first one is repeated as ``field``/``reason``."""
-
-    code = "RECORD_INVALID"
+__all__ = ["RecordRefused", "decode_audit", "decode_definition", "decode_envelope"]
 
 
 def encode(record: BaseModel) -> bytes:
@@ -44,10 +40,8 @@ def _problems(exc: ValidationError) -> list[dict[str, str]]:
 
 
 def _parse_json(raw: bytes | str) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RecordRefused(f"not JSON: {exc}", code="RECORD_NOT_JSON", reason=str(exc)) from exc
+    """Our own topics' records: bounded in depth only (the topic bounds their size)."""
+    return parse_json(raw)
 
 
 def _validate(model: type[M], data: Any, what: str) -> M:
@@ -70,8 +64,11 @@ def _validate(model: type[M], data: Any, what: str) -> M:
         ) from exc
 
 
-def decode_envelope(raw: bytes | str) -> EventEnvelope:
-    return envelope_from_obj(_parse_json(raw))
+def decode_envelope(raw: bytes | str | None, limits: RecordSettings | None = None) -> EventEnvelope:
+    """An envelope from outside: within the size and depth limits, numbers exact."""
+    limits = limits or RecordSettings()
+    data = parse_json(raw, max_bytes=limits.max_bytes, max_depth=limits.max_depth)
+    return envelope_from_obj(data)
 
 
 def envelope_from_obj(data: Any) -> EventEnvelope:

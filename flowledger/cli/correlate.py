@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from flowledger.cli import context
+from flowledger.cli import context, inputs
 from flowledger.cli.output import console, print_json, refusals
 from flowledger.errors import InvalidInput
+from flowledger.settings import RecordSettings
 from processors.correlation import CorrelationPaths, load_paths, resolve
 
 
-def _load_event(file: Path) -> Mapping[str, Any]:
+def _load_event(file: Path, limits: RecordSettings) -> Mapping[str, Any]:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read --event: {exc}", file=str(file)) from None
-    try:
-        event = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidInput(f"--event is not valid JSON: {exc}", file=str(file)) from None
+    event = inputs.parse(text, "--event", limits, file=str(file))
     if not isinstance(event, dict):
         raise InvalidInput("--event must hold a JSON object (an event envelope)", file=str(file))
     return event
@@ -48,7 +45,7 @@ def correlate(
         else:
             section = context.settings(ctx).correlation
             configured = load_paths(section.paths, section.paths_file)
-        event = _load_event(event_file)
+        event = _load_event(event_file, context.settings(ctx).records)
         result = resolve(event, configured)
     if as_json:
         print_json(result.to_dict())

@@ -3,13 +3,12 @@ definitions command group (registered on the `definitions` app by cli/__init__).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
 
-from flowledger.cli import context
+from flowledger.cli import context, inputs
 from flowledger.cli.output import (
     EXIT_REFUSED,
     console,
@@ -19,6 +18,7 @@ from flowledger.cli.output import (
     table,
 )
 from flowledger.errors import InvalidInput
+from flowledger.settings import Settings
 from workflows.definitions import DefinitionInvalid, definition_hash
 from workflows.definitions import validate as check
 
@@ -26,21 +26,21 @@ JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document.")
 FILE_ARGUMENT = typer.Argument(..., help="A definition JSON file.")
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _load(file: Path) -> dict[str, Any]:
+def _load(file: Path, settings: Settings) -> dict[str, Any]:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read {file}: {exc}", path=str(file)) from exc
-    try:
-        # NaN and Infinity are accepted by json.loads but are not JSON, and would
-        # make the canonical hash impossible.
-        document = json.loads(text, parse_constant=_refuse_constant)
-    except ValueError as exc:
-        raise InvalidInput(f"{file} is not JSON: {exc}", path=str(file)) from exc
+    # NaN and Infinity are refused (they would make the canonical hash impossible);
+    # the definition's own nesting rules are the validator's to check.
+    document = inputs.parse(
+        text,
+        str(file),
+        settings.records,
+        max_bytes=settings.workflows.max_definition_bytes,
+        deep=True,
+        path=str(file),
+    )
     if not isinstance(document, dict):
         raise InvalidInput(
             f"{file} must hold a JSON object, not {type(document).__name__}", path=str(file)
@@ -69,7 +69,7 @@ def validate(
 ) -> None:
     """Check a definition and list every problem with its step path."""
     with refusals(as_json):
-        document = _load(file)
+        document = _load(file, context.settings(ctx))
         problems = check(document, context.settings(ctx))
     if problems:
         _refuse_invalid(DefinitionInvalid(problems), as_json)
@@ -99,7 +99,7 @@ def publish(
     from workflows.definitions import store
 
     with refusals(as_json):
-        document = _load(file)
+        document = _load(file, context.settings(ctx))
         try:
             outcome = store.publish(context.settings(ctx), document)
         except DefinitionInvalid as exc:

@@ -9,15 +9,16 @@ from typing import Any
 
 import typer
 
-from flowledger.cli import context
+from flowledger.cli import context, inputs
 from flowledger.cli.output import console, print_json, refusals
 from flowledger.errors import InvalidInput
+from flowledger.settings import RecordSettings
 from workflows.expressions import compile_with
 
 app = typer.Typer(help="Evaluate and check expressions under the expression contract.")
 
 
-def _load_input(raw: str | None, file: Path | None) -> Any:
+def _load_input(raw: str | None, file: Path | None, limits: RecordSettings) -> Any:
     if raw is not None and file is not None:
         raise InvalidInput("give --input or --input-file, not both")
     if file is not None:
@@ -27,10 +28,7 @@ def _load_input(raw: str | None, file: Path | None) -> Any:
             raise InvalidInput(f"cannot read --input-file: {exc}", file=str(file)) from None
     if raw is None:
         return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidInput(f"the input is not valid JSON: {exc}") from None
+    return inputs.parse(raw, "the input", limits)
 
 
 def _parse_now(raw: str | None) -> datetime:
@@ -61,9 +59,10 @@ def eval_(
 ) -> None:
     """Evaluate EXPRESSION against a context and print its value."""
     with refusals(as_json):
-        data = _load_input(input_json, input_file)
+        settings = context.settings(ctx)
+        data = _load_input(input_json, input_file, settings.records)
         clock = _parse_now(now)
-        compiled = compile_with(expression, context.settings(ctx))
+        compiled = compile_with(expression, settings)
         value = compiled.evaluate(data, clock)
     if as_json:
         print_json({"value": value})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import typer
 from temporalio.client import Client
 
-from flowledger.cli import context
+from flowledger.cli import context, inputs
 from flowledger.cli.output import console, err_console, print_json, refusals
 from flowledger.errors import InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
@@ -40,10 +39,7 @@ def start(
     """Start a run of a published definition."""
     settings = context.settings(ctx)
     with refusals(as_json):
-        try:
-            data = json.loads(input_json)
-        except ValueError as exc:
-            raise InvalidInput(f"--input is not JSON: {exc}", field="--input") from None
+        data = inputs.parse(input_json, "--input", settings.records, field="--input")
         if not isinstance(data, dict):
             raise InvalidInput("--input must be a JSON object", field="--input")
         record = control.find_definition(settings, tenant, definition_id, version)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import typer
 
-from flowledger.cli import context
+from flowledger.cli import context, inputs
 from flowledger.cli.output import console, print_json, refusals
-from flowledger.errors import InvalidInput
 from workflows import tasks
 from workflows.worker import connect
 
@@ -24,14 +22,13 @@ def complete(
     """Complete a human task; the response must match the task's form schema."""
     settings = context.settings(ctx)
     with refusals(as_json):
-        try:
-            response = json.loads(data)
-        except ValueError as exc:
-            raise InvalidInput(
-                f"--data is not JSON: {exc}",
-                code="HUMAN_TASK_RESPONSE_INVALID",
-                errors=[{"path": "(response)", "message": str(exc)}],
-            ) from None
+        response = inputs.parse(
+            data,
+            "--data",
+            settings.records,
+            code="HUMAN_TASK_RESPONSE_INVALID",
+            errors=[{"path": "(response)", "message": "not acceptable JSON"}],
+        )
 
         document = asyncio.run(
             tasks.complete(settings, lambda: connect(settings), task_id, response, by)

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
@@ -25,6 +29,8 @@ from workflows.activities import RuntimeActivities
 from workflows.definitions.canonical import definition_hash
 from workflows.messages import run_workflow_id
 from workflows.worker import build_worker, connect
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def definition(steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -117,3 +123,34 @@ def projector(settings: Settings) -> Iterator[None]:
 
 
 until = wait_until
+
+
+def processor_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLEDGER_")}
+    env.update(
+        {
+            "FLOWLEDGER_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "FLOWLEDGER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+            "FLOWLEDGER_KAFKA__CLIENT_ID": settings.kafka.client_id,
+            "FLOWLEDGER_TEMPORAL__ADDRESS": settings.temporal.address,
+            "FLOWLEDGER_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue,
+            "FLOWLEDGER_PROCESSOR__GROUP_ID": settings.processor.group_id,
+            "FLOWLEDGER_DATABASE__URL": settings.database_url(),
+            "FLOWLEDGER_STACK__STATE_DIR": str(settings.stack.state_dir),
+            # A killed instance's partitions move on within seconds, not 45.
+            "FLOWLEDGER_PROCESSOR__SESSION_TIMEOUT_S": "6",
+        }
+    )
+    return env
+
+
+def spawn_processor(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """`flowledger processor` as its own process, for tests that kill it or watch its pid."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "flowledger"), "processor"],
+            env=processor_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,7 +27,7 @@ from projections import db
 from projections.projector import Projector
 from projections.tables import workflow_runtime_events
 from schemas.envelope import EventEnvelope
-from tests.integration.runtime_support import definition, record, worker
+from tests.integration.runtime_support import definition, record, spawn_processor, worker
 from tests.waiting import until
 from topics.catalogue import AUDIT, DEADLETTER, EVENTS, RUNTIME
 from topics.publisher import publish
@@ -335,36 +333,6 @@ async def test_race_event_overtakes_wait_registration(settings: Settings) -> Non
     assert results == [str(e.event_id) for _, e in pairs]
 
 
-def _processor_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLEDGER_")}
-    env.update(
-        {
-            "FLOWLEDGER_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-            "FLOWLEDGER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-            "FLOWLEDGER_KAFKA__CLIENT_ID": settings.kafka.client_id,
-            "FLOWLEDGER_TEMPORAL__ADDRESS": settings.temporal.address,
-            "FLOWLEDGER_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue,
-            "FLOWLEDGER_PROCESSOR__GROUP_ID": settings.processor.group_id,
-            "FLOWLEDGER_DATABASE__URL": settings.database_url(),
-            "FLOWLEDGER_STACK__STATE_DIR": str(settings.stack.state_dir),
-            # A killed instance's partitions move on within seconds, not 45.
-            "FLOWLEDGER_PROCESSOR__SESSION_TIMEOUT_S": "6",
-        }
-    )
-    return env
-
-
-def _spawn(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [str(Path(sys.executable).parent / "flowledger"), "processor"],
-            env=_processor_env(settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-
-
 async def test_sigkill_during_5000_events_each_wait_resumes_once(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -387,7 +355,7 @@ async def test_sigkill_during_5000_events_each_wait_resumes_once(
                 else:
                     event = envelope(key=f"nobody-{n}-{m}", event_type="noise")
                 batch.append(event)
-        proc = _spawn(settings, log)
+        proc = spawn_processor(settings, log)
         try:
             for chunk in range(5):
                 part = batch[chunk * 1000 : (chunk + 1) * 1000]
@@ -397,7 +365,7 @@ async def test_sigkill_during_5000_events_each_wait_resumes_once(
                 )
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
-                proc = _spawn(settings, log)
+                proc = spawn_processor(settings, log)
             outputs = await asyncio.gather(*(result(client, r, 90) for r in run_ids))
         finally:
             proc.send_signal(signal.SIGTERM)

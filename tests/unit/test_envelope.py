@@ -134,4 +134,5 @@ def test_any_text_is_an_envelope_or_a_refusal(text: str) -> None:
     try:
         decode_envelope(text)
     except RecordRefused as exc:
-        assert exc.code in {"RECORD_NOT_JSON", "RECORD_INVALID"}
+        # Empty text, NaN and the like have codes of their own since issue 12.
+        assert exc.code.startswith("RECORD_")
