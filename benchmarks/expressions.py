@@ -1,10 +1,12 @@
 """Expression throughput and the cost of a runaway expression stopped by the budget.
 
-Prints one JSON document; runs in a few seconds. `python benchmarks/expressions.py`
+Prints one JSON document; runs in a few seconds.
+`.venv/bin/python benchmarks/expressions.py [--json]`
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import sys
@@ -67,6 +69,9 @@ def _runaway(source: str) -> dict[str, Any]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print one compact JSON line")
+    args = parser.parse_args()
     compiled = compile(CONDITION)
     assert compiled.evaluate(CONTEXT, CLOCK) is True
     uncached = _uncached_compiles()
@@ -82,7 +87,7 @@ def main() -> None:
         "runaway": runaways,
         "worst_runaway_seconds": max(item["worst_seconds"] for item in runaways),
     }
-    print(json.dumps(document, indent=2))
+    print(json.dumps(document) if args.json else json.dumps(document, indent=2))
 
 
 if __name__ == "__main__":

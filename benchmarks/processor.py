@@ -40,10 +40,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+# A sibling module: the scripts run as `.venv/bin/python benchmarks/NAME.py`.
+from _stack import local_stack
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from temporalio.client import Client
 
-from benchmarks._stack import local_stack
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
 from schemas.envelope import EventEnvelope

@@ -5,6 +5,8 @@ complete) and again, complete, when it is delivered or its window ends."""
 from __future__ import annotations
 
 from processors.pipeline import Plan
+from processors.producing import Outgoing
+from topics.serde import encode
 
 HELD_HEADER = "flowledger.held"
 
@@ -16,6 +18,10 @@ def audit_key(plan: Plan) -> bytes:
     if plan.record.key:
         return plan.record.key
     return f"ingress:{audit.source_topic}:{audit.source_partition}:{audit.source_offset}".encode()
+
+
+def outgoing(topic: str, plan: Plan, held: bool) -> Outgoing:
+    return Outgoing(topic, audit_key(plan), encode(plan.audit), headers(held))
 
 
 def headers(held: bool) -> list[tuple[str, str | bytes | None]]:

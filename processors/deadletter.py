@@ -9,7 +9,8 @@ import hashlib
 import json
 
 from flowledger.settings import RecordSettings
-from processors.pipeline import EXCERPT_CHARS, MESSAGE_CHARS, IngressRecord
+from processors.pipeline import EXCERPT_CHARS, MESSAGE_CHARS, IngressRecord, Plan
+from processors.producing import Outgoing
 from schemas.bounded_json import RecordRefused
 
 REASON = "flowledger.reason"
@@ -21,6 +22,11 @@ VALUE = "flowledger.value"
 SOURCE_TOPIC = "flowledger.source.topic"
 SOURCE_PARTITION = "flowledger.source.partition"
 SOURCE_OFFSET = "flowledger.source.offset"
+
+
+def outgoing(topic: str, plan: Plan, refused: RecordRefused, limits: RecordSettings) -> Outgoing:
+    record = plan.record
+    return Outgoing(topic, record.key, value(record, limits), headers(record, refused, limits))
 
 
 def value(record: IngressRecord, limits: RecordSettings) -> bytes | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from flowledger.cli.output import EXIT_CHECK_FAILED, console, print_json
-from schemas import export
+from flowledger import schema_export as export
 
 app = typer.Typer(help="Export the records' JSON Schema files.")
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas import export
+from flowledger import schema_export as export
 from schemas.runtime import (
     RUNTIME_EVENT_ADAPTER,
     RUNTIME_EVENT_TYPES,

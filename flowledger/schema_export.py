@@ -1,5 +1,6 @@
 """JSON Schema export of every record model, committed under schemas/json/ so that
-publishers in other languages can validate against the same contract."""
+publishers in other languages can validate against the same contract. It lives in the
+composition layer because the definition model belongs to `workflows`, above `schemas`."""
 
 from __future__ import annotations
 
@@ -10,26 +11,19 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+import schemas
+from flowledger.errors import FlowledgerError
 from schemas.audit import AuditRecord
 from schemas.definition_record import DefinitionRecord
 from schemas.envelope import EventEnvelope
 from schemas.runtime import RuntimeEvent
+from workflows.definitions.model import definition_json_schema
 
-JSON_DIR = Path(__file__).resolve().parent / "json"
+JSON_DIR = Path(schemas.__file__).resolve().parent / "json"
 
 
 def _runtime() -> dict[str, Any]:
     return TypeAdapter(RuntimeEvent).json_schema()
-
-
-def _definition() -> dict[str, Any]:
-    # The definition document model lives with the interpreter; imported lazily so
-    # this module works before (and without) the workflow package's heavier imports.
-    try:
-        from workflows.definitions.model import definition_json_schema
-    except ImportError:
-        return {}
-    return definition_json_schema()
 
 
 EXPORTS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -37,7 +31,7 @@ EXPORTS: dict[str, Callable[[], dict[str, Any]]] = {
     "audit-record.schema.json": AuditRecord.model_json_schema,
     "runtime-event.schema.json": _runtime,
     "definition-record.schema.json": DefinitionRecord.model_json_schema,
-    "definition.schema.json": _definition,
+    "definition.schema.json": definition_json_schema,
 }
 
 
@@ -46,7 +40,8 @@ def render() -> dict[str, str]:
     for name, build in EXPORTS.items():
         schema = build()
         if not schema:
-            continue
+            # A schema that cannot be built is a failure of `schemas check`, never a skip.
+            raise FlowledgerError(f"the schema {name} came out empty", code="SCHEMA_EMPTY")
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
         out[name] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return out
