@@ -34,11 +34,12 @@ from processors.follower import LogFollower
 from processors.held import Holding
 from processors.offsets import OffsetWindow
 from processors.pipeline import IngressRecord, Plan, decide, utc_from_ms
-from processors.producing import Sink, produce_all
 from processors.router_index import OpenWait
 from processors.stats import Stats
 from topics import clients
 from topics.catalogue import AUDIT, DEADLETTER, EVENTS
+from topics.producing import NotAcknowledged, Sink, produce_all
+from topics.watermarks import high_watermark
 from workflows.worker import connect
 
 log = logging.getLogger(__name__)
@@ -272,9 +273,7 @@ class Processor:
         probe = self._probe or self._open_probe()
         timeout = self.settings.kafka.request_timeout_s
         for p in self._assigned:
-            _low, high = probe.get_watermark_offsets(
-                TopicPartition(self.events_topic, p), timeout=timeout, cached=False
-            )
+            high = high_watermark(probe, self.events_topic, p, timeout)
             if self.offsets.next.get(p, self._committed_offset(p)) < high:
                 return False
         return True
@@ -355,7 +354,7 @@ class Processor:
             sink.send(audits.outgoing(self.audit_topic, plan, held=plan.hold and not rejected))
 
         await self.deliveries.run(todo, finished)
-        await sink.finish(self.backoff, self.settings.kafka.request_timeout_s)
+        await sink.finish(self._retry_producing, self.settings.kafka.request_timeout_s)
 
         late: list[OpenWait] = []
         for plan in todo:
@@ -393,11 +392,15 @@ class Processor:
         await produce_all(
             self._producer,
             [audits.outgoing(self.audit_topic, p, held=False) for p in plans],
-            self.backoff,
+            self._retry_producing,
             self.settings.kafka.request_timeout_s,
         )
         for p in plans:
             self.follower.completed.add(p.completion_key)
+
+    async def _retry_producing(self, what: str, call: Callable[[], Awaitable[None]]) -> None:
+        # Never dropped: retried until acknowledged or asked to stop.
+        await self.backoff.retry(what, call, on=(NotAcknowledged,))
 
     # -- commits -------------------------------------------------------------
 

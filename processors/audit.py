@@ -5,7 +5,7 @@ complete) and again, complete, when it is delivered or its window ends."""
 from __future__ import annotations
 
 from processors.pipeline import Plan
-from processors.producing import Outgoing
+from topics.producing import Outgoing
 from topics.serde import encode
 
 HELD_HEADER = "flowledger.held"

@@ -10,8 +10,8 @@ import json
 
 from flowledger.settings import RecordSettings
 from processors.pipeline import EXCERPT_CHARS, MESSAGE_CHARS, IngressRecord, Plan
-from processors.producing import Outgoing
 from schemas.bounded_json import RecordRefused
+from topics.producing import Outgoing
 
 REASON = "flowledger.reason"
 ERROR = "flowledger.error"

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from flowledger import retry
 from flowledger.errors import InvalidInput
 from flowledger.settings import Settings
 from processors.pipeline import SignalTarget, StartTarget
@@ -43,8 +44,8 @@ class Transient(Exception):
     """Temporal (or Kafka) did not answer; the same call may succeed later."""
 
 
-class Stopped(Exception):
-    """Asked to stop while still retrying: nothing of the batch is committed."""
+# Asked to stop while still retrying: nothing of the batch is committed.
+Stopped = retry.Stopped
 
 
 class StartRefused(Exception):
@@ -122,11 +123,13 @@ async def start(
 
 
 class Backoff:
+    """The processor's retry policy (its settings, its stop request, a count of the
+    retries for status and tests) over the one retry helper."""
+
     def __init__(self, settings: Settings, stop: threading.Event) -> None:
         self.initial = settings.processor.retry_initial_backoff_s
         self.cap = settings.processor.retry_max_backoff_s
         self.stop = stop
-        # transient failures retried so far (for status and tests)
         self.retries = 0
 
     async def retry(
@@ -135,51 +138,25 @@ class Backoff:
         call: Callable[[], Awaitable[T]],
         on: tuple[type[Exception], ...] = (Transient,),
     ) -> T:
-        """``call()`` until it stops raising one of ``on``, with doubling delays. A stop
-        request ends the retrying, never the first attempt: work being finished after
-        a stop (the batches in flight) still gets its try."""
-        delay = self.initial
-        while True:
-            try:
-                return await call()
-            except on as exc:
-                if self.stop.is_set():
-                    raise Stopped(what) from exc
-                self.retries += 1
-                log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
-                await self.sleep(delay)
-                delay = min(delay * 2, self.cap)
+        """``call()`` until it stops raising one of ``on``, with doubling delays; a stop
+        request ends the retrying after a failed attempt (Stopped)."""
 
-    async def sleep(self, seconds: float) -> None:
-        # In small steps, so a stop request is honoured promptly.
-        end = asyncio.get_running_loop().time() + seconds
-        while not self.stop.is_set():
-            left = end - asyncio.get_running_loop().time()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(left, 0.1))
+        def counted() -> None:
+            self.retries += 1
 
-
-async def run_grouped(groups: dict[str, list[Callable[[], Awaitable[None]]]], limit: int) -> None:
-    """Run each group's calls in order (one workflow's signals keep partition order),
-    the groups concurrently, at most `limit` calls in flight."""
-    gate = asyncio.Semaphore(limit)
-
-    async def one_group(calls: list[Callable[[], Awaitable[None]]]) -> None:
-        for call in calls:
-            async with gate:
-                await call()
-
-    results = await asyncio.gather(
-        *(one_group(calls) for calls in groups.values()), return_exceptions=True
-    )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+        return await retry.until_stopped(
+            what,
+            call,
+            transient=lambda exc: isinstance(exc, on),
+            stop=self.stop,
+            initial=self.initial,
+            cap=self.cap,
+            on_retry=counted,
+        )
 
 
 class Lanes:
-    """`run_grouped` across calls: one workflow's effects run in the order they were
+    """Effects in lanes, across calls: one workflow's effects run in the order they were
     handed over, even when they come from batches in flight at the same time; all
     workflows together at most `limit` effects in flight."""
 

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
@@ -22,23 +22,9 @@ from schemas.audit import AuditRecord
 from topics import clients
 from topics.catalogue import AUDIT, DEFINITIONS, RUNTIME
 from topics.serde import RecordRefused, decode_audit, decode_definition, decode_runtime
+from topics.watermarks import high_watermark
 
 log = logging.getLogger(__name__)
-
-
-def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout: float) -> int:
-    # A topic created moments ago may not have its partition leaders yet.
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
-            return int(high)
-        except KafkaException as exc:
-            if time.monotonic() > deadline:
-                raise ServiceUnavailable(
-                    f"{tp.topic}[{tp.partition}] did not answer: {exc}", code="KAFKA_UNAVAILABLE"
-                ) from exc
-            time.sleep(0.2)
 
 
 class LogFollower:
@@ -80,7 +66,7 @@ class LogFollower:
                         topic=topic,
                     )
                 for partition in sorted(meta.partitions):
-                    high = _high_watermark(consumer, TopicPartition(topic, partition), timeout)
+                    high = high_watermark(consumer, topic, partition, timeout)
                     self._ends[(topic, partition)] = high
                     self._positions[(topic, partition)] = 0
                     assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))

@@ -3,35 +3,27 @@ consumer group (committed offset against the high watermark)."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
+from flowledger import retry
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
-from topics import clients
+from topics import clients, kafka_errors
 from topics.catalogue import EVENTS
-
-_NOT_YET = frozenset(
-    {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._TIMED_OUT}
-)
 
 
 def _committed(probe: Consumer, partitions: list[TopicPartition], timeout: float) -> Any:
     """The group's committed offsets; a group the broker has not placed yet (never
     used, or its coordinator moving) answers NOT_COORDINATOR for a moment."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return probe.committed(partitions, timeout=timeout)
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            code = error.code() if isinstance(error, KafkaError) else None
-            if code not in _NOT_YET or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    return retry.until_deadline(
+        lambda: probe.committed(partitions, timeout=timeout),
+        transient=kafka_errors.transient,
+        seconds=timeout,
+        initial=0.2,
+    )
 
 
 def lag(settings: Settings) -> dict[str, Any]:

@@ -7,13 +7,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 
 from flowledger.errors import FlowledgerError, ServiceUnavailable
 from flowledger.settings import RecordSettings, Settings
 from schemas.envelope import EventEnvelope
 from topics import clients
 from topics.catalogue import EVENTS
+from topics.producing import Outgoing, produce_and_flush
 from topics.serde import RecordRefused, decode_envelope, encode
 
 
@@ -83,35 +84,21 @@ def publish(
     long-lived caller passes its own producer instead of paying for a new one."""
     target = topic or settings.topic(EVENTS)
     producer = producer or clients.producer(settings)
-    results: list[Published] = []
-    failures: list[str] = []
-
-    def on_delivery(line: int, event_id: str) -> Any:
-        def callback(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                failures.append(f"line {line}: {err}")
-                return
-            partition, offset = msg.partition(), msg.offset()
-            assert partition is not None and offset is not None
-            results.append(Published(line, event_id, partition, offset))
-
-        return callback
-
+    outgoing: list[Outgoing] = []
+    # What each record is, for the results: its line and event id.
+    items: dict[int, tuple[int, str]] = {}
     for line, envelope in envelopes:
-        producer.produce(
-            target,
-            key=(key or envelope.default_key()).encode("utf-8"),
-            value=encode(envelope),
-            on_delivery=on_delivery(line, str(envelope.event_id)),
-        )
-        producer.poll(0)
-    remaining = producer.flush(settings.kafka.request_timeout_s)
-    if remaining or failures:
+        item = Outgoing(target, (key or envelope.default_key()).encode("utf-8"), encode(envelope))
+        outgoing.append(item)
+        items[id(item)] = (line, str(envelope.event_id))
+    done = produce_and_flush(producer, outgoing, settings.kafka.request_timeout_s)
+    if done.failed:
+        lines = [f"line {items[id(item)][0]}: {why}" for item, why in done.failed]
         raise ServiceUnavailable(
-            f"Kafka did not acknowledge {remaining + len(failures)} record(s): "
-            + "; ".join(failures[:5]),
+            f"Kafka did not acknowledge {len(lines)} record(s): " + "; ".join(lines[:5]),
             code="PUBLISH_FAILED",
         )
+    results = [Published(*items[id(a.item)], a.partition, a.offset) for a in done.acknowledged]
     return sorted(results, key=lambda r: r.line)
 
 

@@ -9,11 +9,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import TopicPartition
 
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from topics import clients
+from topics.watermarks import high_watermark
 
 
 @dataclass(frozen=True)
@@ -36,37 +37,6 @@ class ReadRecord:
             "timestamp_ms": self.timestamp_ms,
             "headers": self.headers,
         }
-
-
-def _high_watermark(consumer: Consumer, topic: str, partition: int, timeout: float) -> int:
-    # Right after a topic is created its leader may not be known yet; that passes.
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout
-            )
-            return int(high)
-        except KafkaException as exc:
-            if time.monotonic() > deadline or not _transient(exc):
-                raise ServiceUnavailable(
-                    f"reading {topic}[{partition}] failed: {exc}", code="KAFKA_UNAVAILABLE"
-                ) from exc
-            time.sleep(0.1)
-
-
-def _transient(exc: KafkaException) -> bool:
-    error = exc.args[0] if exc.args else None
-    return isinstance(error, KafkaError) and (
-        error.retriable()
-        or error.code()
-        in (
-            KafkaError.NOT_LEADER_FOR_PARTITION,
-            KafkaError.LEADER_NOT_AVAILABLE,
-            KafkaError._TIMED_OUT,
-            KafkaError.UNKNOWN_TOPIC_OR_PART,
-        )
-    )
 
 
 def _headers(raw: Any) -> dict[str, str]:
@@ -93,7 +63,7 @@ def read_all(settings: Settings, topic: str, limit: int | None = None) -> list[R
             )
         ends: dict[int, int] = {}
         for partition in info.partitions:
-            high = _high_watermark(consumer, topic, partition, timeout)
+            high = high_watermark(consumer, topic, partition, timeout)
             if high > 0:
                 ends[partition] = high
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])

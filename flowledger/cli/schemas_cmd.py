@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from flowledger.cli.output import EXIT_CHECK_FAILED, console, print_json
 from flowledger import schema_export as export
+from flowledger.cli.output import EXIT_CHECK_FAILED, console, print_json
 
 app = typer.Typer(help="Export the records' JSON Schema files.")
 
