@@ -197,17 +197,53 @@ def decide(
     unexpectedly is refused as PROCESSING_FAILED, so it cannot stop its partition."""
     limits = limits or RecordSettings()
     try:
-        return _decide(
-            record,
-            index=index,
-            triggers=triggers,
-            completed=completed,
-            paths=paths,
-            skew=skew,
-            window=window,
-            now=now,
-            limits=limits,
+        try:
+            envelope = decode_envelope(record.value, limits)
+        except RecordRefused as exc:
+            return refused_plan(record, exc, completed, limits)
+
+        event_id = str(envelope.event_id)
+        key = event_completion_key(envelope.tenant, event_id)
+        body = envelope.model_dump(mode="json")
+        correlation = resolve(body, paths)
+        body.update(
+            _bounded_payload(body, len(record.value or b""), limits.audit_payload_max_bytes)
         )
+        audit = AuditRecord(
+            **body,
+            correlation_key=correlation.key,
+            correlation_source=correlation.source,
+            correlation_detail=correlation.detail,
+            error_code=None if correlation.key is not None else CORRELATION_MISSING,
+            error_message=None if correlation.key is not None else correlation.detail,
+            **_base_audit(record),
+        )
+        plan = Plan(record, audit, key, envelope=envelope, correlation=correlation)
+        if key in completed:
+            plan.duplicate = True
+            return plan
+
+        if correlation.key is not None:
+            already = index.resolved_by.get(event_id, [])
+            done_waits = {wait_id for _run, wait_id in already}
+            plan.already_delivered = [
+                Delivery(run_id=run, wait_id=wait, kind="signal", outcome="delivered")
+                for run, wait in already
+            ]
+            waits: list[OpenWait] = [
+                w
+                for w in index.matching(envelope.tenant, envelope.event_type, correlation.key)
+                if w.wait_id not in done_waits and eligible(w, record.timestamp, skew)
+            ]
+            plan.signals = [
+                SignalTarget(w.run_id, w.wait_id, index.workflow_id(w.run_id)) for w in waits
+            ]
+            plan.hold = not waits and not already and record.timestamp + window > now
+
+        for definition in triggers.triggered_by(envelope.tenant, envelope.event_type):
+            workflow_id = trigger_workflow_id(envelope.tenant, definition.definition_id, event_id)
+            plan.starts.append(StartTarget(definition, workflow_id, trigger_run_id(workflow_id)))
+        return plan
     except Exception as exc:
         return refused_plan(record, processing_failed(exc), completed, limits)
 
@@ -234,65 +270,6 @@ def refused_plan(
     )
     key = coordinate_completion_key(record.topic, record.partition, record.offset)
     return Plan(record, audit, key, refused=exc, duplicate=key in completed)
-
-
-def _decide(
-    record: IngressRecord,
-    *,
-    index: RouterIndex,
-    triggers: TriggerIndex,
-    completed: Container[str],
-    paths: CorrelationPaths,
-    skew: timedelta,
-    window: timedelta,
-    now: datetime,
-    limits: RecordSettings,
-) -> Plan:
-    try:
-        envelope = decode_envelope(record.value, limits)
-    except RecordRefused as exc:
-        return refused_plan(record, exc, completed, limits)
-
-    event_id = str(envelope.event_id)
-    key = event_completion_key(envelope.tenant, event_id)
-    body = envelope.model_dump(mode="json")
-    correlation = resolve(body, paths)
-    body.update(_bounded_payload(body, len(record.value or b""), limits.audit_payload_max_bytes))
-    audit = AuditRecord(
-        **body,
-        correlation_key=correlation.key,
-        correlation_source=correlation.source,
-        correlation_detail=correlation.detail,
-        error_code=None if correlation.key is not None else CORRELATION_MISSING,
-        error_message=None if correlation.key is not None else correlation.detail,
-        **_base_audit(record),
-    )
-    plan = Plan(record, audit, key, envelope=envelope, correlation=correlation)
-    if key in completed:
-        plan.duplicate = True
-        return plan
-
-    if correlation.key is not None:
-        already = index.resolved_by.get(event_id, [])
-        done_waits = {wait_id for _run, wait_id in already}
-        plan.already_delivered = [
-            Delivery(run_id=run, wait_id=wait, kind="signal", outcome="delivered")
-            for run, wait in already
-        ]
-        waits: list[OpenWait] = [
-            w
-            for w in index.matching(envelope.tenant, envelope.event_type, correlation.key)
-            if w.wait_id not in done_waits and eligible(w, record.timestamp, skew)
-        ]
-        plan.signals = [
-            SignalTarget(w.run_id, w.wait_id, index.workflow_id(w.run_id)) for w in waits
-        ]
-        plan.hold = not waits and not already and record.timestamp + window > now
-
-    for definition in triggers.triggered_by(envelope.tenant, envelope.event_type):
-        workflow_id = trigger_workflow_id(envelope.tenant, definition.definition_id, event_id)
-        plan.starts.append(StartTarget(definition, workflow_id, trigger_run_id(workflow_id)))
-    return plan
 
 
 def utc_from_ms(timestamp_ms: int) -> datetime:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -125,7 +126,13 @@ def projector(settings: Settings) -> Iterator[None]:
 until = wait_until
 
 
-def processor_env(settings: Settings) -> dict[str, str]:
+# A killed component's partitions move on within seconds, not 45.
+SESSION_TIMEOUT_S = 6
+
+
+def component_env(settings: Settings) -> dict[str, str]:
+    """The environment of a `flowledger` component started by a test: the test's own
+    services, topics, groups and task queue, nothing inherited from the machine."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLEDGER_")}
     env.update(
         {
@@ -133,15 +140,28 @@ def processor_env(settings: Settings) -> dict[str, str]:
             "FLOWLEDGER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
             "FLOWLEDGER_KAFKA__CLIENT_ID": settings.kafka.client_id,
             "FLOWLEDGER_TEMPORAL__ADDRESS": settings.temporal.address,
+            "FLOWLEDGER_TEMPORAL__NAMESPACE": settings.temporal.namespace,
             "FLOWLEDGER_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue,
-            "FLOWLEDGER_PROCESSOR__GROUP_ID": settings.processor.group_id,
             "FLOWLEDGER_DATABASE__URL": settings.database_url(),
             "FLOWLEDGER_STACK__STATE_DIR": str(settings.stack.state_dir),
-            # A killed instance's partitions move on within seconds, not 45.
-            "FLOWLEDGER_PROCESSOR__SESSION_TIMEOUT_S": "6",
+            "FLOWLEDGER_PROCESSOR__GROUP_ID": settings.processor.group_id,
+            "FLOWLEDGER_PROCESSOR__SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
+            "FLOWLEDGER_PROJECTOR__GROUP_ID": settings.projector.group_id,
+            "PYTHONUNBUFFERED": "1",
         }
     )
     return env
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it does not stop within ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def spawn_processor(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
@@ -149,7 +169,7 @@ def spawn_processor(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [str(Path(sys.executable).parent / "flowledger"), "processor"],
-            env=processor_env(settings),
+            env=component_env(settings),
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=REPO,

@@ -5,8 +5,6 @@ processor never dies and the partition's lag drains to 0."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -17,7 +15,13 @@ from flowledger.settings import Settings
 from processors import audit as audit_records
 from processors import deadletter
 from processors.status import lag
-from tests.integration.runtime_support import definition, record, spawn_processor, worker
+from tests.integration.runtime_support import (
+    definition,
+    record,
+    spawn_processor,
+    stop_process,
+    worker,
+)
 from tests.waiting import until
 from topics import clients
 from topics.catalogue import AUDIT, DEADLETTER, EVENTS, RUNTIME
@@ -142,11 +146,7 @@ async def test_hostile_records_never_stop_the_processor(settings: Settings, tmp_
             assert proc.poll() is None, log.read_text()
             pid = proc.pid
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, 30)
     assert pid == proc.pid
     assert outputs["k-first"]["output"] == first["event_id"]
     assert outputs["k-last"]["output"] == last["event_id"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -27,7 +26,13 @@ from projections import db
 from projections.projector import Projector
 from projections.tables import workflow_runtime_events
 from schemas.envelope import EventEnvelope
-from tests.integration.runtime_support import definition, record, spawn_processor, worker
+from tests.integration.runtime_support import (
+    definition,
+    record,
+    spawn_processor,
+    stop_process,
+    worker,
+)
 from tests.waiting import until
 from topics.catalogue import AUDIT, DEADLETTER, EVENTS, RUNTIME
 from topics.publisher import publish
@@ -368,11 +373,7 @@ async def test_sigkill_during_5000_events_each_wait_resumes_once(
                 proc = spawn_processor(settings, log)
             outputs = await asyncio.gather(*(result(client, r, 90) for r in run_ids))
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, 20)
     assert outputs == [str(matching[r].event_id) for r in run_ids]
     resolved = Counter(
         e["data"]["wait_id"]

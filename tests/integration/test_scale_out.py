@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from projections import db, migrate
 from projections import lag as projection_lag
 from projections import tables as t
 from schemas.envelope import EventEnvelope
+from tests.integration.runtime_support import SESSION_TIMEOUT_S, component_env
 from tests.waiting import wait_for as wait_until
 from topics import clients
 from topics.catalogue import AUDIT, RUNTIME
@@ -48,7 +48,7 @@ JOBS = 150
 DUP_EVERY = 5
 CHUNK = 15  # job.requested events published per turn of the driving loop
 # The broker's group.min.session.timeout.ms: the shortest a group member may have.
-SESSION_TIMEOUT_MS = 6000
+SESSION_TIMEOUT_MS = SESSION_TIMEOUT_S * 1000
 START_TIMEOUT_S = 60.0
 # A worker killed inside an action leaves it to its 60 s start-to-close timeout.
 RUNS_TIMEOUT_S = 150.0
@@ -172,28 +172,6 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 c.proc.kill()
                 c.proc.wait(10)
-
-
-def component_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLEDGER_")}
-    env.update(
-        {
-            "FLOWLEDGER_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-            "FLOWLEDGER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-            "FLOWLEDGER_KAFKA__CLIENT_ID": settings.kafka.client_id,
-            "FLOWLEDGER_TEMPORAL__ADDRESS": settings.temporal.address,
-            "FLOWLEDGER_TEMPORAL__NAMESPACE": settings.temporal.namespace,
-            "FLOWLEDGER_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue,
-            "FLOWLEDGER_DATABASE__URL": settings.database_url(),
-            "FLOWLEDGER_STACK__STATE_DIR": str(settings.stack.state_dir),
-            "FLOWLEDGER_PROCESSOR__GROUP_ID": settings.processor.group_id,
-            # A killed instance's partitions move on within seconds, not 45.
-            "FLOWLEDGER_PROCESSOR__SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_MS // 1000),
-            "FLOWLEDGER_PROJECTOR__GROUP_ID": settings.projector.group_id,
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
 
 
 def spawn(fleet: Fleet, settings: Settings, logs: Path, name: str, args: list[str]) -> None:

@@ -43,11 +43,13 @@ def nested(levels: int) -> Any:
     return value
 
 
-def plan(value: bytes | None, limits: RecordSettings = LIMITS) -> Plan:
+def plan(
+    value: bytes | None, limits: RecordSettings = LIMITS, triggers: TriggerIndex | None = None
+) -> Plan:
     return decide(
         IngressRecord("events", 0, 7, b"k", value, T0),
         index=RouterIndex(),
-        triggers=TriggerIndex(),
+        triggers=triggers or TriggerIndex(),
         completed=set(),
         paths=NO_PATHS,
         skew=timedelta(seconds=2),
@@ -151,17 +153,7 @@ def test_an_unexpected_failure_is_refused_not_raised() -> None:
         def triggered_by(self, tenant: str, event_type: str) -> list[Any]:
             raise RuntimeError("a bug")
 
-    p = decide(
-        IngressRecord("events", 0, 7, b"k", json.dumps(envelope()).encode(), T0),
-        index=RouterIndex(),
-        triggers=Exploding(),
-        completed=set(),
-        paths=NO_PATHS,
-        skew=timedelta(seconds=2),
-        window=timedelta(minutes=10),
-        now=T0,
-        limits=LIMITS,
-    )
+    p = plan(json.dumps(envelope()).encode(), triggers=Exploding())
     assert p.refused is not None and p.refused.code == "PROCESSING_FAILED"
     assert "RuntimeError: a bug" in (p.audit.error_message or "")
 
