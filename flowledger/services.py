@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flowledger.errors import InvalidInput
 from flowledger.settings import Settings
 from flowledger.stack import processes
 
@@ -18,6 +19,8 @@ COMPONENTS: dict[str, list[str]] = {
     "processor": ["processor"],
 }
 FILE = "services.json"
+# Long enough for the processor to finish its batches in flight and commit.
+STOP_GRACE_S = 30.0
 
 
 def _path(settings: Settings) -> Path:
@@ -48,21 +51,48 @@ def _save(settings: Settings, components: dict[str, dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def start(settings: Settings, env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Start every component that is not already running; the worker first, so the
-    processor's first signals and starts find it."""
-    state_dir = settings.stack.state_dir.resolve()
+def _spawn(settings: Settings, name: str, env: dict[str, str]) -> dict[str, Any]:
+    log = settings.stack.state_dir.resolve() / "logs" / f"{name}.log"
+    argv = [*_command(), *COMPONENTS[name]]
+    proc = processes.spawn(argv, log, env=env)
+    return {"pid": proc.pid, "log": str(log), "argv": argv}
+
+
+def start(settings: Settings, env: dict[str, str]) -> list[str]:
+    """Start every component that is not already running (a running one is left
+    alone, whatever it is doing); the worker first, so the processor's first signals
+    and starts find it. Returns the names started."""
     current = load(settings)
-    for name, args in COMPONENTS.items():
+    started = []
+    for name in COMPONENTS:
         known = current.get(name)
         if known and processes.alive(known.get("pid")):
             continue
-        log = state_dir / "logs" / f"{name}.log"
-        argv = [*_command(), *args]
-        proc = processes.spawn(argv, log, env=env)
-        current[name] = {"pid": proc.pid, "log": str(log), "argv": argv}
+        current[name] = _spawn(settings, name, env)
         _save(settings, current)
-    return current
+        started.append(name)
+    return started
+
+
+def check_name(name: str) -> None:
+    if name not in COMPONENTS:
+        raise InvalidInput(
+            f"unknown component {name!r}; one of {', '.join(COMPONENTS)}",
+            code="SERVICE_UNKNOWN",
+            service=name,
+        )
+
+
+def restart(settings: Settings, name: str, env: dict[str, str]) -> None:
+    """Stop one component (SIGTERM: it finishes and commits what is in flight) and
+    start it again; the others keep running."""
+    check_name(name)
+    current = load(settings)
+    known = current.get(name)
+    if known:
+        processes.stop(known.get("pid"), grace_s=STOP_GRACE_S)
+    current[name] = _spawn(settings, name, env)
+    _save(settings, current)
 
 
 def stop(settings: Settings) -> list[str]:
@@ -72,7 +102,7 @@ def stop(settings: Settings) -> list[str]:
     for name in reversed(list(COMPONENTS)):
         known = current.get(name)
         if known:
-            processes.stop(known.get("pid"), grace_s=30.0)
+            processes.stop(known.get("pid"), grace_s=STOP_GRACE_S)
             stopped.append(name)
     _path(settings).unlink(missing_ok=True)
     return stopped

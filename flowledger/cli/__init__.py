@@ -64,6 +64,7 @@ def _register() -> None:
     from flowledger.cli import up
 
     app.command("up")(up.up)
+    app.command("restart")(up.restart)
     app.command("down")(up.down)
 
 

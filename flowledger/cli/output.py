@@ -20,6 +20,7 @@ err_console = Console(stderr=True)
 
 EXIT_REFUSED = 2
 EXIT_CHECK_FAILED = 1
+EXIT_UNAVAILABLE = 3
 
 
 def _default(value: Any) -> Any:
@@ -37,7 +38,10 @@ def print_json(document: Any) -> None:
 
 def refuse(error: FlowledgerError, as_json: bool, exit_code: int = EXIT_REFUSED) -> NoReturn:
     if as_json:
-        print_json({"error": error.to_dict()})
+        body = error.to_dict()
+        if exit_code == EXIT_UNAVAILABLE:
+            body["retryable"] = True
+        print_json({"error": body})
     else:
         err_console.print(f"[bold red]{error.code}[/]: {error.message}")
         for key, value in error.context.items():
@@ -47,12 +51,14 @@ def refuse(error: FlowledgerError, as_json: bool, exit_code: int = EXIT_REFUSED)
 
 
 @contextmanager
-def refusals(as_json: bool) -> Iterator[None]:
-    """Turn any FlowledgerError raised inside into the CLI's refusal form."""
+def refusals(as_json: bool, unavailable_exit: int = EXIT_REFUSED) -> Iterator[None]:
+    """Turn any FlowledgerError raised inside into the CLI's refusal form. Commands
+    that follow the service contract pass EXIT_UNAVAILABLE, so a retryable error (a
+    service that did not answer) exits 3 instead of 2."""
     try:
         yield
     except FlowledgerError as exc:
-        refuse(exc, as_json)
+        refuse(exc, as_json, unavailable_exit if exc.retryable else EXIT_REFUSED)
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:

@@ -1,4 +1,4 @@
-"""`flowledger stack up|down|status`: the local services on loopback ports."""
+"""`flowledger stack up|down|status|restart`: the local services on loopback ports."""
 
 from __future__ import annotations
 
@@ -8,9 +8,16 @@ from typing import Any
 import typer
 
 from flowledger.cli import context
-from flowledger.cli.output import console, err_console, print_json, refusals, table
+from flowledger.cli.output import (
+    EXIT_UNAVAILABLE,
+    console,
+    err_console,
+    print_json,
+    refusals,
+    table,
+)
 from flowledger.settings import Settings
-from flowledger.stack import launcher
+from flowledger.stack import launcher, state
 
 app = typer.Typer(help="Start, stop and inspect the local Kafka, Temporal and database.")
 
@@ -47,9 +54,10 @@ def up(
     ),
     as_json: bool = JsonFlag,
 ) -> None:
-    """Start the services (or attach to existing ones) and wait until they answer."""
+    """Start the services that are not running (or attach) and wait until they answer."""
     settings = settings_with_state_dir(ctx, state_dir)
-    with refusals(as_json):
+    with refusals(as_json, EXIT_UNAVAILABLE):
+        before = state.load(settings.stack.state_dir.resolve())
         started = launcher.up(
             settings,
             kafka_bootstrap=kafka,
@@ -59,6 +67,7 @@ def up(
         )
     document = launcher.status(settings, check=False)
     document["ready_seconds"] = started.ready_seconds
+    document["started"] = launcher.started(before, started)
     if as_json:
         print_json(document)
     else:
@@ -107,3 +116,27 @@ def fetch(ctx: typer.Context, as_json: bool = JsonFlag) -> None:
         print_json(document)
     else:
         console.print(f"Kafka {document['kafka_version']}: {document['jars']} jars in {libs}")
+
+
+@app.command("restart")
+def restart(
+    ctx: typer.Context,
+    service: str = typer.Argument(..., help="kafka, temporal or database."),
+    state_dir: Path | None = StateDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Restart one service on its ports with its data; the others keep running."""
+    settings = settings_with_state_dir(ctx, state_dir)
+    with refusals(as_json, EXIT_UNAVAILABLE):
+        before = state.load(settings.stack.state_dir.resolve())
+        after = launcher.restart(
+            settings,
+            service,
+            progress=None if as_json else (lambda msg: err_console.print(f"[dim]{msg}…[/]")),
+        )
+    document = launcher.status(settings, check=False)
+    document["restarted"] = launcher.started(before, after)
+    if as_json:
+        print_json(document)
+    else:
+        _render(document, f"stack restart {service}")

@@ -1,5 +1,6 @@
-"""`flowledger up [--detach]` and `flowledger down`: the stack plus the processor, the
-worker and the projector as child processes."""
+"""`flowledger up [--detach]`, `flowledger restart COMPONENT` and `flowledger down`: the
+stack plus the processor, the worker and the projector as child processes. `up` on a
+running stack starts only what is not running."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -14,10 +16,19 @@ from typing import Any
 import typer
 
 from flowledger import services
-from flowledger.cli.output import console, err_console, print_json, refusals, table
+from flowledger.cli.output import (
+    EXIT_UNAVAILABLE,
+    console,
+    err_console,
+    print_json,
+    refusals,
+    table,
+)
 from flowledger.cli.stack import JsonFlag, StateDir, settings_with_state_dir
+from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from flowledger.stack import launcher
+from flowledger.stack import state as stack_state
 
 
 def _document(settings: Settings, check: bool = True) -> dict[str, Any]:
@@ -34,6 +45,10 @@ def _render(document: dict[str, Any], title: str) -> None:
     console.print(table(title, ["service", "state", "endpoint", "pid", "log"], rows))
 
 
+def _progress(as_json: bool) -> Callable[[str], None] | None:
+    return None if as_json else (lambda msg: err_console.print(f"[dim]{msg}…[/]"))
+
+
 def _child_env(settings: Settings) -> dict[str, str]:
     # The children read the stack's endpoints from stack.json under this directory;
     # everything else (prefixes, groups) they inherit from this process.
@@ -46,19 +61,18 @@ def up(
     detach: bool = typer.Option(False, "--detach", help="Leave everything running and return."),
     as_json: bool = JsonFlag,
 ) -> None:
-    """Start the stack, ensure the topics, then the worker, projector and processor."""
+    """Start what is not running: the stack, the topics, the worker, projector, processor."""
     from topics import admin
 
     settings = settings_with_state_dir(ctx, state_dir)
-    with refusals(as_json):
-        started = launcher.up(
-            settings,
-            progress=None if as_json else (lambda msg: err_console.print(f"[dim]{msg}…[/]")),
-        )
-        live = launcher.settings_for(settings, started)
+    with refusals(as_json, EXIT_UNAVAILABLE):
+        before = stack_state.load(settings.stack.state_dir.resolve())
+        stack = launcher.up(settings, progress=_progress(as_json))
+        live = launcher.settings_for(settings, stack)
         admin.ensure(live)
-        services.start(settings, _child_env(settings))
+        components = services.start(settings, _child_env(settings))
     document = _document(settings, check=False)
+    document["started"] = [*launcher.started(before, stack), *components]
     if detach:
         if as_json:
             print_json(document)
@@ -102,3 +116,32 @@ def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = 
         print_json(document)
     else:
         console.print(f"stopped: {', '.join(document['stopped']) or 'nothing was running'}")
+
+
+def restart(
+    ctx: typer.Context,
+    component: str = typer.Argument(..., help="processor, worker or projector."),
+    state_dir: Path | None = StateDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Restart one of the processor, worker and projector; everything else keeps running."""
+    settings = settings_with_state_dir(ctx, state_dir)
+    with refusals(as_json, EXIT_UNAVAILABLE):
+        # Refused before looking at the stack: a wrong name is wrong either way.
+        services.check_name(component)
+        stack = launcher.status(settings)
+        down = [n for n, s in stack["services"].items() if s["state"] != "up"]
+        if down:
+            raise ServiceUnavailable(
+                f"{', '.join(down)} not up under {stack['state_dir']}; "
+                "start the stack first (`flowledger up --detach`)",
+                code="STACK_NOT_RUNNING",
+                services=down,
+            )
+        services.restart(settings, component, _child_env(settings))
+    document = _document(settings, check=False)
+    document["restarted"] = [component]
+    if as_json:
+        print_json(document)
+    else:
+        _render(document, f"restart {component}")

@@ -69,9 +69,13 @@ def _hand_to_postgres(path: Path) -> None:
     os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def start_postgres(stack: StackSettings, state_dir: Path) -> ServiceState:
+def start_postgres(
+    stack: StackSettings, state_dir: Path, previous: ServiceState | None = None
+) -> ServiceState:
+    """Start (initdb once) the private cluster; with `previous` on its recorded port."""
     bin_dir = pg_bin_dir(stack)
-    port = processes.claim_port("postgres", stack.postgres_port)
+    known = previous.details.get("port") if previous is not None else None
+    port = processes.claim_port("postgres", int(known) if known else stack.postgres_port)
     home = (state_dir / "postgres").resolve()
     data = home / "data"
     log = home / "postgres.log"
@@ -81,6 +85,8 @@ def start_postgres(stack: StackSettings, state_dir: Path) -> ServiceState:
     for parent in [home.parent, *home.parent.parents]:
         if parent.stat().st_mode & 0o001 == 0 and os.geteuid() == 0:
             os.chmod(parent, parent.stat().st_mode | 0o111)
+    if previous is not None:
+        processes.wait_until_unused(data, stack.ready_timeout_s, "PostgreSQL's last processes")
     if not (data / "PG_VERSION").exists():
         processes.run_checked(
             _as_postgres(

@@ -119,14 +119,28 @@ def _log4j(log_file: Path) -> str:
     )
 
 
-def start(stack: StackSettings, state_dir: Path) -> ServiceState:
+def start(
+    stack: StackSettings, state_dir: Path, previous: ServiceState | None = None
+) -> ServiceState:
+    """Start the broker; with `previous` (its last record in stack.json) on the same
+    ports, so clients that know the old address reconnect by themselves and the
+    controller finds the quorum its data was formatted with."""
     if shutil.which(stack.java_bin) is None:
         raise StackError(
             f"Java ({stack.java_bin}) is not installed; Kafka needs Java 17+",
             code="STACK_JAVA_MISSING",
         )
-    port = processes.claim_port("kafka", stack.kafka_port)
-    controller_port = processes.free_port()
+    if previous is not None:
+        port = processes.claim_port("kafka", previous.port())
+        controller = str(previous.details.get("controller", ""))
+        controller_port = (
+            processes.claim_port("kafka controller", int(controller.rsplit(":", 1)[1]))
+            if ":" in controller
+            else processes.free_port()
+        )
+    else:
+        port = processes.claim_port("kafka", stack.kafka_port)
+        controller_port = processes.free_port()
     libs = ensure_jars(stack)
     home = state_dir / "kafka"
     data = home / "data"

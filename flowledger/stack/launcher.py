@@ -1,16 +1,20 @@
-"""`stack up|down|status`: start (or attach to) Kafka, Temporal and the database,
-wait until each answers a real client call, and record what was done in stack.json."""
+"""`stack up|down|status|restart`: start (or attach to) Kafka, Temporal and the
+database, wait until each answers a real client call, and record what was done in
+stack.json. A service keeps its ports and data for the life of the state directory:
+restarting it, or starting it again after it died, never moves it under the clients
+connected to it."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flowledger.errors import FlowledgerError, StackError
+from flowledger.errors import FlowledgerError, InvalidInput, ServiceUnavailable, StackError
 from flowledger.settings import Settings
 from flowledger.stack import database, kafka, processes, state, temporal
 from flowledger.stack.state import ServiceState, StackState
@@ -39,6 +43,7 @@ def _await_ready(
                     raise StackError(
                         f"{service.name} exited during start-up",
                         code="STACK_SERVICE_EXITED",
+                        retryable=True,
                         service=service.name,
                         log_tail=processes.tail(Path(service.log) if service.log else None),
                     )
@@ -54,6 +59,7 @@ def _await_ready(
                 raise StackError(
                     f"{names} not ready within {settings.stack.ready_timeout_s:.0f}s",
                     code="STACK_NOT_READY",
+                    retryable=True,
                     service=first.name,
                     log_tail=processes.tail(Path(first.log) if first.log else None),
                 )
@@ -71,26 +77,105 @@ def _stop_service(service: ServiceState) -> None:
         processes.stop(service.pid)
 
 
-def _matches(
-    current: StackState, kafka_bootstrap: str | None, temporal_address: str | None, choice: str
-) -> bool:
-    """Whether a running stack is the one being asked for, so `up` can be a no-op."""
-    services = current.services
-    if set(services) != set(SERVICES):
-        return False
-    for name, attach in (("kafka", kafka_bootstrap), ("temporal", temporal_address)):
-        service = services[name]
-        if attach and (service.mode != "attached" or service.endpoint != attach):
-            return False
-        if not attach and (service.mode != "managed" or not processes.alive(service.pid)):
-            return False
-    db = services["database"]
-    kind = db.details.get("kind")
-    if choice == "sqlite":
-        return kind == "sqlite"
-    if choice in ("postgres", "postgresql"):
-        return kind == "postgresql" and db.mode == "managed" and processes.alive(db.pid)
-    return db.mode == "attached" and db.endpoint == choice
+def _running(service: ServiceState) -> bool:
+    """Usable as it is: someone else's service, a file, or a live process of ours."""
+    return service.mode == "attached" or service.pid is None or processes.alive(service.pid)
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What `up` was asked for: attach to these, or start our own."""
+
+    kafka: str | None
+    temporal: str | None
+    database: str  # 'sqlite', 'postgres' or a URL
+
+    def attach(self, name: str) -> str | None:
+        if name == "kafka":
+            return self.kafka
+        if name == "temporal":
+            return self.temporal
+        return None if self.database in ("sqlite", "postgres", "postgresql") else self.database
+
+    def wants(self, service: ServiceState) -> bool:
+        """Whether a recorded service (alive or not) is the one asked for."""
+        if service.name == "database":
+            kind = service.details.get("kind")
+            if self.database == "sqlite":
+                return kind == "sqlite"
+            if self.database in ("postgres", "postgresql"):
+                return kind == "postgresql" and service.mode == "managed"
+            # The URL named, or the stack's own database as later commands see it.
+            return service.endpoint == self.database
+        attach = self.attach(service.name)
+        # No address given means "the stack's own", whichever it is: `up` after
+        # `stack up --kafka …` keeps the attached broker rather than starting one.
+        return not attach or (service.mode == "attached" and service.endpoint == attach)
+
+
+def _start_own(
+    name: str,
+    settings: Settings,
+    state_dir: Path,
+    previous: ServiceState | None,
+    note: Callable[[str], None],
+) -> ServiceState:
+    """Start our own Kafka, Temporal or PostgreSQL; with `previous` (its dead or
+    stopped predecessor) on the same ports with the same data."""
+    if name == "kafka":
+        note("starting Apache Kafka (KRaft)")
+        return kafka.start(settings.stack, state_dir, previous)
+    if name == "temporal":
+        note("starting Temporal dev server")
+        return temporal.start(settings.stack, state_dir, previous)
+    note("starting PostgreSQL")
+    return database.start_postgres(settings.stack, state_dir, previous)
+
+
+def _launch(
+    name: str,
+    settings: Settings,
+    state_dir: Path,
+    ask: Ask,
+    previous: ServiceState | None,
+    note: Callable[[str], None],
+) -> ServiceState:
+    """Start (or attach to) one service that is not running; `previous` is the
+    recorded one it replaces, asked for again."""
+    if previous is not None and previous.mode == "managed":
+        return _start_own(name, settings, state_dir, previous, note)
+    attach = ask.attach(name)
+    if attach:
+        if name == "database":
+            return database.attached(attach)
+        return ServiceState(name=name, endpoint=attach, mode="attached")
+    if name == "database" and ask.database == "sqlite":
+        return database.sqlite(state_dir)
+    return _start_own(name, settings, state_dir, None, note)
+
+
+def sort_out(
+    current: StackState | None, ask: Ask, state_dir: Path
+) -> tuple[dict[str, ServiceState], dict[str, ServiceState]]:
+    """The recorded services to keep as they are, and the dead ones to start again
+    in their place."""
+    kept: dict[str, ServiceState] = {}
+    dead: dict[str, ServiceState] = {}
+    for name, service in (current.services if current else {}).items():
+        if name not in SERVICES:
+            continue
+        if ask.wants(service):
+            (kept if _running(service) else dead)[name] = service
+        elif service.mode == "managed" and _running(service):
+            # Replacing it would move it under everything connected to it.
+            raise StackError(
+                f"{name} runs under {state_dir} in another configuration than the one "
+                "asked for; stop the stack first (`flowledger down`)",
+                code="STACK_RUNNING_OTHERWISE",
+                service=name,
+                endpoint=service.endpoint,
+            )
+    return kept, dead
 
 
 def up(
@@ -101,61 +186,97 @@ def up(
     database_choice: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> StackState:
-    """Start or attach to every service; on any failure stop what was started."""
+    """Start or attach to every service that is not running; running ones stay where
+    they are, and a dead one comes back on its recorded ports with its data. On any
+    failure stop what this call started."""
     state_dir = settings.stack.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    choice = database_choice or settings.database.url or "sqlite"
+    ask = Ask(
+        kafka_bootstrap, temporal_address, database_choice or settings.database.url or "sqlite"
+    )
     current = state.load(state_dir)
-    if (
-        current is not None
-        and _matches(current, kafka_bootstrap, temporal_address, choice)
-        and all(_probe(s, settings) for s in current.services.values())
-    ):
-        return current
-    if current is not None:
-        down(settings)
+    kept, dead = sort_out(current, ask, state_dir)
     note = progress or (lambda _msg: None)
-    started = time.monotonic()
+    began = time.monotonic()
     launched: list[ServiceState] = []
     try:
-        if kafka_bootstrap:
-            launched.append(ServiceState(name="kafka", endpoint=kafka_bootstrap, mode="attached"))
-        else:
-            note("starting Apache Kafka (KRaft)")
-            launched.append(kafka.start(settings.stack, state_dir))
-        if temporal_address:
-            launched.append(
-                ServiceState(name="temporal", endpoint=temporal_address, mode="attached")
-            )
-        else:
-            note("starting Temporal dev server")
-            launched.append(temporal.start(settings.stack, state_dir))
-        if choice == "sqlite":
-            launched.append(database.sqlite(state_dir))
-        elif choice in ("postgres", "postgresql"):
-            note("starting PostgreSQL")
-            launched.append(database.start_postgres(settings.stack, state_dir))
-        else:
-            launched.append(database.attached(choice))
+        for name in SERVICES:
+            if name not in kept:
+                launched.append(_launch(name, settings, state_dir, ask, dead.get(name), note))
         note("waiting for services to answer")
-        ready = _await_ready(launched, settings, started)
+        ready = _await_ready([*kept.values(), *launched], settings, began)
     except BaseException as exc:
         for service in reversed(launched):
             _stop_service(service)
-        state.remove(state_dir)
+        if current is not None and (kept or dead):
+            # The ports stay on record, so the next attempt takes the same ones.
+            current.services.update({s.name: s for s in launched})
+            state.save(current)
+        else:
+            state.remove(state_dir)
         if isinstance(exc, FlowledgerError):
             raise
         if isinstance(exc, Exception):
             raise StackError(f"stack up failed: {exc}") from exc
         raise
+    services = {**kept, **{s.name: s for s in launched}}
     result = StackState(
         state_dir=str(state_dir),
-        services={s.name: s for s in launched},
-        started_at=datetime.now(UTC).isoformat(),
-        ready_seconds=ready,
+        services={name: services[name] for name in SERVICES},
+        started_at=(current.started_at if current and kept else None)
+        or datetime.now(UTC).isoformat(),
+        ready_seconds={
+            **(current.ready_seconds if current and kept else {}),
+            **{name: s for name, s in ready.items() if name not in kept},
+        },
     )
     state.save(result)
     return result
+
+
+def restart(
+    settings: Settings, name: str, progress: Callable[[str], None] | None = None
+) -> StackState:
+    """Stop one managed service (if it still runs) and start it again on the same
+    ports with the same data: whatever is connected to it reconnects to the address
+    it knows."""
+    if name not in SERVICES:
+        raise InvalidInput(
+            f"unknown service {name!r}; one of {', '.join(SERVICES)}",
+            code="STACK_SERVICE_UNKNOWN",
+            service=name,
+        )
+    state_dir = settings.stack.state_dir.resolve()
+    current = state.load(state_dir)
+    service = current.services.get(name) if current else None
+    if current is None or service is None:
+        raise ServiceUnavailable(
+            f"no stack is recorded under {state_dir}; start it with `flowledger up`",
+            code="STACK_NOT_RUNNING",
+            service=name,
+        )
+    if service.mode == "attached":
+        raise InvalidInput(
+            f"{name} at {service.endpoint} is attached, not started by this stack",
+            code="STACK_SERVICE_ATTACHED",
+            service=name,
+        )
+    if service.details.get("kind") == "sqlite":
+        # A file that every component opens itself: nothing runs to restart.
+        return current
+    note = progress or (lambda _msg: None)
+    note(f"stopping {name}")
+    _stop_service(service)
+    began = time.monotonic()
+    fresh = _start_own(name, settings, state_dir, service, note)
+    # On record before the wait: if it never answers, `status` shows it down and the
+    # next `up` or `restart` finds its ports.
+    current.services[name] = fresh
+    state.save(current)
+    note(f"waiting for {name} to answer")
+    current.ready_seconds.update(_await_ready([fresh], settings, began))
+    state.save(current)
+    return current
 
 
 def down(settings: Settings) -> StackState | None:
@@ -212,3 +333,13 @@ def settings_for(settings: Settings, current: StackState) -> Settings:
             ),
         }
     )
+
+
+def started(before: StackState | None, after: StackState) -> list[str]:
+    """The services `after` runs that `before` did not (new, or a new process)."""
+    old = before.services if before else {}
+    return [
+        name
+        for name, service in after.services.items()
+        if name not in old or (old[name].pid, old[name].endpoint) != (service.pid, service.endpoint)
+    ]

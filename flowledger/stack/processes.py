@@ -23,6 +23,9 @@ def free_port() -> int:
 
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers bind: a port whose last owner just died still has connections
+        # in TIME_WAIT, which must not stop the service from taking it back.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -78,7 +81,17 @@ def alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    # A killed service that is no child of ours waits for whoever adopted it to reap
+    # it; until then signal 0 still reaches it, yet it serves nothing.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -106,6 +119,35 @@ def stop(pid: int | None, grace_s: float = 20.0) -> None:
         deadline = time.monotonic() + 5
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def _working_in(directory: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")) == directory:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def wait_until_unused(directory: Path, timeout: float, what: str) -> None:
+    """Wait until no process works in `directory`. A PostgreSQL postmaster killed
+    outright leaves its backends (which run in the data directory) holding the shared
+    memory for a moment; a new postmaster started before they go refuses to run."""
+    deadline = time.monotonic() + timeout
+    while busy := [p for p in _working_in(directory.resolve()) if alive(p)]:
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"{what} still run in {directory} (pids {busy[:5]})",
+                code="STACK_DATA_IN_USE",
+                retryable=True,
+                pids=busy[:5],
+            )
+        time.sleep(0.05)
 
 
 def tail(path: Path | None, lines: int = 25) -> str:

@@ -22,6 +22,10 @@ class ServiceState(BaseModel):
     data_dir: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
 
+    def port(self) -> int:
+        """The port of a host:port endpoint (Kafka, Temporal)."""
+        return int(self.endpoint.rsplit(":", 1)[1])
+
 
 class StackState(BaseModel):
     state_dir: str

@@ -30,10 +30,31 @@ def binary(stack: StackSettings) -> str:
     return found
 
 
-def start(stack: StackSettings, state_dir: Path) -> ServiceState:
-    port = processes.claim_port("temporal", stack.temporal_port)
-    http_port = processes.free_port()
-    metrics_port = processes.free_port()
+def _ports(stack: StackSettings, previous: ServiceState | None) -> tuple[int, int, int]:
+    if previous is None:
+        return (
+            processes.claim_port("temporal", stack.temporal_port),
+            processes.free_port(),
+            processes.free_port(),
+        )
+
+    def again(what: str, key: str) -> int:
+        known = previous.details.get(key)
+        return processes.claim_port(what, int(known)) if known else processes.free_port()
+
+    return (
+        processes.claim_port("temporal", previous.port()),
+        again("temporal http", "http_port"),
+        again("temporal metrics", "metrics_port"),
+    )
+
+
+def start(
+    stack: StackSettings, state_dir: Path, previous: ServiceState | None = None
+) -> ServiceState:
+    """Start the dev server; with `previous` on its recorded ports. Its SQLite file is
+    kept either way, so workflows, task queues and namespaces survive a restart."""
+    port, http_port, metrics_port = _ports(stack, previous)
     home = state_dir / "temporal"
     home.mkdir(parents=True, exist_ok=True)
     db = home / "temporal.db"
@@ -71,7 +92,7 @@ def start(stack: StackSettings, state_dir: Path) -> ServiceState:
         pid=proc.pid,
         log=str(log),
         data_dir=str(db),
-        details={"http_port": http_port},
+        details={"http_port": http_port, "metrics_port": metrics_port},
     )
 
 
