@@ -27,9 +27,9 @@ from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
 from workflows import control
 from workflows.activities import RuntimeActivities
+from workflows.client import connect
 from workflows.definitions.canonical import definition_hash
 from workflows.interpreter_workflow import InterpreterWorkflow
-from workflows.worker import connect
 
 
 @workflow.defn(name="bench.empty", sandboxed=False)
