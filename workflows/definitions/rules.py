@@ -127,25 +127,23 @@ def return_step(c: Checker, step: dict[str, Any], path: str, handled: set[Any]) 
     c.expr(step.get("output"), f"{path}.output")
 
 
+def _wait_needs(
+    c: Checker, step: dict[str, Any], path: str, handled: set[Any], name: str, what: str
+) -> bool:
+    """False (and reported) when the wait's `name` is missing, null or empty."""
+    if step.get(name) is None or step.get(name) == "":
+        handled.add((name,))
+        c.add(f"{path}.{name}", DEFINITION_WAIT_INCOMPLETE, f"event.wait needs {what}")
+        return False
+    return True
+
+
 def event_wait_step(c: Checker, step: dict[str, Any], path: str, handled: set[Any]) -> None:
-    event_type = step.get("event_type")
-    if event_type is None or event_type == "":
-        handled.add(("event_type",))
-        c.add(
-            f"{path}.event_type",
-            DEFINITION_WAIT_INCOMPLETE,
-            "event.wait needs the event_type it waits for",
-        )
-    key = step.get("correlation_key")
-    if key is None or key == "":
-        handled.add(("correlation_key",))
-        c.add(
-            f"{path}.correlation_key",
-            DEFINITION_WAIT_INCOMPLETE,
-            "event.wait needs a correlation_key (null is not one)",
-        )
-    else:
-        c.expr(key, f"{path}.correlation_key")
+    _wait_needs(c, step, path, handled, "event_type", "the event_type it waits for")
+    if _wait_needs(
+        c, step, path, handled, "correlation_key", "a correlation_key (null is not one)"
+    ):
+        c.expr(step["correlation_key"], f"{path}.correlation_key")
     filters = step.get("filters")
     if isinstance(filters, list):
         for index, item in enumerate(filters):
