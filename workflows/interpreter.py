@@ -9,7 +9,10 @@ can replay it.
 
 Continue-as-new happens only between two steps. The unwinding records a cursor (the
 index at each level of the step tree plus the state of every enclosing container),
-and the next execution walks straight back to that point."""
+and the next execution walks straight back to that point.
+
+The step walk and what a step handler sees are in `run_state`; this module adds the
+run's beginning and end, continue-as-new and the signal handlers."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ The walk goes over the raw document rather than a parsed model so that one broke
 step does not hide the problems of its siblings, and so that each problem can name
 the step path the interpreter will later use (`root.steps[2].then.steps[0]`).
 Field shapes come from the pydantic models of `model.py`, checked one step at a
-time with the nested step lists left to the walk.
+time with the nested step lists left to the walk; the cross-field rules of each step
+type are in `rules.py`, found through the step-type registry.
 """
 
 from __future__ import annotations
