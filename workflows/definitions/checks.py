@@ -5,7 +5,7 @@ Schemas) that the walk and the per-step-type rules meet."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
 
 from flowledger.settings import ExpressionSettings, WorkflowSettings
+from workflows.actions.spec import ActionSpec
 from workflows.expressions import ExpressionError, compile_with
 
 # Problem codes (expression problems carry the expression contract's own codes).
@@ -89,9 +90,18 @@ def is_iso(value: Any) -> bool:
 class Checker:
     """Collects the problems of one definition; the value checks every rule uses."""
 
-    def __init__(self, expressions: ExpressionSettings, workflows: WorkflowSettings) -> None:
+    def __init__(
+        self,
+        expressions: ExpressionSettings,
+        workflows: WorkflowSettings,
+        actions: Mapping[tuple[str, int], ActionSpec],
+    ) -> None:
         self.expressions = expressions
         self.workflows = workflows
+        # The known actions, handed in rather than imported: the rules are reached
+        # from the interpreter (through the step-type registry), which must not load
+        # the actions' I/O libraries.
+        self.actions = actions
         self.problems: list[Problem] = []
 
     def add(self, path: str, code: str, message: str) -> None:

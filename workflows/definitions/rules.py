@@ -9,9 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flowledger.errors import FlowledgerError
 from schemas.runtime import FILTER_OPS
-from workflows.actions.registry import REGISTRY, lookup
 from workflows.actions.spec import ActionSpec
 from workflows.definitions.checks import (
     ARRAY_OPS,
@@ -52,12 +50,10 @@ def _action(c: Checker, step: dict[str, Any], path: str) -> ActionSpec | None:
     name, version = step.get("action"), step.get("version")
     if not isinstance(name, str) or not isinstance(version, int) or isinstance(version, bool):
         return None  # the shape check reports these
-    try:
-        return lookup(name, version)
-    except FlowledgerError as exc:
-        if exc.code != "ACTION_UNKNOWN":
-            raise
-    versions = sorted(v for (n, v) in REGISTRY if n == name)
+    spec = c.actions.get((name, version))
+    if spec is not None:
+        return spec
+    versions = sorted(v for (n, v) in c.actions if n == name)
     if versions:
         c.add(
             f"{path}.version",

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from flowledger.errors import FlowledgerError
 from flowledger.settings import ExpressionSettings, Settings, WorkflowSettings
+from workflows.actions.registry import REGISTRY
 from workflows.definitions.canonical import canonical_json
 from workflows.definitions.checks import (
     DEFINITION_DUPLICATE_STEP_ID,
@@ -56,6 +57,7 @@ def validate(document: Any, settings: Settings | None = None) -> list[Problem]:
     walker = _Walker(
         settings.expressions if settings is not None else ExpressionSettings(),
         settings.workflows if settings is not None else WorkflowSettings(),
+        REGISTRY,
     )
     walker.document(document)
     return walker.problems
@@ -94,11 +96,11 @@ def _pydantic_problems(
 
 
 class _Walker(Checker):
-    def __init__(self, expressions: ExpressionSettings, workflows: WorkflowSettings) -> None:
-        super().__init__(expressions, workflows)
-        self.step_ids: dict[str, str] = {}
+    # step id -> the path where it first appears, filled in by the walk
+    step_ids: dict[str, str]
 
     def document(self, document: Any) -> None:
+        self.step_ids = {}
         if not isinstance(document, dict):
             self.add("root", DEFINITION_FIELD_INVALID, "a definition is a JSON object")
             return
