@@ -53,9 +53,9 @@ from topics.catalogue import AUDIT, EVENTS, RUNTIME
 from topics.publisher import publish
 from topics.serde import encode
 from workflows import control
+from workflows.client import connect
 from workflows.definitions.canonical import definition_hash
 from workflows.messages import DeliveredEvent, run_workflow_id
-from workflows.worker import connect
 
 BIN = Path(sys.executable).parent / "flowledger"
 

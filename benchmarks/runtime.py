@@ -4,7 +4,10 @@
 - complete simple runs/s (start -> core.noop action -> return), against a bare
   start loop of an empty workflow on the same server in the same run.
 
-    .venv/bin/python benchmarks/runtime.py [--steps 2000] [--runs 100]
+The interpreter runs in Temporal's sandbox as in `flowledger worker`; `--no-sandbox`
+measures it without, for the cost of the sandbox (docs/decisions.md).
+
+    .venv/bin/python benchmarks/runtime.py [--steps 2000] [--runs 100] [--no-sandbox] [--json]
 """
 
 from __future__ import annotations
@@ -19,7 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio import workflow
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 
+# Run as a script (`python benchmarks/runtime.py`), Python puts benchmarks/ itself
+# on the path, not the repository root that holds the `benchmarks` package; the
+# project's own packages come from the editable install either way.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._stack import local_stack
@@ -27,9 +34,10 @@ from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
 from workflows import control
 from workflows.activities import RuntimeActivities
+from workflows.client import connect
 from workflows.definitions.canonical import definition_hash
 from workflows.interpreter_workflow import InterpreterWorkflow
-from workflows.worker import connect
+from workflows.worker import WORKFLOW_RUNNER
 
 
 @workflow.defn(name="bench.empty", sandboxed=False)
@@ -57,15 +65,15 @@ def record(steps: list[dict[str, object]]) -> DefinitionRecord:
     )
 
 
-async def measure(settings: Settings, steps: int, runs: int) -> dict[str, object]:
-    from temporalio.worker import Worker
-
+async def measure(settings: Settings, steps: int, runs: int, sandboxed: bool) -> dict[str, object]:
     client = await connect(settings)
+    runner: WorkflowRunner = WORKFLOW_RUNNER if sandboxed else UnsandboxedWorkflowRunner()
     activities = RuntimeActivities(settings)
     worker = Worker(
         client,
         task_queue=settings.temporal.task_queue,
         workflows=[InterpreterWorkflow, EmptyWorkflow],
+        workflow_runner=runner,
         activities=[activities.emit_runtime_events, activities.run_action],
         max_concurrent_activities=50,
     )
@@ -107,7 +115,7 @@ async def measure(settings: Settings, steps: int, runs: int) -> dict[str, object
         t0 = time.perf_counter()
         empties = [
             await client.start_workflow(
-                "bench.empty",
+                EmptyWorkflow.run,
                 id=f"bench-empty-{uuid.uuid4()}",
                 task_queue=settings.temporal.task_queue,
             )
@@ -119,6 +127,7 @@ async def measure(settings: Settings, steps: int, runs: int) -> dict[str, object
     simple_rate = runs / simple_s
     empty_rate = runs / empty_s
     return {
+        "sandboxed": sandboxed,
         "long_run_steps": steps,
         "steps_per_s": round(steps / long_s, 1),
         "runtime_events": events,
@@ -134,9 +143,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--no-sandbox", action="store_true", help="run the workflows unsandboxed")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
     with local_stack() as settings:
-        figures = asyncio.run(measure(settings, args.steps, args.runs))
+        figures = asyncio.run(measure(settings, args.steps, args.runs, not args.no_sandbox))
+    if not args.json:
+        for name, value in figures.items():
+            print(f"{name:>28}: {value}")
     print(json.dumps(figures))
 
 

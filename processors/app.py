@@ -40,7 +40,7 @@ from topics import clients
 from topics.catalogue import AUDIT, DEADLETTER, EVENTS
 from topics.producing import NotAcknowledged, Sink, produce_all
 from topics.watermarks import high_watermark
-from workflows.worker import connect
+from workflows.client import connect
 
 log = logging.getLogger(__name__)
 

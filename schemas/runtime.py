@@ -7,6 +7,7 @@ field at fault."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, TypeAdapter
@@ -236,16 +237,15 @@ RuntimeEvent = Annotated[
 ]
 
 RUNTIME_EVENT_ADAPTER: TypeAdapter[RuntimeEvent] = TypeAdapter(RuntimeEvent)
-RUNTIME_EVENT_TYPES: tuple[str, ...] = (
-    "RunStarted",
-    "StepStarted",
-    "StepCompleted",
-    "WaitCreated",
-    "WaitResolved",
-    "ActionInvocation",
-    "HumanTaskCreated",
-    "HumanTaskCompleted",
-    "RunLog",
-    "RunCompleted",
-    "RunContinuedAsNew",
+
+# Everything below is read off the union, so an event type is declared once: its
+# data model and its envelope model above, and its place in the union.
+RUNTIME_EVENT_MODELS: tuple[type[_RuntimeEventBase], ...] = get_args(get_args(RuntimeEvent)[0])
+RUNTIME_EVENT_TYPES: tuple[str, ...] = tuple(
+    str(model.model_fields["type"].default) for model in RUNTIME_EVENT_MODELS
 )
+# data model -> the event model that carries it (how the interpreter numbers an event).
+EVENT_MODEL_FOR_DATA: dict[type[Record], Callable[..., _RuntimeEventBase]] = {
+    model.model_fields["data"].annotation: model  # type: ignore[misc]
+    for model in RUNTIME_EVENT_MODELS
+}

@@ -17,7 +17,8 @@ from flowledger.errors import FlowledgerError
 from flowledger.settings import Settings
 from topics import clients
 from topics.catalogue import RUNTIME
-from workflows.actions.registry import ActionContext, ActionFailed, lookup
+from workflows.actions.registry import lookup
+from workflows.actions.spec import ActionContext, ActionFailed
 from workflows.messages import (
     ActionRequest,
     ActionResult,

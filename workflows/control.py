@@ -16,9 +16,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from flowledger.errors import FlowledgerError, InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
+from workflows.interpreter_workflow import InterpreterWorkflow
 from workflows.messages import (
     TASK_QUEUE,
-    WORKFLOW_NAME,
     CancelRequest,
     ExpressionOptions,
     RunInput,
@@ -185,7 +185,7 @@ async def start(
     rid = run_id or str(uuid.uuid4())
     wid = workflow_id or run_workflow_id(rid)
     await client.start_workflow(
-        WORKFLOW_NAME,
+        InterpreterWorkflow.run,
         run_input_for(
             settings, record, data, run_id=rid, workflow_id=wid, trigger_event_id=trigger_event_id
         ),
@@ -266,7 +266,8 @@ async def cancel(
         if info.status != WorkflowExecutionStatus.RUNNING:
             raise refused(f"the run is already {info.status.name if info.status else 'closed'}")
         await handle.signal(
-            "request_cancel", CancelRequest(reason=reason, requested_by=requested_by)
+            InterpreterWorkflow.request_cancel,
+            CancelRequest(reason=reason, requested_by=requested_by),
         )
         await handle.cancel()
     except RunControlError:
@@ -331,7 +332,10 @@ async def rerun(settings: Settings, client: Client, run_id: str, reason: str) ->
         }
     )
     await client.start_workflow(
-        WORKFLOW_NAME, fresh, id=run_workflow_id(new_id), task_queue=settings.temporal.task_queue
+        InterpreterWorkflow.run,
+        fresh,
+        id=run_workflow_id(new_id),
+        task_queue=settings.temporal.task_queue,
     )
     return {
         "ok": True,

@@ -20,13 +20,16 @@ from temporalio.exceptions import (
 )
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
+# Passed through the sandbox: these are deterministic (no I/O at import or in what
+# the workflow calls), and re-importing pydantic models per run would cost more than
+# the run. The activities are imported for their typed references only.
 with workflow.unsafe.imports_passed_through():
+    from workflows.activities import RuntimeActivities
     from workflows.errors import StepError
     from workflows.interpreter import Interpreter
     from workflows.messages import (
         WORKFLOW_NAME,
         ActionRequest,
-        ActionResult,
         CancelRequest,
         DefinitionReply,
         DefinitionRequest,
@@ -57,8 +60,8 @@ class TemporalHost:
         return workflow.now()
 
     async def emit(self, run_id: str, events: list[dict[str, Any]]) -> None:
-        await workflow.execute_activity(
-            "emit_runtime_events",
+        await workflow.execute_activity_method(
+            RuntimeActivities.emit_runtime_events,
             EmitRequest(run_id=run_id, events=events),
             start_to_close_timeout=EMIT_TIMEOUT,
             retry_policy=EMIT_RETRY,
@@ -70,10 +73,9 @@ class TemporalHost:
         # own retries stay off so that authored retries alone decide.
         for lost in range(WORKER_LOST_RETRIES + 1):
             try:
-                result = await workflow.execute_activity(
-                    "run_action",
+                result = await workflow.execute_activity_method(
+                    RuntimeActivities.run_action,
                     request,
-                    result_type=ActionResult,
                     start_to_close_timeout=ACTION_TIMEOUT,
                     heartbeat_timeout=ACTION_HEARTBEAT_TIMEOUT,
                     retry_policy=ACTION_RETRY,
@@ -91,10 +93,9 @@ class TemporalHost:
 
     async def load_definition(self, request: DefinitionRequest) -> DefinitionReply:
         try:
-            return await workflow.execute_activity(
-                "load_definition",
+            return await workflow.execute_activity_method(
+                RuntimeActivities.load_definition,
                 request,
-                result_type=DefinitionReply,
                 start_to_close_timeout=EMIT_TIMEOUT,
                 retry_policy=EMIT_RETRY,
             )
@@ -104,10 +105,9 @@ class TemporalHost:
     async def run_child(self, child: RunInput) -> RunResult:
         try:
             return await workflow.execute_child_workflow(
-                WORKFLOW_NAME,
+                InterpreterWorkflow.run,
                 child,
                 id=child.workflow_id,
-                result_type=RunResult,
                 task_queue=workflow.info().task_queue,
             )
         except ChildWorkflowError as failure:
@@ -179,7 +179,7 @@ def _step_error(failure: ActivityError, step_path: str) -> BaseException:
     )
 
 
-@workflow.defn(name=WORKFLOW_NAME, sandboxed=False)
+@workflow.defn(name=WORKFLOW_NAME)
 class InterpreterWorkflow:
     @workflow.init
     def __init__(self, run: RunInput) -> None:

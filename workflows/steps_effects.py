@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsonschema
 
+from schemas.runtime import (
+    ActionInvocationData,
+    HumanTaskCompletedData,
+    HumanTaskCreatedData,
+    RunLogData,
+    WaitCreatedData,
+)
 from workflows import filters as wait_filters
+from workflows.definitions.model import (
+    ActionCallStep,
+    CallWorkflowStep,
+    EventWaitStep,
+    HumanTaskStep,
+    RetryPolicy,
+    TimeWaitStep,
+)
 from workflows.errors import NEVER_CAUGHT, StepError
-from workflows.interpreter import Outcome, Resume
 from workflows.messages import (
     ActionRequest,
     DefinitionRequest,
@@ -20,17 +34,12 @@ from workflows.messages import (
     RunResult,
     run_workflow_id,
 )
+from workflows.run_state import Outcome, Resume, RunState
 
-if TYPE_CHECKING:
-    from workflows.interpreter import Interpreter
-
-Step = dict[str, Any]
 Local = dict[str, Any]
 
 TASK_NAMESPACE = uuid.UUID("5d0b9f7e-3c2a-5e41-8f6d-2b1a0c9e8d7f")
 CHILD_NAMESPACE = uuid.UUID("8a4e2c6b-1f3d-5b7a-9c0e-4d6f8a2b1c3e")
-ACTION_RETRY_ON = ("ActionError", "TimeoutError")
-CHILD_RETRY_ON = ("ChildWorkflowError", "TimeoutError")
 
 
 def wait_id(run_id: str, path: str, iteration: str) -> str:
@@ -46,15 +55,19 @@ def key_text(key: Any) -> str:
 
 
 class Retry:
-    """An authored retry policy: attempt 1 is the first; backoff on the workflow clock."""
+    """An authored retry policy as parsed, defaults included (they live on the model):
+    attempt 1 is the first; backoff on the workflow clock. No policy: one attempt."""
 
-    def __init__(self, policy: dict[str, Any] | None, default_on: tuple[str, ...]) -> None:
-        policy = policy or {}
-        self.attempts = max(1, int(policy.get("max_attempts", 1)))
-        self.delay_ms = float(policy.get("backoff_ms", 1000))
-        self.multiplier = float(policy.get("backoff_multiplier", 2.0))
-        self.max_delay_ms = float(policy.get("max_delay_ms") or 60_000)
-        self.on = tuple(policy.get("retry_on") or default_on)
+    def __init__(self, policy: RetryPolicy | None) -> None:
+        self.attempts = policy.max_attempts if policy else 1
+        self.delay_ms = float(policy.backoff_ms) if policy else 0.0
+        self.multiplier = policy.backoff_multiplier if policy else 1.0
+        self.max_delay_ms = policy.max_delay_ms if policy else None
+        self.on: tuple[str, ...] = tuple(policy.retry_on) if policy else ()
+
+    def delay_s(self) -> float:
+        cap = self.max_delay_ms
+        return (self.delay_ms if cap is None else min(self.delay_ms, cap)) / 1000.0
 
     def again(self, attempt: int, failure: StepError) -> bool:
         return (
@@ -64,24 +77,29 @@ class Retry:
             and failure.retryable
         )
 
-    async def pause(self, it: Interpreter) -> None:
+    async def pause(self, it: RunState) -> None:
         await it.flush()
-        await it.host.sleep(min(self.delay_ms, self.max_delay_ms) / 1000.0)
+        await it.host.sleep(self.delay_s())
         self.delay_ms *= self.multiplier
 
 
 async def action(
-    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+    it: RunState,
+    step: ActionCallStep,
+    path: str,
+    iteration: str,
+    local: Local,
+    resume: Resume | None,
 ) -> Outcome:
-    name, version = str(step.get("action")), int(step.get("version", 1))
-    data = it.evaluate(step.get("input") or {}, path, "input", local)
+    name, version = step.action, step.version
+    data = it.evaluate(step.input, path, "input", local)
     default_key = f"{it.run.run_id}:{path}:{iteration}:{name}:{version}"
     key = (
-        it.evaluate(step["idempotency_key"], path, "idempotency_key", local)
-        if step.get("idempotency_key") is not None
+        it.evaluate(step.idempotency_key, path, "idempotency_key", local)
+        if step.idempotency_key is not None
         else default_key
     )
-    retry = Retry(step.get("retry"), ACTION_RETRY_ON)
+    retry = Retry(step.retry)
     for attempt in range(1, retry.attempts + 1):
         await it.flush()
         record = {
@@ -109,19 +127,19 @@ async def action(
             )
         except StepError as failure:
             failure.step_path = failure.step_path or path
-            it.event("ActionInvocation", {**record, "status": "FAILED", "error": failure.as_dict()})
+            it.event(ActionInvocationData(**record, status="FAILED", error=failure.as_dict()))
             if retry.again(attempt, failure):
                 await retry.pause(it)
                 continue
-            if step.get("on_error") == "continue" and failure.catchable:
+            if step.on_error == "continue" and failure.catchable:
                 return Outcome(status="FAILED", error=failure)
             raise
         output = result.get("output", {})
-        it.event("ActionInvocation", {**record, "status": "SUCCEEDED", "output": output})
+        it.event(ActionInvocationData(**record, status="SUCCEEDED", output=output))
         if result.get("run_log"):
-            it.event("RunLog", result["run_log"])
-        if step.get("save_as"):
-            it.data.assign(str(step["save_as"]), output, local, path)
+            it.event(RunLogData.model_validate(result["run_log"]))
+        if step.save_as:
+            it.data.assign(step.save_as, output, local, path)
         return Outcome(output=output)
     raise StepError(
         "InterpreterCorruption", "RETRY_LOOP_EXHAUSTED", "retry loop ended without an outcome", path
@@ -129,10 +147,15 @@ async def action(
 
 
 async def event_wait(
-    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+    it: RunState,
+    step: EventWaitStep,
+    path: str,
+    iteration: str,
+    local: Local,
+    resume: Resume | None,
 ) -> Outcome:
-    event_type = str(step.get("event_type") or "")
-    key = it.evaluate(step.get("correlation_key"), path, "correlation_key", local)
+    event_type = step.event_type
+    key = it.evaluate(step.correlation_key, path, "correlation_key", local)
     if key is None or isinstance(key, dict | list) or key_text(key) == "":
         raise StepError(
             "ValidationError",
@@ -141,20 +164,20 @@ async def event_wait(
             path,
         )
     key_str = key_text(key)
-    filters = it.evaluate(step.get("filters") or [], path, "filters", local)
-    timeout_ms = step.get("timeout_ms")
+    filters = it.evaluate(step.filters, path, "filters", local)
+    timeout_ms = step.timeout_ms
     timeout_at = it.host.now() + timedelta(milliseconds=float(timeout_ms)) if timeout_ms else None
     wid = wait_id(it.run.run_id, path, iteration)
     it.open_wait(
-        wid,
-        {
-            "wait_type": "event",
-            "step_path": path,
-            "event_type": event_type,
-            "correlation_key": key_str,
-            "filters": filters,
-            "timeout_at": timeout_at.isoformat() if timeout_at else None,
-        },
+        WaitCreatedData(
+            wait_id=wid,
+            wait_type="event",
+            step_path=path,
+            event_type=event_type,
+            correlation_key=key_str,
+            filters=filters,
+            timeout_at=timeout_at,
+        )
     )
     await it.flush()
     found: list[DeliveredEvent] = []
@@ -189,16 +212,16 @@ async def event_wait(
         "payload": event.payload,
         "received_at": event.received_at,
     }
-    it.assign_map(step.get("assign") or {}, path, local, {"event": context_event})
+    it.assign_map(step.assign, path, local, {"event": context_event})
     return Outcome(output={"event_id": event.event_id})
 
 
 async def time_wait(
-    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+    it: RunState, step: TimeWaitStep, path: str, iteration: str, local: Local, resume: Resume | None
 ) -> Outcome:
     now = it.host.now()
-    if step.get("until") is not None:
-        until = it.evaluate(step["until"], path, "until", local)
+    if step.until is not None:
+        until = it.evaluate(step.until, path, "until", local)
         try:
             target = datetime.fromisoformat(str(until).replace("Z", "+00:00"))
         except ValueError:
@@ -216,7 +239,7 @@ async def time_wait(
                 path,
             )
     else:
-        duration = it.evaluate(step.get("duration_ms"), path, "duration_ms", local)
+        duration = it.evaluate(step.duration_ms, path, "duration_ms", local)
         if not isinstance(duration, int | float) or isinstance(duration, bool):
             raise StepError(
                 "ValidationError", "WAIT_DURATION_INVALID", f"duration_ms gave {duration!r}", path
@@ -226,12 +249,12 @@ async def time_wait(
     if seconds > 0:
         wid = wait_id(it.run.run_id, path, iteration)
         it.open_wait(
-            wid, {"wait_type": "time", "step_path": path, "timeout_at": target.isoformat()}
+            WaitCreatedData(wait_id=wid, wait_type="time", step_path=path, timeout_at=target)
         )
         await it.flush()
         await it.host.sleep(seconds)
         it.close_wait(wid, "RESOLVED")
-    it.assign_map(step.get("assign") or {}, path, local)
+    it.assign_map(step.assign, path, local)
     return Outcome(output={"slept_ms": max(0, round(seconds * 1000))})
 
 
@@ -248,27 +271,31 @@ def schema_problems(schema: dict[str, Any], data: Any) -> list[dict[str, str]]:
 
 
 async def human_task(
-    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+    it: RunState,
+    step: HumanTaskStep,
+    path: str,
+    iteration: str,
+    local: Local,
+    resume: Resume | None,
 ) -> Outcome:
     task_id = task_id_for(it.run.run_id, path, iteration)
-    title = it.evaluate(step.get("title"), path, "title", local)
-    description = it.evaluate(step.get("description"), path, "description", local)
-    context = it.evaluate(step.get("context") or {}, path, "context", local)
-    form_schema = dict(step.get("form_schema") or {})
+    title = it.evaluate(step.title, path, "title", local)
+    description = it.evaluate(step.description, path, "description", local)
+    context = it.evaluate(step.context, path, "context", local)
+    form_schema = dict(step.form_schema or {})
     it.event(
-        "HumanTaskCreated",
-        {
-            "task_id": task_id,
-            "step_path": path,
-            "task_type": str(step.get("task_type")),
-            "title": title if isinstance(title, str) else str(title),
-            "description": None if description is None else str(description),
-            "context": context,
-            "form_schema": form_schema,
-        },
+        HumanTaskCreatedData(
+            task_id=task_id,
+            step_path=path,
+            task_type=step.task_type,
+            title=title if isinstance(title, str) else str(title),
+            description=None if description is None else str(description),
+            context=context,
+            form_schema=form_schema,
+        )
     )
     wid = wait_id(it.run.run_id, path, iteration)
-    it.open_wait(wid, {"wait_type": "human", "step_path": path, "task_id": task_id})
+    it.open_wait(WaitCreatedData(wait_id=wid, wait_type="human", step_path=path, task_id=task_id))
     it.open_tasks[task_id] = {"form_schema": form_schema, "step_path": path}
     await it.flush()
     while True:
@@ -279,22 +306,18 @@ async def human_task(
             break
         # The CLI validates before signalling; this is the authority's own check.
         it.event(
-            "RunLog",
-            {
-                "level": "WARNING",
-                "message": f"response to task {task_id} refused by its form schema",
-                "details": {"task_id": task_id, "problems": problems},
-            },
+            RunLogData(
+                level="WARNING",
+                message=f"response to task {task_id} refused by its form schema",
+                details={"task_id": task_id, "problems": problems},
+            )
         )
         await it.flush()
     it.open_tasks.pop(task_id, None)
     it.event(
-        "HumanTaskCompleted",
-        {
-            "task_id": task_id,
-            "response": completion.response,
-            "completed_by": completion.completed_by,
-        },
+        HumanTaskCompletedData(
+            task_id=task_id, response=completion.response, completed_by=completion.completed_by
+        )
     )
     it.close_wait(wid, "RESOLVED")
     task = {
@@ -302,22 +325,24 @@ async def human_task(
         "response": completion.response,
         "completed_by": completion.completed_by,
     }
-    it.assign_map(step.get("assign") or {}, path, local, {"task": task})
+    it.assign_map(step.assign, path, local, {"task": task})
     return Outcome(output={"task_id": task_id})
 
 
 async def call_workflow(
-    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+    it: RunState,
+    step: CallWorkflowStep,
+    path: str,
+    iteration: str,
+    local: Local,
+    resume: Resume | None,
 ) -> Outcome:
-    version = step.get("version")
     reply = await it.host.load_definition(
         DefinitionRequest(
-            tenant=it.run.tenant,
-            definition_id=str(step.get("definition_id")),
-            version=int(version) if version is not None else None,
+            tenant=it.run.tenant, definition_id=step.definition_id, version=step.version
         )
     )
-    data = it.evaluate(step.get("input") or {}, path, "input", local)
+    data = it.evaluate(step.input, path, "input", local)
     problems = schema_problems(reply.definition.get("payload_schema") or {}, data)
     if problems:
         raise StepError(
@@ -327,7 +352,7 @@ async def call_workflow(
             path,
             {"problems": problems},
         )
-    retry = Retry(step.get("retry"), CHILD_RETRY_ON)
+    retry = Retry(step.retry)
     result: RunResult | None = None
     child_run_id = ""
     for attempt in range(1, retry.attempts + 1):
@@ -362,5 +387,5 @@ async def call_workflow(
             raise
     assert result is not None
     child = {"run_id": child_run_id, "status": result.status, "output": result.output}
-    it.assign_map(step.get("output") or {}, path, local, {"child": child})
+    it.assign_map(step.output, path, local, {"child": child})
     return Outcome(output=child)

@@ -4,32 +4,29 @@ through them and pick it up again from `resume`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from workflows.definitions.model import AssignStep, ForEachStep, IfStep, ReturnStep, TryCatchStep
 from workflows.errors import ReturnFromRun, StepError
-from workflows.interpreter import ContinueAsNewRequested, Outcome, Resume
+from workflows.run_state import ContinueAsNewRequested, Outcome, Resume, RunState
 
-if TYPE_CHECKING:
-    from workflows.interpreter import Interpreter
-
-Step = dict[str, Any]
 Local = dict[str, Any]
 
 
 async def assign(
-    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+    it: RunState, step: AssignStep, path: str, iteration: str, local: Local, resume: Resume | None
 ) -> Outcome:
-    it.assign_map(step.get("assign") or {}, path, local)
+    it.assign_map(step.assign, path, local)
     return Outcome()
 
 
 async def if_(
-    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+    it: RunState, step: IfStep, path: str, iteration: str, local: Local, resume: Resume | None
 ) -> Outcome:
     if resume is not None:
         branch = str(resume.state["branch"])
     else:
-        condition = it.evaluate(step.get("condition"), path, "condition", local)
+        condition = it.evaluate(step.condition, path, "condition", local)
         if not isinstance(condition, bool):
             raise StepError(
                 "ExpressionError",
@@ -41,7 +38,7 @@ async def if_(
         branch = "then" if condition else "else"
     try:
         await it.run_steps(
-            step.get(branch) or [],
+            step.then if branch == "then" else step.else_,
             f"{path}.{branch}",
             iteration,
             local,
@@ -54,13 +51,13 @@ async def if_(
 
 
 async def for_each(
-    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+    it: RunState, step: ForEachStep, path: str, iteration: str, local: Local, resume: Resume | None
 ) -> Outcome:
     if resume is not None:
         items = list(resume.state["items"])
         first, failed = int(resume.state["item"]), int(resume.state["failed"])
     else:
-        items = it.evaluate(step.get("items"), path, "items", local)
+        items = it.evaluate(step.items, path, "items", local)
         if not isinstance(items, list):
             raise StepError(
                 "ExpressionError",
@@ -69,8 +66,8 @@ async def for_each(
                 path,
             )
         first, failed = 0, 0
-    item_var = str(step.get("item_var") or "item")
-    continue_on_error = step.get("on_item_error") == "continue"
+    item_var = step.item_var
+    continue_on_error = step.on_item_error == "continue"
     for index in range(first, len(items)):
         cursor = None
         if resume is not None and index == first:
@@ -86,7 +83,7 @@ async def for_each(
             }
         inner = f"{iteration}.{index}" if iteration else str(index)
         try:
-            await it.run_steps(step.get("body") or [], f"{path}.body", inner, frame, cursor)
+            await it.run_steps(step.body, f"{path}.body", inner, frame, cursor)
         except ContinueAsNewRequested as switch:
             switch.container_state = {
                 "items": items,
@@ -103,13 +100,13 @@ async def for_each(
 
 
 async def try_catch(
-    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+    it: RunState, step: TryCatchStep, path: str, iteration: str, local: Local, resume: Resume | None
 ) -> Outcome:
     error: dict[str, Any] | None = None
     if resume is None or resume.state.get("phase") == "try":
         try:
             await it.run_steps(
-                step.get("try") or [],
+                step.try_,
                 f"{path}.try",
                 iteration,
                 local,
@@ -123,15 +120,14 @@ async def try_catch(
             if not failure.catchable:
                 raise
             error = failure.as_dict()
-            name = step.get("capture_error_as")
-            if name:
-                it.data.vars[str(name)] = error
+            if step.capture_error_as:
+                it.data.vars[step.capture_error_as] = error
         resume = None
     else:
         error = resume.state.get("error")
     try:
         await it.run_steps(
-            step.get("catch") or [],
+            step.catch,
             f"{path}.catch",
             iteration,
             local,
@@ -144,6 +140,6 @@ async def try_catch(
 
 
 async def return_(
-    it: Interpreter, step: Step, path: str, iteration: str, local: Local, resume: Resume | None
+    it: RunState, step: ReturnStep, path: str, iteration: str, local: Local, resume: Resume | None
 ) -> Outcome:
-    raise ReturnFromRun(it.evaluate(step.get("output"), path, "output", local))
+    raise ReturnFromRun(it.evaluate(step.output, path, "output", local))

@@ -14,6 +14,7 @@ from flowledger.settings import Settings
 from projections import db
 from projections.tables import workflow_human_tasks
 from workflows.control import resolve_workflow_id
+from workflows.interpreter_workflow import InterpreterWorkflow
 from workflows.messages import TaskCompletion
 from workflows.steps_effects import schema_problems
 
@@ -74,7 +75,7 @@ async def complete(
     handle = client.get_workflow_handle(resolve_workflow_id(settings, run_id))
     try:
         await handle.signal(
-            "complete_human_task",
+            InterpreterWorkflow.complete_human_task,
             TaskCompletion(task_id=task_id, response=response, completed_by=completed_by),
         )
     except Exception as exc:

@@ -1,5 +1,5 @@
-"""The Temporal side's shell: the client (pydantic data converter) and the worker
-that hosts the interpreter workflow and its activities."""
+"""The worker that hosts the interpreter workflow and its activities. (A client
+alone comes from `workflows.client`.)"""
 
 from __future__ import annotations
 
@@ -7,29 +7,31 @@ import asyncio
 from collections.abc import Sequence
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from workflows.activities import RuntimeActivities
+from workflows.client import connect
 from workflows.interpreter_workflow import InterpreterWorkflow
 
 WORKFLOWS: Sequence[type] = (InterpreterWorkflow,)
 
-
-async def connect(settings: Settings) -> Client:
-    try:
-        return await Client.connect(
-            settings.temporal.address,
-            namespace=settings.temporal.namespace,
-            data_converter=pydantic_data_converter,
-        )
-    except Exception as exc:
-        raise ServiceUnavailable(
-            f"Temporal at {settings.temporal.address} did not answer: {exc}",
-            code="TEMPORAL_UNAVAILABLE",
-        ) from exc
+# The interpreter runs in Temporal's sandbox, which refuses non-deterministic calls
+# (wall clock, randomness, I/O) made from workflow code. Our own modules and the
+# libraries they evaluate with are deterministic and passed through, so they are
+# imported once per worker rather than once per workflow run.
+PASSTHROUGH_MODULES: tuple[str, ...] = (
+    "pydantic",
+    "pydantic_core",
+    "jsonata",
+    "jsonschema",
+    "schemas",
+    "workflows",
+)
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+)
 
 
 def build_worker(
@@ -40,6 +42,7 @@ def build_worker(
         client,
         task_queue=settings.temporal.task_queue,
         workflows=list(WORKFLOWS),
+        workflow_runner=WORKFLOW_RUNNER,
         activities=[acts.emit_runtime_events, acts.run_action, acts.load_definition],
         max_concurrent_activities=50,
     )

@@ -19,8 +19,9 @@ from flowledger.cli.output import (
 )
 from flowledger.errors import InvalidInput
 from flowledger.settings import Settings
-from workflows.definitions import DefinitionInvalid, definition_hash
-from workflows.definitions import validate as check
+from workflows.definitions.canonical import definition_hash
+from workflows.definitions.validate import DefinitionInvalid
+from workflows.definitions.validate import validate as check
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document.")
 FILE_ARGUMENT = typer.Argument(..., help="A definition JSON file.")

@@ -15,7 +15,8 @@ from flowledger.cli.output import console, err_console, print_json, refusals
 from flowledger.errors import InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
 from workflows import control
-from workflows.worker import connect, run_worker
+from workflows.client import connect
+from workflows.worker import run_worker
 
 JSON = typer.Option(False, "--json", help="Print one JSON document.")
 REASON = typer.Option(..., "--reason", help="Why (recorded with the request).")

@@ -9,7 +9,7 @@ import typer
 from flowledger.cli import context, inputs
 from flowledger.cli.output import console, print_json, refusals
 from workflows import tasks
-from workflows.worker import connect
+from workflows.client import connect
 
 
 def complete(

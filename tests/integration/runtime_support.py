@@ -27,9 +27,10 @@ from topics.catalogue import RUNTIME
 from topics.reader import read_all
 from workflows import control
 from workflows.activities import RuntimeActivities
+from workflows.client import connect
 from workflows.definitions.canonical import definition_hash
 from workflows.messages import run_workflow_id
-from workflows.worker import build_worker, connect
+from workflows.worker import build_worker
 
 REPO = Path(__file__).resolve().parents[2]
 

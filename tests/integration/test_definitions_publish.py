@@ -18,7 +18,9 @@ from flowledger.settings import Settings
 from topics.catalogue import DEFINITIONS
 from topics.reader import read_all
 from topics.serde import decode_definition
-from workflows.definitions import DefinitionInvalid, definition_hash, store
+from workflows.definitions import store
+from workflows.definitions.canonical import definition_hash
+from workflows.definitions.validate import DefinitionInvalid
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "definitions" / "order-fulfilment.json"

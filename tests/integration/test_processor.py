@@ -459,7 +459,7 @@ def _dead_temporal(settings: Settings) -> Settings:
 async def test_temporal_unavailable_commits_nothing_and_loses_nothing(settings: Settings) -> None:
     from temporalio.contrib.pydantic import pydantic_data_converter
 
-    from workflows.worker import connect
+    from workflows.client import connect
 
     dead = _dead_temporal(settings)
     document = waiting()

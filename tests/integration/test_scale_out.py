@@ -35,8 +35,8 @@ from topics import clients
 from topics.catalogue import AUDIT, RUNTIME
 from topics.publisher import publish
 from topics.reader import read_all
+from workflows.client import connect
 from workflows.definitions import store
-from workflows.worker import connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 

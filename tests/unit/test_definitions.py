@@ -15,17 +15,15 @@ from typer.testing import CliRunner
 
 import flowledger.cli
 from flowledger.settings import ExpressionSettings, Settings, WorkflowSettings
-from workflows.definitions import (
+from workflows.definitions.canonical import canonical_json, definition_hash
+from workflows.definitions.model import (
+    ActionCallStep,
     Definition,
-    DefinitionInvalid,
-    Problem,
-    canonical_json,
-    definition_hash,
+    IfStep,
+    TryCatchStep,
     definition_json_schema,
-    parse,
-    validate,
 )
-from workflows.definitions.model import ActionCallStep, IfStep, TryCatchStep
+from workflows.definitions.validate import DefinitionInvalid, Problem, parse, validate
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "definitions"

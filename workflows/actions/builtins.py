@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -10,7 +11,10 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.actions.registry import ActionContext, ActionFailed, ActionSpec, register
+from schemas.envelope import EventEnvelope
+from topics.catalogue import EVENTS
+from topics.publisher import publish
+from workflows.actions.spec import ActionContext, ActionFailed, ActionSpec
 
 EMIT_NAMESPACE = uuid.UUID("0c3f4d52-8b7e-5f61-9a2d-3e4b5c6d7e8f")
 
@@ -75,9 +79,6 @@ def emitted_event_id(run_id: str, step_path: str, iteration: str) -> uuid.UUID:
 
 async def _emit(data: BaseModel, ctx: ActionContext) -> BaseModel:
     assert isinstance(data, EmitInput)
-    from schemas.envelope import EventEnvelope
-    from topics.publisher import publish
-
     envelope = EventEnvelope(
         event_id=emitted_event_id(ctx.run_id, ctx.step_path, ctx.iteration),
         event_type=data.event_type,
@@ -89,7 +90,11 @@ async def _emit(data: BaseModel, ctx: ActionContext) -> BaseModel:
         source=f"flowledger:run:{ctx.run_id}",
     )
     try:
-        published = publish(ctx.settings, [(1, envelope)], producer=ctx.resources.get("producer"))
+        # publish() waits for Kafka's acknowledgement (up to the request timeout): in a
+        # thread, so the worker's event loop keeps heartbeating and running tasks.
+        published = await asyncio.to_thread(
+            publish, ctx.settings, [(1, envelope)], producer=ctx.resources.get("producer")
+        )
     except Exception as exc:
         raise ActionFailed(
             f"publishing {data.event_type} failed: {exc}", code="EMIT_FAILED"
@@ -97,7 +102,7 @@ async def _emit(data: BaseModel, ctx: ActionContext) -> BaseModel:
     first = published[0]
     return EmitOutput(
         event_id=str(envelope.event_id),
-        topic=ctx.settings.topic("flowledger.events.v1"),
+        topic=ctx.settings.topic(EVENTS),
         partition=first.partition,
         offset=first.offset,
     )
@@ -160,13 +165,11 @@ async def _http(data: BaseModel, ctx: ActionContext) -> BaseModel:
     return HttpOutput.model_validate(body)
 
 
-register(ActionSpec("core.noop", 1, NoopInput, NoopOutput, _noop, "does nothing; echoes value"))
-register(
+BUILTINS: tuple[ActionSpec, ...] = (
+    ActionSpec("core.noop", 1, NoopInput, NoopOutput, _noop, "does nothing; echoes value"),
     ActionSpec(
         "core.log", 1, LogInput, LogOutput, _log, "writes a RunLog entry", emits_run_log=True
-    )
-)
-register(
+    ),
     ActionSpec(
         "core.emit_event",
         1,
@@ -174,9 +177,7 @@ register(
         EmitOutput,
         _emit,
         "publishes an ingress event for the run's tenant",
-    )
-)
-register(
+    ),
     ActionSpec(
         "core.http_request",
         1,
@@ -184,5 +185,5 @@ register(
         HttpOutput,
         _http,
         "an HTTP request to an allow-listed host",
-    )
+    ),
 )

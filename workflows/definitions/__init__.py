@@ -1,17 +1,6 @@
-"""Workflow definitions (ARCHITECTURE §6): the document model, publish-time
-validation with step paths, the canonical hash, and the published-definitions store."""
+"""Workflow definitions (ARCHITECTURE §6): the document model (`model`), publish-time
+validation with step paths (`validate`, with `checks` and the per-step-type `rules`),
+the canonical hash (`canonical`), and the published-definitions store (`store`).
 
-from workflows.definitions.canonical import canonical_json, definition_hash
-from workflows.definitions.model import Definition, definition_json_schema
-from workflows.definitions.validate import DefinitionInvalid, Problem, parse, validate
-
-__all__ = [
-    "Definition",
-    "DefinitionInvalid",
-    "Problem",
-    "canonical_json",
-    "definition_hash",
-    "definition_json_schema",
-    "parse",
-    "validate",
-]
+Nothing is imported here: validation reaches the step-type registry, which reaches
+the step handlers, which use the models; importing a model must not start that walk."""

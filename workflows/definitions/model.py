@@ -9,7 +9,7 @@ single pydantic pass would stop at the first broken branch of a union.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
@@ -45,18 +45,28 @@ ExprOrLiteral = Annotated[Expr | JsonValue, Field(union_mode="left_to_right")]
 ExprMap = dict[str, ExprOrLiteral]
 
 
-DEFAULT_RETRY_ON: Final[tuple[ErrorCategory, ...]] = ("ActionError", "TimeoutError")
+ACTION_RETRY_ON: Final[tuple[ErrorCategory, ...]] = ("ActionError", "TimeoutError")
+# A child run fails as ChildWorkflowError, never as ActionError.
+CHILD_RETRY_ON: Final[tuple[ErrorCategory, ...]] = ("ChildWorkflowError", "TimeoutError")
 
 
 class RetryPolicy(_Strict):
-    """Authored retries (attempt 1 is the first call)."""
+    """Authored retries of an action (attempt 1 is the first call). Every default
+    lives here; the interpreter reads the parsed policy as it is."""
 
     max_attempts: int = Field(ge=1)
     backoff_ms: int = Field(default=1000, ge=0)
     backoff_multiplier: float = Field(default=2.0, ge=1.0)
-    max_delay_ms: int | None = Field(default=None, ge=0)
+    # null: no cap on the delay between two attempts.
+    max_delay_ms: int | None = Field(default=60_000, ge=0)
     # Deterministic failures (ValidationError, ExpressionError) would fail again.
-    retry_on: list[ErrorCategory] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON))
+    retry_on: list[ErrorCategory] = Field(default_factory=lambda: list(ACTION_RETRY_ON))
+
+
+class ChildRetryPolicy(RetryPolicy):
+    """Authored retries of a child run."""
+
+    retry_on: list[ErrorCategory] = Field(default_factory=lambda: list(CHILD_RETRY_ON))
 
 
 class Filter(_Strict):
@@ -123,7 +133,7 @@ class CallWorkflowStep(_Step):
     version: int | None = Field(default=None, ge=1)
     input: ExprMap = Field(default_factory=dict)
     output: ExprMap = Field(default_factory=dict)
-    retry: RetryPolicy | None = None
+    retry: ChildRetryPolicy | None = None
 
 
 class ReturnStep(_Step):
@@ -171,27 +181,6 @@ Step = Annotated[
     Field(discriminator="type"),
 ]
 
-STEP_MODELS: Final[dict[str, type[_Step]]] = {
-    "assign": AssignStep,
-    "action.call": ActionCallStep,
-    "control.if": IfStep,
-    "control.forEach": ForEachStep,
-    "control.tryCatch": TryCatchStep,
-    "control.callWorkflow": CallWorkflowStep,
-    "control.return": ReturnStep,
-    "event.wait": EventWaitStep,
-    "time.wait": TimeWaitStep,
-    "human.task": HumanTaskStep,
-}
-
-# Fields holding nested step lists, by the name they have in the document; step
-# paths name them the same way (`.then.steps[0]`).
-CHILD_LISTS: Final[dict[str, tuple[str, ...]]] = {
-    "control.if": ("then", "else"),
-    "control.forEach": ("body",),
-    "control.tryCatch": ("try", "catch"),
-}
-
 
 class Definition(_Strict):
     id: NonEmptyStr
@@ -204,8 +193,12 @@ class Definition(_Strict):
     steps: list[Step] = Field(min_length=1)
 
 
-_MODELS: Final[tuple[type[BaseModel], ...]] = (*STEP_MODELS.values(), Definition)
-for _model in _MODELS:
+# Every step type's model, in the order of the union; the step-type registry
+# (workflows.step_types) gives each its child lists, publish rule and handler.
+STEP_MODELS: Final[tuple[type[BaseModel], ...]] = tuple(get_args(get_args(Step)[0]))
+
+_REBUILT: Final[tuple[type[BaseModel], ...]] = (*STEP_MODELS, Definition)
+for _model in _REBUILT:
     _model.model_rebuild()
 
 _ADAPTER: Final = TypeAdapter(Definition)

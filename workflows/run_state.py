@@ -1,0 +1,339 @@
+"""A run in progress as step handlers see it: its data, its numbered runtime events,
+its open waits, the signals received, and `run_steps`, which walks a step list and
+hands each step to the handler of its type.
+
+The handlers come in as a table (see `workflows.step_types`) rather than by import,
+so that they can depend on this module without it depending on them."""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from schemas.base import Record
+from schemas.runtime import (
+    EVENT_MODEL_FOR_DATA,
+    StepCompletedData,
+    StepStartedData,
+    WaitCreatedData,
+    WaitResolution,
+    WaitResolvedData,
+    runtime_event_id,
+)
+from workflows.context import RunData
+from workflows.definitions.model import Expr
+from workflows.errors import ReturnFromRun, StepError
+from workflows.expressions import ExpressionError
+from workflows.expressions import compile as compile_expression
+from workflows.messages import (
+    ActionRequest,
+    DefinitionReply,
+    DefinitionRequest,
+    DeliveredEvent,
+    RunInput,
+    RunResult,
+    TaskCompletion,
+)
+
+FLUSH_EVERY = 200
+
+
+class Host(Protocol):
+    def now(self) -> datetime: ...
+
+    async def emit(self, run_id: str, events: list[dict[str, Any]]) -> None: ...
+
+    async def call_action(self, request: ActionRequest) -> dict[str, Any]: ...
+
+    async def load_definition(self, request: DefinitionRequest) -> DefinitionReply: ...
+
+    async def run_child(self, child: RunInput) -> RunResult: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    async def wait_until(self, ready: Callable[[], bool], timeout_s: float | None) -> bool: ...
+
+    def continue_as_new_suggested(self) -> bool: ...
+
+
+@dataclass
+class Outcome:
+    status: str = "SUCCEEDED"
+    output: Any = None
+    error: StepError | None = None
+
+
+@dataclass
+class Resume:
+    """Where a container step picks up after continue-as-new: its own saved state and
+    the cursor of the step list inside it."""
+
+    state: dict[str, Any]
+    inner: list[dict[str, Any]]
+
+
+class ContinueAsNewRequested(Exception):
+    def __init__(self, index: int) -> None:
+        super().__init__("continue-as-new")
+        self.cursor: list[dict[str, Any]] = [{"index": index}]
+        # Set by the container step that is unwinding, consumed by its step list.
+        self.container_state: dict[str, Any] | None = None
+
+
+# (run, typed step, step path, iteration, loop locals, resume) -> outcome
+StepHandler = Callable[
+    ["RunState", Any, str, str, dict[str, Any], Resume | None], Awaitable[Outcome]
+]
+
+
+@dataclass
+class Signals:
+    delivered: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    buffer: list[DeliveredEvent] = field(default_factory=list)
+    completions: dict[str, TaskCompletion] = field(default_factory=dict)
+    received: int = 0
+
+
+def event_invalid(exc: ValidationError, step_path: str | None) -> StepError:
+    """A runtime event the workflow built does not fit its schema: a bug, never
+    something a tryCatch may swallow."""
+    return StepError(
+        "InterpreterCorruption",
+        "RUNTIME_EVENT_INVALID",
+        f"{exc.title} does not fit its schema: {exc}",
+        step_path,
+    )
+
+
+class RunState:
+    def __init__(self, run: RunInput, host: Host, handlers: Mapping[str, StepHandler]) -> None:
+        self.run = run
+        self.host = host
+        self.handlers = handlers
+        carry = run.carry
+        self.seq = (carry.next_seq - 1) if carry else 0
+        self.pending: list[dict[str, Any]] = []
+        self.data = RunData(
+            payload=copy.deepcopy(carry.payload if carry else run.input),
+            vars=copy.deepcopy(carry.vars) if carry else {},
+        )
+        self.signals = Signals()
+        if carry:
+            self.signals.delivered = OrderedDict((i, None) for i in carry.delivered_ids)
+            self.signals.buffer = list(carry.buffered)
+            self.signals.completions = {c.task_id: c for c in carry.completions}
+        self.open_waits: dict[str, dict[str, Any]] = {}
+        self.open_tasks: dict[str, dict[str, Any]] = {}
+        self.current_step: str | None = None
+        self.status = "RUNNING"
+        self.steps_total = carry.steps_executed if carry else 0
+        self.steps_this_execution = 0
+        self.executions = carry.executions if carry else 1
+        self.system = {
+            "run_id": run.run_id,
+            "tenant": run.tenant,
+            "definition_id": run.definition_id,
+            "version": run.version,
+            "definition_hash": run.definition_hash,
+        }
+
+    # -- runtime events ------------------------------------------------------
+
+    def event(self, data: Record) -> None:
+        """Number `data` as the run's next runtime event and queue it for emission."""
+        self.seq += 1
+        envelope = EVENT_MODEL_FOR_DATA[type(data)](
+            event_id=runtime_event_id(self.run.run_id, self.seq),
+            run_id=self.run.run_id,
+            tenant=self.run.tenant,
+            seq=self.seq,
+            occurred_at=self.host.now(),
+            data=data,
+        )
+        self.pending.append(envelope.model_dump(mode="json"))
+
+    async def flush(self) -> None:
+        if self.pending:
+            batch, self.pending = self.pending, []
+            await self.host.emit(self.run.run_id, batch)
+
+    # -- waits ---------------------------------------------------------------
+
+    def open_wait(self, data: WaitCreatedData) -> None:
+        self.open_waits[data.wait_id] = data.model_dump(
+            mode="json", exclude={"wait_id"}, exclude_unset=True
+        )
+        self.status = "WAITING"
+        self.event(data)
+
+    def close_wait(
+        self, wait_id: str, resolution: WaitResolution, matched: str | None = None
+    ) -> None:
+        self.open_waits.pop(wait_id, None)
+        if not self.open_waits:
+            self.status = "RUNNING"
+        self.event(
+            WaitResolvedData(wait_id=wait_id, resolution=resolution, matched_event_id=matched)
+        )
+
+    # -- expressions ---------------------------------------------------------
+
+    def evaluate(
+        self,
+        value: Any,
+        path: str,
+        field_name: str,
+        local: dict[str, Any],
+        additions: dict[str, Any] | None = None,
+    ) -> Any:
+        if isinstance(value, Expr):
+            return self._expression(value.expr, path, field_name, local, additions)
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        if isinstance(value, dict):
+            # A literal object may hold expressions of its own, still as raw JSON.
+            if set(value) == {"$expr"}:
+                return self._expression(value["$expr"], path, field_name, local, additions)
+            return {
+                k: self.evaluate(v, path, f"{field_name}.{k}", local, additions)
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [
+                self.evaluate(v, path, f"{field_name}[{i}]", local, additions)
+                for i, v in enumerate(value)
+            ]
+        return copy.deepcopy(value)
+
+    def _expression(
+        self,
+        text: Any,
+        path: str,
+        field_name: str,
+        local: dict[str, Any],
+        additions: dict[str, Any] | None,
+    ) -> Any:
+        options = self.run.expressions
+        try:
+            compiled = compile_expression(
+                text,
+                extra_functions=options.extra_functions,
+                step_budget=options.step_budget,
+                max_output_chars=options.max_output_chars,
+            )
+            return compiled.evaluate(
+                self.data.context(self.system, local, additions), self.host.now()
+            )
+        except ExpressionError as exc:
+            raise StepError(
+                "ExpressionError",
+                exc.code,
+                exc.message,
+                path,
+                {"field": field_name, "expression": text},
+            ) from None
+
+    def assign_map(
+        self,
+        mapping: Mapping[str, Any],
+        path: str,
+        local: dict[str, Any],
+        additions: dict[str, Any] | None = None,
+    ) -> None:
+        # Every right-hand side first, so targets cannot see each other's new values.
+        values = {
+            t: self.evaluate(e, path, f"assign.{t}", local, additions) for t, e in mapping.items()
+        }
+        for target, value in values.items():
+            self.data.assign(target, value, local, path)
+
+    # -- walking the steps ---------------------------------------------------
+
+    def _switch_due(self) -> bool:
+        options = self.run.options
+        return (
+            self.steps_this_execution >= options.continue_as_new_steps
+            or self.signals.received >= options.continue_as_new_signals
+            or self.host.continue_as_new_suggested()
+        )
+
+    async def run_steps(
+        self,
+        steps: list[Any],
+        base: str,
+        iteration: str,
+        local: dict[str, Any],
+        cursor: list[dict[str, Any]] | None = None,
+    ) -> None:
+        start = int(cursor[0]["index"]) if cursor else 0
+        for index in range(start, len(steps)):
+            resume: Resume | None = None
+            if cursor and index == start and len(cursor) > 1:
+                resume = Resume(state=dict(cursor[0].get("state") or {}), inner=cursor[1:])
+            elif self._switch_due() and not (cursor and index == start):
+                raise ContinueAsNewRequested(index)
+            try:
+                await self.run_step(
+                    steps[index], f"{base}.steps[{index}]", iteration, local, resume
+                )
+            except ContinueAsNewRequested as switch:
+                state, switch.container_state = switch.container_state, None
+                switch.cursor.insert(0, {"index": index, "state": state or {}})
+                raise
+
+    async def run_step(
+        self,
+        step: Any,
+        path: str,
+        iteration: str,
+        local: dict[str, Any],
+        resume: Resume | None = None,
+    ) -> None:
+        kind = str(step.type)
+        handler = self.handlers.get(kind)
+        self.current_step = path
+        common = {"step_path": path, "step_id": step.id, "step_type": kind}
+        if resume is None:
+            self.steps_total += 1
+            self.steps_this_execution += 1
+            self.event(StepStartedData(**common, iteration=_iteration_number(iteration)))
+        try:
+            if handler is None:
+                raise StepError(
+                    "InterpreterCorruption",
+                    "STEP_TYPE_UNKNOWN",
+                    f"no handler for step type {kind!r}",
+                    path,
+                )
+            try:
+                outcome = await handler(self, step, path, iteration, local, resume)
+            except ValidationError as exc:
+                raise event_invalid(exc, self.current_step) from None
+        except StepError as failure:
+            if failure.step_path is None:
+                failure.step_path = path
+            self.event(StepCompletedData(**common, status="FAILED", error=failure.as_dict()))
+            raise
+        except ReturnFromRun:
+            self.event(StepCompletedData(**common, status="SUCCEEDED"))
+            raise
+        self.event(
+            StepCompletedData(
+                **common,
+                status=outcome.status,
+                output=outcome.output,
+                error=outcome.error.as_dict() if outcome.error else None,
+            )
+        )
+        if len(self.pending) >= FLUSH_EVERY:
+            await self.flush()
+
+
+def _iteration_number(iteration: str) -> int | None:
+    return int(iteration.rsplit(".", 1)[-1]) if iteration else None
