@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from flowledger.settings import Settings
+from processors.codes import TRIGGER_MAPPING_INVALID
 from schemas.definition_record import DefinitionRecord
 from workflows.expressions import ExpressionError, compile_with
 
@@ -105,7 +106,7 @@ def map_input(
     if not mapping:
         return {}
     if not isinstance(mapping, dict):
-        raise MappingFailed("TRIGGER_MAPPING_INVALID", "payload_mapping is not an object")
+        raise MappingFailed(TRIGGER_MAPPING_INVALID, "payload_mapping is not an object")
     context = {"event": event}
     out: dict[str, Any] = {}
     for name, value in mapping.items():

@@ -31,6 +31,7 @@ from projections.fold_ingress import (
 from projections.fold_runtime import RUN_COLUMNS, TERMINAL, RunRow, RunState, fold_rows
 from projections.statements import Statement, insert_ignore
 from schemas.audit import AuditRecord
+from schemas.codes import RECORD_EMPTY
 from schemas.definition_record import DefinitionRecord
 from schemas.runtime import RUNTIME_EVENT_ADAPTER, RuntimeEvent
 from topics.serde import RecordRefused, decode_audit, decode_definition, decode_runtime
@@ -104,7 +105,7 @@ def _decode(item: Incoming) -> RuntimeEvent | AuditRecord | DefinitionRecord | N
     if value is None:
         if item.kind == "definitions":
             return None
-        raise RecordRefused("record has no value", code="RECORD_EMPTY", reason="null value")
+        raise RecordRefused("record has no value", code=RECORD_EMPTY, reason="null value")
     # The JSON-native validators are the fast path; serde's decoders run only on a
     # failure, to produce the same refusal (field and reason) as everywhere else.
     with contextlib.suppress(ValidationError):

@@ -19,6 +19,12 @@ from topics import clients
 from topics.catalogue import RUNTIME
 from workflows.actions.registry import lookup
 from workflows.actions.spec import ActionContext, ActionFailed
+from workflows.codes import (
+    ACTION_CRASHED,
+    ACTION_INPUT_INVALID,
+    ACTION_UNKNOWN,
+    DEFINITION_NOT_FOUND,
+)
 from workflows.messages import (
     ActionRequest,
     ActionResult,
@@ -125,7 +131,7 @@ class RuntimeActivities:
             what = request.definition_id + (f" v{request.version}" if request.version else "")
             raise _failure(
                 "ValidationError",
-                "DEFINITION_NOT_FOUND",
+                DEFINITION_NOT_FOUND,
                 f"no published definition {what} for tenant {request.tenant}",
                 retryable=False,
             )
@@ -142,14 +148,14 @@ class RuntimeActivities:
             spec = lookup(request.action, request.version)
         except FlowledgerError as exc:
             raise _failure(
-                "ValidationError", "ACTION_UNKNOWN", exc.message, retryable=False
+                "ValidationError", ACTION_UNKNOWN, exc.message, retryable=False
             ) from None
         try:
             data = spec.input_model.model_validate(request.input)
         except ValidationError as exc:
             raise _failure(
                 "ValidationError",
-                "ACTION_INPUT_INVALID",
+                ACTION_INPUT_INVALID,
                 f"input of {request.action} v{request.version}: {exc}",
                 retryable=False,
                 details={"errors": json.loads(exc.json(include_url=False))},
@@ -180,7 +186,7 @@ class RuntimeActivities:
         except Exception as exc:  # an action's own bug is still an ActionError to the run
             raise _failure(
                 "ActionError",
-                "ACTION_CRASHED",
+                ACTION_CRASHED,
                 f"{request.action} raised {type(exc).__name__}: {exc}",
                 retryable=True,
             ) from None

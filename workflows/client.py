@@ -9,6 +9,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
+from workflows.codes import TEMPORAL_UNAVAILABLE
 
 
 async def connect(settings: Settings) -> Client:
@@ -21,5 +22,5 @@ async def connect(settings: Settings) -> Client:
     except Exception as exc:
         raise ServiceUnavailable(
             f"Temporal at {settings.temporal.address} did not answer: {exc}",
-            code="TEMPORAL_UNAVAILABLE",
+            code=TEMPORAL_UNAVAILABLE,
         ) from exc

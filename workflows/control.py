@@ -16,6 +16,16 @@ from temporalio.service import RPCError, RPCStatusCode
 from flowledger.errors import FlowledgerError, InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
+from workflows.codes import (
+    DEFINITION_NOT_FOUND,
+    INVALID_REQUEST,
+    RUN_CONTROL_FAILED,
+    RUN_INPUT_INVALID,
+    RUN_INPUT_TOO_LARGE,
+    RUN_NOT_FOUND,
+    WORKFLOW_TEMPORAL_ACTION_UNSUPPORTED,
+    WORKFLOW_TEMPORAL_CANCEL_FAILED,
+)
 from workflows.interpreter_workflow import InterpreterWorkflow
 from workflows.messages import (
     TASK_QUEUE,
@@ -37,7 +47,7 @@ UNSUPPORTED_HINTS = {
 
 
 class RunControlError(FlowledgerError):
-    code = "RUN_CONTROL_FAILED"
+    code = RUN_CONTROL_FAILED
 
     def __init__(
         self,
@@ -102,7 +112,7 @@ def check_input(record: DefinitionRecord, data: dict[str, Any]) -> None:
     if size > MAX_INPUT_BYTES:
         raise InvalidInput(
             f"run input is {size} bytes; the limit is {MAX_INPUT_BYTES}",
-            code="RUN_INPUT_TOO_LARGE",
+            code=RUN_INPUT_TOO_LARGE,
             status=400,
             size=size,
         )
@@ -118,7 +128,7 @@ def check_input(record: DefinitionRecord, data: dict[str, Any]) -> None:
         ]
         raise InvalidInput(
             f"run input does not match the payload schema: {problems[0]}",
-            code="RUN_INPUT_INVALID",
+            code=RUN_INPUT_INVALID,
             status=400,
             problems=problems,
         )
@@ -162,7 +172,7 @@ def find_definition(
         what = f"{definition_id} v{version}" if version is not None else definition_id
         raise InvalidInput(
             f"no published definition {what} for tenant {tenant}",
-            code="DEFINITION_NOT_FOUND",
+            code=DEFINITION_NOT_FOUND,
             status=404,
             definition_id=definition_id,
             tenant=tenant,
@@ -199,7 +209,7 @@ def _check_reason(action: str, run_id: str, reason: str | None) -> None:
     if reason is None or len(reason.strip()) < 3:
         raise RunControlError(
             "a reason of at least 3 characters is required",
-            code="INVALID_REQUEST",
+            code=INVALID_REQUEST,
             status=400,
             action=action,
             run_id=run_id,
@@ -233,7 +243,7 @@ async def _describe(
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise RunControlError(
-                f"no run {run_id}", code="RUN_NOT_FOUND", status=404, action=action, run_id=run_id
+                f"no run {run_id}", code=RUN_NOT_FOUND, status=404, action=action, run_id=run_id
             ) from None
         raise
 
@@ -250,7 +260,7 @@ async def cancel(
     def refused(why: str) -> RunControlError:
         return RunControlError(
             f"Temporal did not accept the cancel: {why}",
-            code="WORKFLOW_TEMPORAL_CANCEL_FAILED",
+            code=WORKFLOW_TEMPORAL_CANCEL_FAILED,
             status=409,
             action="cancel",
             run_id=run_id,
@@ -294,7 +304,7 @@ async def unsupported(
             await _describe(client, action, run_id, resolve_workflow_id(settings, run_id))
     raise RunControlError(
         f"{action} is not something flowledger does: Temporal is the execution authority",
-        code="WORKFLOW_TEMPORAL_ACTION_UNSUPPORTED",
+        code=WORKFLOW_TEMPORAL_ACTION_UNSUPPORTED,
         status=409,
         action=action,
         run_id=run_id,
@@ -309,7 +319,7 @@ async def original_input(client: Client, run_id: str, workflow_id: str | None = 
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise RunControlError(
-                f"no run {run_id}", code="RUN_NOT_FOUND", status=404, action="rerun", run_id=run_id
+                f"no run {run_id}", code=RUN_NOT_FOUND, status=404, action="rerun", run_id=run_id
             ) from None
         raise
     started = history.events[0].workflow_execution_started_event_attributes

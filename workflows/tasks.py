@@ -13,6 +13,13 @@ from flowledger.errors import FlowledgerError, InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
 from projections import db
 from projections.tables import workflow_human_tasks
+from workflows.codes import (
+    HUMAN_TASK_NOT_FOUND,
+    HUMAN_TASK_NOT_OPEN,
+    HUMAN_TASK_RESPONSE_INVALID,
+    INVALID_REQUEST,
+    WORKFLOW_TEMPORAL_SIGNAL_FAILED,
+)
 from workflows.control import resolve_workflow_id
 from workflows.interpreter_workflow import InterpreterWorkflow
 from workflows.messages import TaskCompletion
@@ -26,7 +33,7 @@ def find_task(settings: Settings, task_id: str) -> dict[str, Any]:
         row = conn.execute(query).mappings().first()
     if row is None:
         raise InvalidInput(
-            f"no human task {task_id}", code="HUMAN_TASK_NOT_FOUND", status=404, task_id=task_id
+            f"no human task {task_id}", code=HUMAN_TASK_NOT_FOUND, status=404, task_id=task_id
         )
     return dict(row)
 
@@ -35,7 +42,7 @@ def check_response(task: dict[str, Any], response: Any) -> None:
     if not isinstance(response, dict):
         raise InvalidInput(
             "a task response is a JSON object",
-            code="HUMAN_TASK_RESPONSE_INVALID",
+            code=HUMAN_TASK_RESPONSE_INVALID,
             status=400,
             task_id=task["task_id"],
             errors=[{"path": "(response)", "message": "not an object"}],
@@ -44,7 +51,7 @@ def check_response(task: dict[str, Any], response: Any) -> None:
     if problems:
         raise InvalidInput(
             f"the response does not match the task's form schema: {problems[0]['message']}",
-            code="HUMAN_TASK_RESPONSE_INVALID",
+            code=HUMAN_TASK_RESPONSE_INVALID,
             status=400,
             task_id=task["task_id"],
             errors=problems,
@@ -60,12 +67,12 @@ async def complete(
 ) -> dict[str, Any]:
     """Validate, then connect and signal: a refused response never reaches Temporal."""
     if not completed_by.strip():
-        raise InvalidInput("--by names who completed the task", code="INVALID_REQUEST", status=400)
+        raise InvalidInput("--by names who completed the task", code=INVALID_REQUEST, status=400)
     task = find_task(settings, task_id)
     if str(task.get("status")).upper() != "OPEN":
         raise FlowledgerError(
             f"task {task_id} is {task.get('status')}, not open",
-            code="HUMAN_TASK_NOT_OPEN",
+            code=HUMAN_TASK_NOT_OPEN,
             status=409,
             task_id=task_id,
         )
@@ -81,7 +88,7 @@ async def complete(
     except Exception as exc:
         raise ServiceUnavailable(
             f"Temporal did not take the completion: {exc}",
-            code="WORKFLOW_TEMPORAL_SIGNAL_FAILED",
+            code=WORKFLOW_TEMPORAL_SIGNAL_FAILED,
             status=409,
             task_id=task_id,
             run_id=run_id,

@@ -11,7 +11,6 @@ import typer
 
 from flowledger.cli import context
 from flowledger.cli.output import (
-    EXIT_CHECK_FAILED,
     console,
     print_json,
     refusals,
@@ -19,14 +18,15 @@ from flowledger.cli.output import (
     table,
 )
 from flowledger.cli.runs import DATABASE, JSON, database_url
-from flowledger.errors import FlowledgerError, InvalidInput
+from flowledger.codes import PROJECTION_WAIT_TIMEOUT
+from flowledger.errors import CheckFailed, InvalidInput
 from projections import db
 
 app = typer.Typer(help="The projector's progress: checkpoints against the topics' ends.")
 
 
-class ProjectionWaitTimeout(FlowledgerError):
-    code = "PROJECTION_WAIT_TIMEOUT"
+class ProjectionWaitTimeout(CheckFailed):
+    code = PROJECTION_WAIT_TIMEOUT
 
 
 def _lag_table(title: str, rows: list[dict[str, Any]]) -> None:
@@ -96,7 +96,7 @@ def wait(
                 waited_s=waited,
                 partitions=behind,
             )
-            refuse(timed_out, as_json, exit_code=EXIT_CHECK_FAILED)
+            refuse(timed_out, as_json)
     if as_json:
         print_json({"caught_up": True, "waited_s": waited, "partitions": rows})
     else:

@@ -10,6 +10,7 @@ import typer
 
 from flowledger.cli import context
 from flowledger.cli.output import EXIT_REFUSED, console, print_json, refusals, table
+from flowledger.codes import FILE_NOT_FOUND
 from flowledger.errors import InvalidInput
 from topics.publisher import Published, publish_text
 
@@ -26,7 +27,7 @@ def publish(
         else:
             path = Path(source)
             if not path.is_file():
-                raise InvalidInput(f"no such file: {source}", code="FILE_NOT_FOUND", path=source)
+                raise InvalidInput(f"no such file: {source}", code=FILE_NOT_FOUND, path=source)
             text = path.read_text(encoding="utf-8")
         outcomes = publish_text(context.settings(ctx), text)
     refused = [o for o in outcomes if not isinstance(o, Published)]

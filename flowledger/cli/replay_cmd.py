@@ -22,6 +22,7 @@ from flowledger.cli.output import (
     refusals,
     table,
 )
+from flowledger.codes import REPLAY_SWAP_REFUSED, REPLAY_TARGET_IS_LIVE
 from flowledger.errors import FlowledgerError, InvalidInput
 from flowledger.settings import Settings
 from projections import db
@@ -31,6 +32,7 @@ from projections.replay import explain, state, targets
 from projections.replay.rebuild import Progress as ProgressFn
 from projections.replay.rebuild import rebuild
 from projections.replay.verify import compare
+from workflows.codes import INVALID_REQUEST
 
 app = typer.Typer(help="Rebuild, verify and explain the projection tables from the log.")
 JSON = typer.Option(False, "--json", help="Print one JSON document.")
@@ -61,10 +63,10 @@ def _progress(enabled: bool, what: str) -> Iterator[ProgressFn | None]:
 
 def _target(live_url: str, into: str | None, shadow: bool) -> str:
     if into and shadow:
-        raise InvalidInput("give --into or --shadow, not both", code="INVALID_REQUEST")
+        raise InvalidInput("give --into or --shadow, not both", code=INVALID_REQUEST)
     if into:
         if into == live_url:
-            raise InvalidInput("--into names the live database", code="REPLAY_TARGET_IS_LIVE")
+            raise InvalidInput("--into names the live database", code=REPLAY_TARGET_IS_LIVE)
         return into
     return targets.shadow_url(live_url)
 
@@ -179,7 +181,7 @@ def swap_cmd(
         if problems and not force:
             raise FlowledgerError(
                 "swap refused: " + "; ".join(problems),
-                code="REPLAY_SWAP_REFUSED",
+                code=REPLAY_SWAP_REFUSED,
                 problems=problems,
             )
         swapped = targets.swap(live_url, shadow)
@@ -232,18 +234,18 @@ def as_of_cmd(
     settings = context.settings(ctx)
     with refusals(as_json):
         if (time is None) == (offsets is None):
-            raise InvalidInput("give exactly one of --time and --offsets", code="INVALID_REQUEST")
+            raise InvalidInput("give exactly one of --time and --offsets", code=INVALID_REQUEST)
         if into == settings.database_url():
-            raise InvalidInput("--into names the live database", code="REPLAY_TARGET_IS_LIVE")
+            raise InvalidInput("--into names the live database", code=REPLAY_TARGET_IS_LIVE)
         if time is not None:
             try:
                 when = datetime.fromisoformat(time.replace("Z", "+00:00"))
             except ValueError:
                 raise InvalidInput(
-                    f"--time {time!r} is not an ISO time", code="INVALID_REQUEST"
+                    f"--time {time!r} is not an ISO time", code=INVALID_REQUEST
                 ) from None
             if when.tzinfo is None:
-                raise InvalidInput("--time needs a UTC offset", code="INVALID_REQUEST")
+                raise InvalidInput("--time needs a UTC offset", code=INVALID_REQUEST)
             cut = cuts.from_time(settings, when)
         else:
             cut = cuts.parse_spec(settings, offsets or "")
@@ -305,9 +307,9 @@ def _parse_time(text: str, flag: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInput(f"{flag} {text!r} is not an ISO time", code="INVALID_REQUEST") from None
+        raise InvalidInput(f"{flag} {text!r} is not an ISO time", code=INVALID_REQUEST) from None
     if value.tzinfo is None:
-        raise InvalidInput(f"{flag} needs a UTC offset", code="INVALID_REQUEST")
+        raise InvalidInput(f"{flag} needs a UTC offset", code=INVALID_REQUEST)
     return value
 
 

@@ -16,6 +16,7 @@ from flowledger.errors import InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
 from workflows import control
 from workflows.client import connect
+from workflows.codes import TEMPORAL_UNAVAILABLE
 from workflows.worker import run_worker
 
 JSON = typer.Option(False, "--json", help="Print one JSON document.")
@@ -74,7 +75,7 @@ async def _rerun(
 ) -> dict[str, Any]:
     if client is None:
         raise ServiceUnavailable(
-            f"Temporal at {settings.temporal.address} is unreachable", code="TEMPORAL_UNAVAILABLE"
+            f"Temporal at {settings.temporal.address} is unreachable", code=TEMPORAL_UNAVAILABLE
         )
     return await control.rerun(settings, client, run_id, reason)
 

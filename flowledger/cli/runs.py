@@ -8,10 +8,8 @@ import typer
 
 from flowledger.cli import context
 from flowledger.cli.output import (
-    EXIT_CHECK_FAILED,
     console,
     refusals,
-    refuse,
     show,
     table,
 )
@@ -113,8 +111,6 @@ def wait(
                 run = queries.wait_for_run(
                     eng, run_id, timeout=timeout, status=wanted, interval=interval
                 )
-        except queries.RunWaitTimeout as exc:
-            refuse(exc, as_json, exit_code=EXIT_CHECK_FAILED)
         finally:
             eng.dispose()
     show(as_json, run, lambda: _runs_table([run]))

@@ -9,7 +9,6 @@ import typer
 
 from flowledger.cli import context
 from flowledger.cli.output import (
-    EXIT_UNAVAILABLE,
     console,
     err_console,
     print_json,
@@ -56,7 +55,7 @@ def up(
 ) -> None:
     """Start the services that are not running (or attach) and wait until they answer."""
     settings = settings_with_state_dir(ctx, state_dir)
-    with refusals(as_json, EXIT_UNAVAILABLE):
+    with refusals(as_json):
         before = state.load(settings.stack.state_dir.resolve())
         started = launcher.up(
             settings,
@@ -127,7 +126,7 @@ def restart(
 ) -> None:
     """Restart one service on its ports with its data; the others keep running."""
     settings = settings_with_state_dir(ctx, state_dir)
-    with refusals(as_json, EXIT_UNAVAILABLE):
+    with refusals(as_json):
         before = state.load(settings.stack.state_dir.resolve())
         after = launcher.restart(
             settings,

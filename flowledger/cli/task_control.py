@@ -10,6 +10,7 @@ from flowledger.cli import context, inputs
 from flowledger.cli.output import console, print_json, refusals
 from workflows import tasks
 from workflows.client import connect
+from workflows.codes import HUMAN_TASK_RESPONSE_INVALID
 
 
 def complete(
@@ -26,7 +27,7 @@ def complete(
             data,
             "--data",
             settings.records,
-            code="HUMAN_TASK_RESPONSE_INVALID",
+            code=HUMAN_TASK_RESPONSE_INVALID,
             errors=[{"path": "(response)", "message": "not acceptable JSON"}],
         )
 

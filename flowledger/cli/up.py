@@ -17,7 +17,6 @@ import typer
 
 from flowledger import services
 from flowledger.cli.output import (
-    EXIT_UNAVAILABLE,
     console,
     err_console,
     print_json,
@@ -25,6 +24,7 @@ from flowledger.cli.output import (
     table,
 )
 from flowledger.cli.stack import JsonFlag, StateDir, settings_with_state_dir
+from flowledger.codes import STACK_NOT_RUNNING
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from flowledger.stack import launcher
@@ -65,7 +65,7 @@ def up(
     from topics import admin
 
     settings = settings_with_state_dir(ctx, state_dir)
-    with refusals(as_json, EXIT_UNAVAILABLE):
+    with refusals(as_json):
         before = stack_state.load(settings.stack.state_dir.resolve())
         stack = launcher.up(settings, progress=_progress(as_json))
         live = launcher.settings_for(settings, stack)
@@ -126,7 +126,7 @@ def restart(
 ) -> None:
     """Restart one of the processor, worker and projector; everything else keeps running."""
     settings = settings_with_state_dir(ctx, state_dir)
-    with refusals(as_json, EXIT_UNAVAILABLE):
+    with refusals(as_json):
         # Refused before looking at the stack: a wrong name is wrong either way.
         services.check_name(component)
         stack = launcher.status(settings)
@@ -135,7 +135,7 @@ def restart(
             raise ServiceUnavailable(
                 f"{', '.join(down)} not up under {stack['state_dir']}; "
                 "start the stack first (`flowledger up --detach`)",
-                code="STACK_NOT_RUNNING",
+                code=STACK_NOT_RUNNING,
                 services=down,
             )
         services.restart(settings, component, _child_env(settings))

@@ -13,6 +13,7 @@ from flowledger.settings import Settings
 from projections import tables as t
 from topics.catalogue import AUDIT, DEFINITIONS, RUNTIME
 from topics.reader import ReadRecord, read_all, read_json
+from workflows.codes import RUN_NOT_FOUND
 
 RUNTIME_TABLES = {
     "workflow_runs",
@@ -50,7 +51,7 @@ def timeline(settings: Settings, run_id: str) -> dict[str, Any]:
     ]
     if not runtime:
         raise InvalidInput(
-            f"no runtime events for run {run_id}", code="RUN_NOT_FOUND", status=404, run_id=run_id
+            f"no runtime events for run {run_id}", code=RUN_NOT_FOUND, status=404, run_id=run_id
         )
     runtime.sort(key=lambda rv: int(rv[1].get("seq", 0)))
     events = [

@@ -364,8 +364,11 @@ def test_cli_reads_the_projection(loaded: Engine) -> None:
 def test_cli_refuses_a_database_without_tables(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     result = CliRunner().invoke(_cli(), ["runs", "list", "--database", url, "--json"])
-    assert result.exit_code == 2
-    assert json.loads(result.stdout)["error"]["code"] == "DATABASE_UNAVAILABLE"
+    # A service that may answer later (once the projector made the tables): exit 3,
+    # "retryable", under the one exit-code mapping of issue 13 (it was 2 before).
+    assert result.exit_code == 3
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "DATABASE_UNAVAILABLE" and error["retryable"] is True
 
 
 def test_a_cached_run_state_is_dropped_when_another_instance_moved_on(tmp_path: Path) -> None:

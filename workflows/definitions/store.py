@@ -20,8 +20,10 @@ from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
 from topics import clients
 from topics.catalogue import DEFINITIONS
+from topics.codes import PUBLISH_FAILED
 from topics.reader import ReadRecord, read_all
 from topics.serde import RecordRefused, decode_definition, encode
+from workflows.codes import DEFINITION_VERSION_EXISTS, DEFINITIONS_READ_FAILED
 from workflows.definitions.canonical import definition_hash
 from workflows.definitions.validate import parse
 
@@ -86,7 +88,7 @@ def _read_records(settings: Settings) -> list[ReadRecord]:
             code = error.code() if isinstance(error, KafkaError) else None
             if code not in _TRANSIENT or attempt == _READ_ATTEMPTS:
                 raise ServiceUnavailable(
-                    f"reading {topic} failed: {exc}", code="DEFINITIONS_READ_FAILED", topic=topic
+                    f"reading {topic} failed: {exc}", code=DEFINITIONS_READ_FAILED, topic=topic
                 ) from exc
             time.sleep(_READ_BACKOFF_S * attempt)
     raise AssertionError("unreachable")
@@ -147,7 +149,7 @@ def publish(settings: Settings, document: dict[str, Any]) -> PublishOutcome:
         raise FlowledgerError(
             f"{definition.tenant}:{definition.id} version {definition.version} is already "
             "published with different content; publish it as a new version",
-            code="DEFINITION_VERSION_EXISTS",
+            code=DEFINITION_VERSION_EXISTS,
             tenant=definition.tenant,
             id=definition.id,
             version=definition.version,
@@ -190,7 +192,7 @@ def _produce(settings: Settings, record: DefinitionRecord) -> tuple[int, int]:
         raise ServiceUnavailable(
             f"Kafka did not acknowledge the definition {record.key()}: "
             + ("; ".join(failures) or "timed out"),
-            code="PUBLISH_FAILED",
+            code=PUBLISH_FAILED,
             key=record.key(),
         )
     return delivered[0]
