@@ -24,7 +24,17 @@ from flowledger.errors import (
 console = Console()
 err_console = Console(stderr=True)
 
-__all__ = ["EXIT_CHECK_FAILED", "EXIT_REFUSED", "EXIT_UNAVAILABLE", "print_json", "refusals"]
+# The one --json option of every command.
+JSON_FLAG = typer.Option(False, "--json", help="Print one JSON document.")
+
+__all__ = [
+    "EXIT_CHECK_FAILED",
+    "EXIT_REFUSED",
+    "EXIT_UNAVAILABLE",
+    "JSON_FLAG",
+    "print_json",
+    "refusals",
+]
 
 
 def _default(value: Any) -> Any:

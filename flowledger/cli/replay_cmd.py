@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from flowledger.cli import context
 from flowledger.cli.output import (
     EXIT_CHECK_FAILED,
+    JSON_FLAG,
     console,
     err_console,
     print_json,
@@ -35,7 +36,6 @@ from projections.replay.verify import compare
 from workflows.codes import INVALID_REQUEST
 
 app = typer.Typer(help="Rebuild, verify and explain the projection tables from the log.")
-JSON = typer.Option(False, "--json", help="Print one JSON document.")
 INTO = typer.Option(None, "--into", help="Rebuild into this database URL.")
 SHADOW = typer.Option(False, "--shadow", help="Rebuild into the shadow beside the live one.")
 
@@ -94,7 +94,7 @@ def _rebuild_into(settings: Settings, target: Engine, cut: cuts.Cut, show: bool)
 
 @app.command("rebuild")
 def rebuild_cmd(
-    ctx: typer.Context, into: str | None = INTO, shadow: bool = SHADOW, as_json: bool = JSON
+    ctx: typer.Context, into: str | None = INTO, shadow: bool = SHADOW, as_json: bool = JSON_FLAG
 ) -> None:
     """Rebuild every table from offset 0 up to the live projector's checkpoints."""
     settings = context.settings(ctx)
@@ -115,7 +115,7 @@ def rebuild_cmd(
 
 @app.command("verify")
 def verify_cmd(
-    ctx: typer.Context, into: str | None = INTO, shadow: bool = SHADOW, as_json: bool = JSON
+    ctx: typer.Context, into: str | None = INTO, shadow: bool = SHADOW, as_json: bool = JSON_FLAG
 ) -> None:
     """Rebuild at the live cut and compare row by row; exit 1 on any difference."""
     settings = context.settings(ctx)
@@ -161,7 +161,7 @@ def verify_cmd(
 def swap_cmd(
     ctx: typer.Context,
     force: bool = typer.Option(False, "--force", help="Swap without a clean verify."),
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Make the verified shadow live (stop the projector first)."""
     settings = context.settings(ctx)
@@ -196,7 +196,7 @@ def swap_cmd(
 
 @app.command("timeline")
 def timeline_cmd(
-    ctx: typer.Context, run_id: str = typer.Argument(...), as_json: bool = JSON
+    ctx: typer.Context, run_id: str = typer.Argument(...), as_json: bool = JSON_FLAG
 ) -> None:
     """One run's history from the log, with the audit records that touched it."""
     settings = context.settings(ctx)
@@ -228,7 +228,7 @@ def as_of_cmd(
     time: str | None = typer.Option(None, "--time", help="ISO time (broker timestamps)."),
     offsets: str | None = typer.Option(None, "--offsets", help="topic:partition=offset,..."),
     into: str = typer.Option(..., "--into", help="Database URL to build into."),
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """The tables as they stood at a time or at given offsets."""
     settings = context.settings(ctx)
@@ -264,7 +264,7 @@ def router_cmd(
     start: str = typer.Option(..., "--from", help="ISO time: first broker timestamp."),
     end: str = typer.Option(..., "--to", help="ISO time: end (exclusive)."),
     paths_file: Path | None = typer.Option(None, "--paths", help="Correlation paths JSON file."),
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Dry-run correlation and routing over a range of the ingress log."""
     from processors.correlation import load_paths
@@ -317,7 +317,7 @@ def why(
     ctx: typer.Context,
     table_name: str = typer.Argument(..., metavar="TABLE"),
     key: str = typer.Argument(..., help="Primary key values joined by |, or JSON."),
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """The chain of log records behind one projection row."""
     settings = context.settings(ctx)

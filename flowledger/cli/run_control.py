@@ -11,7 +11,7 @@ import typer
 from temporalio.client import Client
 
 from flowledger.cli import context, inputs
-from flowledger.cli.output import console, err_console, print_json, refusals
+from flowledger.cli.output import JSON_FLAG, console, err_console, print_json, refusals
 from flowledger.errors import InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
 from workflows import control
@@ -19,7 +19,6 @@ from workflows.client import connect
 from workflows.codes import TEMPORAL_UNAVAILABLE
 from workflows.worker import run_worker
 
-JSON = typer.Option(False, "--json", help="Print one JSON document.")
 REASON = typer.Option(..., "--reason", help="Why (recorded with the request).")
 
 
@@ -36,7 +35,7 @@ def start(
     tenant: str = typer.Option(..., "--tenant"),
     input_json: str = typer.Option("{}", "--input", help="The run input as a JSON object."),
     version: int | None = typer.Option(None, "--version", help="Pin a version (else latest)."),
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Start a run of a published definition."""
     settings = context.settings(ctx)
@@ -94,7 +93,7 @@ def _command(action: str, call: Call, doc: str) -> Callable[..., None]:
         ctx: typer.Context,
         run_id: str = typer.Argument(..., help="The run."),
         reason: str = REASON,
-        as_json: bool = JSON,
+        as_json: bool = JSON_FLAG,
     ) -> None:
         settings = context.settings(ctx)
 

@@ -7,7 +7,7 @@ import asyncio
 import typer
 
 from flowledger.cli import context, inputs
-from flowledger.cli.output import console, print_json, refusals
+from flowledger.cli.output import JSON_FLAG, console, print_json, refusals
 from workflows import tasks
 from workflows.client import connect
 from workflows.codes import HUMAN_TASK_RESPONSE_INVALID
@@ -18,7 +18,7 @@ def complete(
     task_id: str = typer.Argument(..., help="The task."),
     data: str = typer.Option(..., "--data", help="The response as a JSON object."),
     by: str = typer.Option(..., "--by", help="Who completed it."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Complete a human task; the response must match the task's form schema."""
     settings = context.settings(ctx)

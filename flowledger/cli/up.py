@@ -23,7 +23,7 @@ from flowledger.cli.output import (
     refusals,
     table,
 )
-from flowledger.cli.stack import JsonFlag, StateDir, settings_with_state_dir
+from flowledger.cli.stack import JSON_FLAG, StateDir, settings_with_state_dir
 from flowledger.codes import STACK_NOT_RUNNING
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
@@ -59,7 +59,7 @@ def up(
     ctx: typer.Context,
     state_dir: Path | None = StateDir,
     detach: bool = typer.Option(False, "--detach", help="Leave everything running and return."),
-    as_json: bool = JsonFlag,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Start what is not running: the stack, the topics, the worker, projector, processor."""
     from topics import admin
@@ -102,7 +102,7 @@ def up(
         print_json(_document(settings, check=False))
 
 
-def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = JsonFlag) -> None:
+def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = JSON_FLAG) -> None:
     """Stop the processor, projector and worker, then the stack. Idempotent."""
     settings = settings_with_state_dir(ctx, state_dir)
     began = time.monotonic()
@@ -122,7 +122,7 @@ def restart(
     ctx: typer.Context,
     component: str = typer.Argument(..., help="processor, worker or projector."),
     state_dir: Path | None = StateDir,
-    as_json: bool = JsonFlag,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Restart one of the processor, worker and projector; everything else keeps running."""
     settings = settings_with_state_dir(ctx, state_dir)

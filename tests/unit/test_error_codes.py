@@ -40,8 +40,7 @@ def test_docs_errors_md_is_generated_from_the_codes() -> None:
 def test_no_error_code_is_written_inline() -> None:
     codes = catalogued()
     homes = {
-        REPO / (module.__name__.replace(".", "/") + ".py")
-        for _t, module in error_catalogue.AREAS
+        REPO / (module.__name__.replace(".", "/") + ".py") for _t, module in error_catalogue.AREAS
     }
     found = []
     for package in PACKAGES:
