@@ -13,7 +13,7 @@ import jsonschema
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from flowledger.errors import FlowledgerError, InvalidInput, ServiceUnavailable
+from flowledger.errors import FlowledgerError, InvalidInput
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
 from workflows.codes import (
@@ -216,24 +216,6 @@ def _check_reason(action: str, run_id: str, reason: str | None) -> None:
         )
 
 
-def resolve_workflow_id(settings: Settings, run_id: str) -> str:
-    """The Temporal workflow id of a run. Runs started by an event have a trigger
-    workflow id; the run projection (the index, never the authority) knows it."""
-    from sqlalchemy import select
-
-    from projections import db
-    from projections.tables import workflow_runs
-
-    query = select(workflow_runs.c.workflow_id).where(workflow_runs.c.run_id == run_id)
-    try:
-        with db.reading(settings.database_url()) as conn:
-            found = conn.execute(query).scalar()
-    except ServiceUnavailable:
-        # No projection yet: a run started by `runs start` still has the plain id.
-        found = None
-    return str(found) if found else run_workflow_id(run_id)
-
-
 async def _describe(
     client: Client, action: str, run_id: str, workflow_id: str | None = None
 ) -> Any:
@@ -254,7 +236,12 @@ async def cancel(
     run_id: str,
     reason: str,
     requested_by: str | None = None,
+    *,
+    workflow_id: str | None = None,
 ) -> dict[str, Any]:
+    """Temporal first: the request reaches the workflow, or nothing changes. A run
+    started by an event has a trigger workflow id, which the caller looks up (the run
+    projection knows it); otherwise the run's own id is used."""
     _check_reason("cancel", run_id, reason)
 
     def refused(why: str) -> RunControlError:
@@ -270,9 +257,7 @@ async def cancel(
     if client is None:
         raise refused(f"Temporal at {settings.temporal.address} is unreachable")
     try:
-        handle, info = await _describe(
-            client, "cancel", run_id, resolve_workflow_id(settings, run_id)
-        )
+        handle, info = await _describe(client, "cancel", run_id, workflow_id)
         if info.status != WorkflowExecutionStatus.RUNNING:
             raise refused(f"the run is already {info.status.name if info.status else 'closed'}")
         await handle.signal(
@@ -295,13 +280,19 @@ async def cancel(
 
 
 async def unsupported(
-    settings: Settings, client: Client | None, action: str, run_id: str, reason: str
+    settings: Settings,
+    client: Client | None,
+    action: str,
+    run_id: str,
+    reason: str,
+    *,
+    workflow_id: str | None = None,
 ) -> dict[str, Any]:
     _check_reason(action, run_id, reason)
     if client is not None:
         # Unreachable or not: the answer is the same refusal, but a 404 wins.
         with contextlib.suppress(RPCError):
-            await _describe(client, action, run_id, resolve_workflow_id(settings, run_id))
+            await _describe(client, action, run_id, workflow_id)
     raise RunControlError(
         f"{action} is not something flowledger does: Temporal is the execution authority",
         code=WORKFLOW_TEMPORAL_ACTION_UNSUPPORTED,
@@ -329,9 +320,11 @@ async def original_input(client: Client, run_id: str, workflow_id: str | None = 
     return value
 
 
-async def rerun(settings: Settings, client: Client, run_id: str, reason: str) -> dict[str, Any]:
+async def rerun(
+    settings: Settings, client: Client, run_id: str, reason: str, *, workflow_id: str | None = None
+) -> dict[str, Any]:
     _check_reason("rerun", run_id, reason)
-    original = await original_input(client, run_id, resolve_workflow_id(settings, run_id))
+    original = await original_input(client, run_id, workflow_id)
     new_id = str(uuid.uuid4())
     fresh = original.model_copy(
         update={

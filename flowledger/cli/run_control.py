@@ -14,6 +14,7 @@ from flowledger.cli import context, inputs
 from flowledger.cli.output import JSON_FLAG, console, err_console, print_json, refusals
 from flowledger.errors import InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
+from projections import lookups
 from workflows import control
 from workflows.client import connect
 from workflows.codes import TEMPORAL_UNAVAILABLE
@@ -60,13 +61,19 @@ async def _maybe_client(settings: Settings) -> Client | None:
         return None
 
 
+def _located(settings: Settings, run_id: str) -> str:
+    return lookups.workflow_id_of(settings.database_url(), run_id)
+
+
 Call = Callable[[Settings, Client | None, str, str], Awaitable[dict[str, Any]]]
 
 
 async def _cancel(
     settings: Settings, client: Client | None, run_id: str, reason: str
 ) -> dict[str, Any]:
-    return await control.cancel(settings, client, run_id, reason)
+    return await control.cancel(
+        settings, client, run_id, reason, workflow_id=_located(settings, run_id)
+    )
 
 
 async def _rerun(
@@ -76,14 +83,18 @@ async def _rerun(
         raise ServiceUnavailable(
             f"Temporal at {settings.temporal.address} is unreachable", code=TEMPORAL_UNAVAILABLE
         )
-    return await control.rerun(settings, client, run_id, reason)
+    return await control.rerun(
+        settings, client, run_id, reason, workflow_id=_located(settings, run_id)
+    )
 
 
 def _refusal(action: str) -> Call:
     async def call(
         settings: Settings, client: Client | None, run_id: str, reason: str
     ) -> dict[str, Any]:
-        return await control.unsupported(settings, client, action, run_id, reason)
+        return await control.unsupported(
+            settings, client, action, run_id, reason, workflow_id=_located(settings, run_id)
+        )
 
     return call
 

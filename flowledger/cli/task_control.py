@@ -8,6 +8,7 @@ import typer
 
 from flowledger.cli import context, inputs
 from flowledger.cli.output import JSON_FLAG, console, print_json, refusals
+from projections import lookups
 from workflows import tasks
 from workflows.client import connect
 from workflows.codes import HUMAN_TASK_RESPONSE_INVALID
@@ -31,8 +32,13 @@ def complete(
             errors=[{"path": "(response)", "message": "not acceptable JSON"}],
         )
 
+        url = settings.database_url()
+        task = lookups.find_task(url, task_id)
+        workflow_id = lookups.workflow_id_of(url, str(task["run_id"]))
         document = asyncio.run(
-            tasks.complete(settings, lambda: connect(settings), task_id, response, by)
+            tasks.complete(
+                settings, lambda: connect(settings), task, response, by, workflow_id=workflow_id
+            )
         )
     if as_json:
         print_json(document)
