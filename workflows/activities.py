@@ -8,7 +8,7 @@ import json
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -17,6 +17,7 @@ from flowledger.errors import FlowledgerError
 from flowledger.settings import Settings
 from topics import clients
 from topics.catalogue import RUNTIME
+from topics.producing import Outgoing, produce_and_flush
 from workflows.actions.registry import lookup
 from workflows.actions.spec import ActionContext, ActionFailed
 from workflows.codes import (
@@ -86,29 +87,21 @@ class RuntimeActivities:
         """Publish a run's events keyed by run_id (so they stay in seq order on one
         partition) and return only once Kafka has acknowledged all of them."""
         topic = self.settings.topic(RUNTIME)
-        errors: list[str] = []
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        producer = self.producer
         key = request.run_id.encode("utf-8")
-        for event in request.events:
-            value = json.dumps(event, separators=(",", ":")).encode("utf-8")
-            while True:
-                try:
-                    producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    await asyncio.to_thread(producer.poll, 0.1)
-        remaining = await asyncio.to_thread(producer.flush, self.settings.kafka.request_timeout_s)
-        if remaining or errors:
+        items = [
+            Outgoing(topic, key, json.dumps(event, separators=(",", ":")).encode("utf-8"))
+            for event in request.events
+        ]
+        # Off the event loop: the flush waits for Kafka, heartbeats must not.
+        done = await asyncio.to_thread(
+            produce_and_flush, self.producer, items, self.settings.kafka.request_timeout_s
+        )
+        if done.failed:
             # Retryable: Temporal calls again and the deterministic event ids let
             # consumers drop whatever did land the first time.
             raise ApplicationError(
-                f"Kafka did not acknowledge {remaining + len(errors)} runtime event(s): "
-                + "; ".join(errors[:3]),
+                f"Kafka did not acknowledge {len(done.failed)} runtime event(s): "
+                + "; ".join(why for _item, why in done.failed[:3]),
                 type="KafkaUnavailable",
             )
         return len(request.events)

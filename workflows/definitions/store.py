@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException
 
 from flowledger.errors import FlowledgerError, ServiceUnavailable
 from flowledger.settings import Settings
@@ -21,6 +21,7 @@ from schemas.definition_record import DefinitionRecord
 from topics import clients
 from topics.catalogue import DEFINITIONS
 from topics.codes import PUBLISH_FAILED
+from topics.producing import Outgoing, produce_and_flush
 from topics.reader import ReadRecord, read_all
 from topics.serde import RecordRefused, decode_definition, encode
 from workflows.codes import DEFINITION_VERSION_EXISTS, DEFINITIONS_READ_FAILED
@@ -169,30 +170,14 @@ def publish(settings: Settings, document: dict[str, Any]) -> PublishOutcome:
 
 
 def _produce(settings: Settings, record: DefinitionRecord) -> tuple[int, int]:
-    producer = clients.producer(settings)
-    delivered: list[tuple[int, int]] = []
-    failures: list[str] = []
-
-    def on_delivery(err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            failures.append(str(err))
-            return
-        partition, offset = msg.partition(), msg.offset()
-        assert partition is not None and offset is not None
-        delivered.append((partition, offset))
-
-    producer.produce(
-        settings.topic(DEFINITIONS),
-        key=record.key().encode("utf-8"),
-        value=encode(record),
-        on_delivery=on_delivery,
-    )
-    remaining = producer.flush(settings.kafka.request_timeout_s)
-    if remaining or failures or not delivered:
+    item = Outgoing(settings.topic(DEFINITIONS), record.key().encode("utf-8"), encode(record))
+    done = produce_and_flush(clients.producer(settings), [item], settings.kafka.request_timeout_s)
+    if done.failed or not done.acknowledged:
         raise ServiceUnavailable(
             f"Kafka did not acknowledge the definition {record.key()}: "
-            + ("; ".join(failures) or "timed out"),
+            + "; ".join(why for _item, why in done.failed),
             code=PUBLISH_FAILED,
             key=record.key(),
         )
-    return delivered[0]
+    ack = done.acknowledged[0]
+    return ack.partition, ack.offset
