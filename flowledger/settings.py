@@ -9,6 +9,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Defaults with more than one reader (workflow messages, the expression engine).
+DEFAULT_TASK_QUEUE = "flowledger-runtime"
+DEFAULT_STEP_BUDGET = 100_000
+DEFAULT_MAX_OUTPUT_CHARS = 262_144
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -35,7 +40,7 @@ class KafkaSettings(_Section):
 class TemporalSettings(_Section):
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
-    task_queue: str = "flowledger-runtime"
+    task_queue: str = DEFAULT_TASK_QUEUE
 
 
 class ActionSettings(_Section):
@@ -126,8 +131,8 @@ class ProjectorSettings(_Section):
 
 class ExpressionSettings(_Section):
     extra_functions: list[str] = Field(default_factory=list)
-    step_budget: int = Field(default=100_000, ge=1)
-    max_output_chars: int = Field(default=262_144, ge=1)
+    step_budget: int = Field(default=DEFAULT_STEP_BUDGET, ge=1)
+    max_output_chars: int = Field(default=DEFAULT_MAX_OUTPUT_CHARS, ge=1)
 
 
 class CorrelationSettings(_Section):

@@ -11,7 +11,7 @@ from typing import Any
 
 from flowledger.settings import Settings
 from processors.codes import TRIGGER_MAPPING_INVALID
-from schemas.definition_record import DefinitionRecord
+from schemas.definition_record import DefinitionRecord, parse_definition_key
 from workflows.expressions import ExpressionError, compile_with
 
 # Fixed so that the run id of a triggered run is the same on every redelivery.
@@ -51,11 +51,12 @@ class TriggerIndex:
         self._refresh(ident)
 
     def apply_tombstone(self, key: str) -> None:
-        parts = key.rsplit(":", 2)
-        if len(parts) != 3 or not parts[2].isdigit():
+        parsed = parse_definition_key(key)
+        if parsed is None:
             return
-        ident = (parts[0], parts[1])
-        self.versions.get(ident, {}).pop(int(parts[2]), None)
+        tenant, definition_id, version = parsed
+        ident = (tenant, definition_id)
+        self.versions.get(ident, {}).pop(version, None)
         self._refresh(ident)
 
     def _refresh(self, ident: tuple[str, str]) -> None:

@@ -13,9 +13,10 @@ from sqlalchemy import Connection, Engine, Select, Table, select
 
 from flowledger.errors import CheckFailed, NotFound
 from projections import tables as t
+from schemas.runtime import TERMINAL_STATUSES
 from workflows.codes import RUN_NOT_FOUND, RUN_WAIT_TIMEOUT
 
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED")
+TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 RUN_STATUSES = ("RUNNING", "WAITING", *TERMINAL)
 WAIT_STATUSES = ("OPEN", "RESOLVED", "TIMED_OUT", "CANCELED")
 AUDIT_STATUSES = ("matched", "unmatched", "error")

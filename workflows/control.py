@@ -28,7 +28,6 @@ from workflows.codes import (
 )
 from workflows.interpreter_workflow import InterpreterWorkflow
 from workflows.messages import (
-    TASK_QUEUE,
     CancelRequest,
     ExpressionOptions,
     RunInput,
@@ -200,7 +199,7 @@ async def start(
             settings, record, data, run_id=rid, workflow_id=wid, trigger_event_id=trigger_event_id
         ),
         id=wid,
-        task_queue=settings.temporal.task_queue or TASK_QUEUE,
+        task_queue=settings.temporal.task_queue,
     )
     return StartedRun(rid, wid, record.definition_id, record.version, record.hash)
 
