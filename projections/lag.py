@@ -16,8 +16,9 @@ from sqlalchemy import Engine
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from projections import db
-from projections.apply import DEFAULT_PROJECTION, Slot, read_checkpoints
+from projections.checkpoints import DEFAULT_PROJECTION, read_checkpoints
 from projections.projector import topic_kinds
+from projections.records import Slot
 from topics import admin, clients
 from topics.codes import KAFKA_UNAVAILABLE, TOPIC_MISSING
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from flowledger.errors import InvalidInput
 from flowledger.settings import Settings
-from projections.apply import DEFAULT_PROJECTION, read_checkpoints
+from projections.checkpoints import DEFAULT_PROJECTION, read_checkpoints
 from projections.projector import topic_kinds
 from topics import clients
 

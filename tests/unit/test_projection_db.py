@@ -26,8 +26,10 @@ from flowledger.cli import tasks as tasks_cli
 from flowledger.cli import waits as waits_cli
 from projections import db, migrate, queries
 from projections import tables as t
-from projections.apply import Applier, Incoming, apply_batch, read_checkpoints
+from projections.apply import Applier, apply_batch
 from projections.changes import Coordinates
+from projections.checkpoints import read_checkpoints
+from projections.records import Incoming
 from projections.synthetic import Generated, runtime_event, stream
 from schemas.runtime import RUNTIME_EVENT_ADAPTER
 from topics.catalogue import AUDIT, DEFINITIONS, RUNTIME

@@ -15,7 +15,8 @@ from sqlalchemy import Engine, insert, select
 
 from projections import db, migrate, statements
 from projections import tables as t
-from projections.apply import Applier, Plan, StalePlan, apply_batch, read_checkpoints
+from projections.apply import Applier, Plan, StalePlan, apply_batch
+from projections.checkpoints import read_checkpoints
 from projections.synthetic import stream
 from tests.unit.test_projection_db import apply, dump, incoming
 
