@@ -27,7 +27,7 @@ from flowledger.cli import waits as waits_cli
 from projections import db, migrate, queries
 from projections import tables as t
 from projections.apply import Applier, apply_batch
-from projections.changes import Coordinates
+from projections.changes import PRIMARY_KEYS, Coordinates
 from projections.checkpoints import read_checkpoints
 from projections.records import Incoming
 from projections.synthetic import Generated, runtime_event, stream
@@ -403,3 +403,9 @@ def test_a_cached_run_state_is_dropped_when_another_instance_moved_on(tmp_path: 
     finally:
         shared.dispose()
         clean.dispose()
+
+
+def test_the_folds_primary_keys_are_the_tables_ones() -> None:
+    assert {
+        name: tuple(c.name for c in table.primary_key.columns) for name, table in t.TABLES.items()
+    } == PRIMARY_KEYS
