@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from flowledger.errors import ServiceUnavailable
+from projections.codes import DATABASE_UNAVAILABLE
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 # Execution option of connections that only read: on SQLite they begin a plain
@@ -95,7 +96,7 @@ def database_errors() -> Iterator[None]:
     except (OperationalError, ProgrammingError) as exc:
         raise ServiceUnavailable(
             f"cannot read the projection database: {str(exc.orig).strip()}",
-            code="DATABASE_UNAVAILABLE",
+            code=DATABASE_UNAVAILABLE,
             hint="start `flowledger projector` once to create the tables",
         ) from exc
 

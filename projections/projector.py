@@ -27,6 +27,7 @@ from projections import db, migrate
 from projections.apply import Applier, BatchResult
 from projections.changes import Coordinates
 from projections.checkpoints import DEFAULT_PROJECTION, read_checkpoints
+from projections.codes import KAFKA_FATAL
 from projections.pipeline import Pipeline, retry_database
 from projections.records import Incoming, Kind
 from topics import admin, clients
@@ -226,7 +227,7 @@ class Projector:
             err = msg.error()
             if err is not None:
                 if err.fatal():
-                    raise ServiceUnavailable(f"Kafka consumer failed: {err}", code="KAFKA_FATAL")
+                    raise ServiceUnavailable(f"Kafka consumer failed: {err}", code=KAFKA_FATAL)
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
                 continue

@@ -17,6 +17,7 @@ from projections import migrate
 from projections.apply import Applier, BatchResult
 from projections.changes import Coordinates
 from projections.checkpoints import read_checkpoints
+from projections.codes import REPLAY_READ_STALLED
 from projections.pipeline import Pipeline
 from projections.projector import topic_kinds
 from projections.records import Incoming
@@ -89,7 +90,7 @@ def read_range(
             elif time.monotonic() > deadline:
                 raise ServiceUnavailable(
                     f"{topic}[{partition}] stopped at offset {position} before {end}",
-                    code="REPLAY_READ_STALLED",
+                    code=REPLAY_READ_STALLED,
                     topic=topic,
                     partition=partition,
                 )
