@@ -21,9 +21,11 @@ from temporalio.client import Client, WorkflowHandle
 
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
+from schemas.envelope import EventEnvelope
 from tests.waiting import Timeout
 from tests.waiting import until as wait_until
 from topics.catalogue import RUNTIME
+from topics.publisher import publish
 from topics.reader import read_all
 from workflows import control
 from workflows.activities import RuntimeActivities
@@ -175,3 +177,20 @@ def spawn_processor(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
+
+
+def keyed_event(tenant: str, event_type: str, key: str, field: str) -> EventEnvelope:
+    """An event with an explicit correlation key, which its payload repeats in `field`."""
+    return EventEnvelope(
+        event_id=uuid.uuid4(),
+        event_type=event_type,
+        tenant=tenant,
+        occurred_at=datetime.now(UTC),
+        workflow_correlation_key=key,
+        payload={field: key},
+    )
+
+
+def send(settings: Settings, events: list[EventEnvelope]) -> None:
+    if events:
+        publish(settings, list(enumerate(events, start=1)))

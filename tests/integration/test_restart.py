@@ -17,7 +17,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,10 @@ from projections import db
 from projections import lag as projection_lag
 from projections import tables as t
 from schemas.envelope import EventEnvelope
+from tests.integration.runtime_support import keyed_event, send
 from tests.stack_fixture import CACHE
 from tests.waiting import wait_for
 from topics.catalogue import RUNTIME
-from topics.publisher import publish
 from topics.reader import read_all
 from workflows.definitions import store
 
@@ -200,8 +199,8 @@ class Orders:
         ids = [f"O-{n:03d}" for n in range(count)]
         return cls(
             tenant,
-            {o: _envelope(tenant, "order.placed", o) for o in ids},
-            {o: _envelope(tenant, "payment.captured", o) for o in ids},
+            {o: keyed_event(tenant, "order.placed", o, "order_id") for o in ids},
+            {o: keyed_event(tenant, "payment.captured", o, "order_id") for o in ids},
         )
 
     def run_id(self, order: str) -> str:
@@ -210,21 +209,6 @@ class Orders:
 
     def runs(self) -> dict[str, str]:
         return {self.run_id(o): o for o in self.placed}
-
-
-def _envelope(tenant: str, event_type: str, order: str) -> EventEnvelope:
-    return EventEnvelope(
-        event_id=uuid.uuid4(),
-        event_type=event_type,
-        tenant=tenant,
-        occurred_at=datetime.now(UTC),
-        workflow_correlation_key=order,
-        payload={"order_id": order},
-    )
-
-
-def send(settings: Settings, events: list[EventEnvelope]) -> None:
-    publish(settings, list(enumerate(events, start=1)))
 
 
 def rows(engine: Engine, table: Any) -> list[dict[str, Any]]:

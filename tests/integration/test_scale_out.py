@@ -15,7 +15,6 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,10 @@ from projections import db, migrate
 from projections import lag as projection_lag
 from projections import tables as t
 from schemas.envelope import EventEnvelope
-from tests.integration.runtime_support import SESSION_TIMEOUT_S, component_env
+from tests.integration.runtime_support import SESSION_TIMEOUT_S, component_env, keyed_event, send
 from tests.waiting import wait_for as wait_until
 from topics import clients
 from topics.catalogue import AUDIT, RUNTIME
-from topics.publisher import publish
 from topics.reader import read_all
 from workflows.client import connect
 from workflows.definitions import store
@@ -102,22 +100,6 @@ def job_definition(definition_id: str) -> dict[str, Any]:
             },
         ],
     }
-
-
-def envelope(event_type: str, job_id: str) -> EventEnvelope:
-    return EventEnvelope(
-        event_id=uuid.uuid4(),
-        event_type=event_type,
-        tenant=TENANT,
-        occurred_at=datetime.now(UTC),
-        workflow_correlation_key=job_id,
-        payload={"job_id": job_id},
-    )
-
-
-def send(settings: Settings, events: list[EventEnvelope]) -> None:
-    if events:
-        publish(settings, list(enumerate(events, start=1)))
 
 
 # -- the processes -------------------------------------------------------------------
@@ -268,8 +250,8 @@ class Jobs:
         return cls(
             definition_id,
             ids,
-            {j: envelope("job.requested", j) for j in ids},
-            {j: envelope("job.done", j) for j in ids},
+            {j: keyed_event(TENANT, "job.requested", j, "job_id") for j in ids},
+            {j: keyed_event(TENANT, "job.done", j, "job_id") for j in ids},
             set(ids[::DUP_EVERY]),
         )
 
