@@ -88,6 +88,7 @@ def start_postgres(
             os.chmod(parent, parent.stat().st_mode | 0o111)
     if previous is not None:
         processes.wait_until_unused(data, stack.ready_timeout_s, "PostgreSQL's last processes")
+        _drop_stale_lock(data)
     if not (data / "PG_VERSION").exists():
         processes.run_checked(
             _as_postgres(
@@ -146,6 +147,16 @@ def start_postgres(
         data_dir=str(data),
         details={"kind": "postgresql", "bin_dir": str(bin_dir), "port": port},
     )
+
+
+def _drop_stale_lock(data: Path) -> None:
+    """A postmaster killed outright may stay a zombie when nothing reaps it (a container
+    whose PID 1 does not); PostgreSQL's own check of its lock file counts a zombie as a
+    running server and refuses to start. Nothing works in the directory any more (we
+    waited for that), so a lock file naming a dead or zombie pid is stale."""
+    pid = _postmaster_pid(data)
+    if pid is not None and not processes.alive(pid):
+        (data / "postmaster.pid").unlink(missing_ok=True)
 
 
 def _postmaster_pid(data: Path) -> int | None:
