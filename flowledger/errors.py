@@ -68,3 +68,11 @@ class StackError(FlowledgerError):
     """The local stack could not be started, attached or stopped."""
 
     code = "STACK_FAILED"
+
+
+class AuthenticationFailed(ServiceUnavailable):
+    """A service answered but refused our credentials or certificate. The services'
+    retry loops give up on it at once (the same credentials fail the same way), and
+    the CLI exits 3 as for a service it cannot use."""
+
+    code = "AUTH_FAILED"

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flowledger.errors import FlowledgerError
+from flowledger.errors import AuthenticationFailed, FlowledgerError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -57,6 +57,8 @@ def refusals(as_json: bool, unavailable_exit: int = EXIT_REFUSED) -> Iterator[No
     service that did not answer) exits 3 instead of 2."""
     try:
         yield
+    except AuthenticationFailed as exc:
+        refuse(exc, as_json, EXIT_UNAVAILABLE)
     except FlowledgerError as exc:
         refuse(exc, as_json, unavailable_exit if exc.retryable else EXIT_REFUSED)
 

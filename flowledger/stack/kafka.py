@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient
 from flowledger.errors import StackError
 from flowledger.settings import StackSettings
 from flowledger.stack import processes
+from flowledger.stack.kafka_secure import SaslSslListener
 from flowledger.stack.state import ServiceState
 
 POM = Path(__file__).resolve().parent / "kafka-pom.xml"
@@ -71,17 +72,22 @@ def _cluster_id() -> str:
             return text
 
 
-def _properties(data: Path, port: int, controller_port: int) -> str:
+def _properties(
+    data: Path, port: int, controller_port: int, secure: SaslSslListener | None = None
+) -> str:
+    client = secure.listener(port) if secure else f"PLAINTEXT://127.0.0.1:{port}"
+    name = client.split(":", 1)[0]
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            f"listeners={client},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners={client}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
+            f"listener.security.protocol.map={name}:{name},CONTROLLER:PLAINTEXT",
+            f"inter.broker.listener.name={name}",
+            *(secure.properties() if secure else []),
             f"log.dirs={data}",
             "num.partitions=1",
             "default.replication.factor=1",
@@ -120,11 +126,15 @@ def _log4j(log_file: Path) -> str:
 
 
 def start(
-    stack: StackSettings, state_dir: Path, previous: ServiceState | None = None
+    stack: StackSettings,
+    state_dir: Path,
+    previous: ServiceState | None = None,
+    secure: SaslSslListener | None = None,
 ) -> ServiceState:
     """Start the broker; with `previous` (its last record in stack.json) on the same
     ports, so clients that know the old address reconnect by themselves and the
-    controller finds the quorum its data was formatted with."""
+    controller finds the quorum its data was formatted with. With `secure`, its one
+    client listener is SASL_SSL instead of PLAINTEXT."""
     if shutil.which(stack.java_bin) is None:
         raise StackError(
             f"Java ({stack.java_bin}) is not installed; Kafka needs Java 17+",
@@ -146,7 +156,8 @@ def start(
     data = home / "data"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "server.properties"
-    config.write_text(_properties(data, port, controller_port), encoding="utf-8")
+    config.write_text(_properties(data, port, controller_port, secure), encoding="utf-8")
+    config.chmod(0o600)  # it may hold the broker's own SCRAM password
     log4j = home / "log4j2.properties"
     log_file = home / "kafka.log"
     log4j.write_text(_log4j(log_file), encoding="utf-8")
@@ -175,6 +186,7 @@ def start(
                 _cluster_id(),
                 "--config",
                 str(config),
+                *(secure.format_args() if secure else []),
             ],
             "formatting Kafka storage",
             timeout=120,
