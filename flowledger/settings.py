@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -108,6 +108,19 @@ class DatabaseSettings(_Section):
     sslcert: Path | None = None
     sslkey: Path | None = None
 
+    @model_validator(mode="after")
+    def _read_password_file(self) -> DatabaseSettings:
+        """The file is read once, when the settings are built, so one that cannot be
+        read is a settings error at start-up rather than at the first connection."""
+        if self.password is None and self.password_file is not None:
+            try:
+                text = self.password_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"password_file {self.password_file} cannot be read") from exc
+            # A mounted Docker or Kubernetes secret ends with a newline.
+            self.password = SecretStr(text.rstrip("\r\n"))
+        return self
+
 
 class StackSettings(_Section):
     state_dir: Path = Path(".flowledger")
@@ -180,6 +193,9 @@ class Settings(BaseSettings):
         env_prefix="FLOWLEDGER_",
         env_nested_delimiter="__",
         extra="forbid",
+        # `FLOWLEDGER_TEMPORAL__TLS_CLIENT_CERT=` unsets, as a shell user means it
+        # (an empty path would otherwise be the current directory).
+        env_ignore_empty=True,
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -214,9 +230,6 @@ def _with_database_security(url: str, database: DatabaseSettings) -> str:
         if (value := getattr(database, name)) is not None
     }
     password = database.password.get_secret_value() if database.password else None
-    if password is None and database.password_file is not None:
-        # A mounted secret file (Docker, Kubernetes) ends with a newline.
-        password = database.password_file.read_text(encoding="utf-8").rstrip("\r\n")
     if (not params and password is None) or not url.startswith("postgresql"):
         return url
     parts = urlsplit(url)

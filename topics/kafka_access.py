@@ -31,6 +31,10 @@ _lock = threading.Lock()
 def refused(error: KafkaError) -> AuthenticationFailed | None:
     if error.code() not in _REFUSALS:
         return None
+    if "transport failure" in error.str().lower():
+        # A connection cut during the handshake (a broker restarting, a client
+        # closing) is reported as an authentication error too, but it is not a no.
+        return None
     return AuthenticationFailed(
         f"Kafka refused the connection: {_reason(error.str())}",
         code=KAFKA_AUTH_FAILED,

@@ -6,13 +6,14 @@ no worker code: no interpreter, activities or actions."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
-from flowledger.errors import AuthenticationFailed, ServiceUnavailable
+from flowledger.errors import AuthenticationFailed, ConfigError, ServiceUnavailable
 from flowledger.settings import Settings, TemporalSettings
 from workflows import tls_diagnosis
 
@@ -22,17 +23,29 @@ TEMPORAL_AUTH_FAILED = "TEMPORAL_AUTH_FAILED"
 _REFUSED_WORDS = ("certificate", "handshake", "tls", "unauthenticated", "permission denied")
 
 
-def _pem(path: Any, data: str | None) -> bytes | None:
+def _pem(path: Path | None, data: str | None, setting: str) -> bytes | None:
     if data is not None:
         return data.encode("utf-8")
-    return path.read_bytes() if path is not None else None
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"temporal.{setting} {path} cannot be read: {exc.strerror or exc}",
+            code="CONFIG_FILE_UNREADABLE",
+        ) from None
 
 
 def tls_config(temporal: TemporalSettings) -> bool | TLSConfig:
     key_data = temporal.tls_client_key_data
-    ca = _pem(temporal.tls_server_ca_cert, temporal.tls_server_ca_cert_data)
-    cert = _pem(temporal.tls_client_cert, temporal.tls_client_cert_data)
-    key = _pem(temporal.tls_client_key, key_data.get_secret_value() if key_data else None)
+    ca = _pem(temporal.tls_server_ca_cert, temporal.tls_server_ca_cert_data, "tls_server_ca_cert")
+    cert = _pem(temporal.tls_client_cert, temporal.tls_client_cert_data, "tls_client_cert")
+    key = _pem(
+        temporal.tls_client_key,
+        key_data.get_secret_value() if key_data else None,
+        "tls_client_key",
+    )
     given = any((ca, cert, key, temporal.tls_server_name))
     wanted = temporal.tls
     if wanted is None:

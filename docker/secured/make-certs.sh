@@ -25,8 +25,10 @@ for n in 1 2 3; do issue "kafka-$n" serverAuth,clientAuth "DNS:kafka-$n"; done
 issue temporal serverAuth,clientAuth DNS:temporal
 issue projections-db serverAuth DNS:projections-db
 issue flowledger clientAuth DNS:flowledger
-chmod 0644 ./*.crt ./*.pem ca.pem
-chmod 0640 ./*.key
+chmod 0644 ./*.crt ca.pem
+# The images run as different users (Kafka's appuser, temporal, flowledger's 10001);
+# the volume is private to this deployment, so its keys are readable inside it.
+chmod 0644 ./*.key ./*.pem
 # PostgreSQL's image runs as uid 999 and reads its key only if it owns it.
 chown 999:999 projections-db.key && chmod 0600 projections-db.key
 rm -f ca.key

@@ -8,9 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+import typer
+from confluent_kafka import KafkaError
+from pydantic import SecretStr, ValidationError
 
-from flowledger.errors import ConfigError
+from flowledger.cli.output import refusals
+from flowledger.errors import AuthenticationFailed, ConfigError
 from flowledger.settings import (
     DatabaseSettings,
     KafkaSettings,
@@ -18,6 +21,7 @@ from flowledger.settings import (
     TemporalSettings,
     redact_url,
 )
+from topics import kafka_access
 from topics.kafka_security import properties
 from workflows.client import connect_options
 from workflows.client_env import with_client_env
@@ -173,3 +177,41 @@ def test_database_password_and_tls_join_the_url(tmp_path: Path) -> None:
     assert "p@ss" not in str(settings)
     env_secret = Settings(database={"url": "sqlite:///x.db", "password": SecretStr("pw")})
     assert env_secret.database_url() == "sqlite:///x.db"
+
+
+def test_an_empty_variable_unsets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWLEDGER_TEMPORAL__TLS_CLIENT_CERT", "")
+    assert Settings().temporal.tls_client_cert is None
+
+
+def test_an_unreadable_password_file_is_a_settings_error(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="cannot be read"):
+        DatabaseSettings(url="postgresql://u@h/db", password_file=tmp_path / "absent")
+
+
+def test_a_refused_handshake_is_one_line_and_a_cut_one_is_no_refusal() -> None:
+    refused = kafka_access.refused(
+        KafkaError(
+            KafkaError._AUTHENTICATION,
+            "sasl_ssl://127.0.0.1:9093/bootstrap: SASL authentication error: Authentication "
+            "failed due to invalid credentials (after 312ms in state AUTH_REQ)",
+        )
+    )
+    assert refused is not None and refused.code == "KAFKA_AUTH_FAILED"
+    assert refused.message == (
+        "Kafka refused the connection: SASL authentication error: Authentication failed "
+        "due to invalid credentials"
+    )
+    cut = KafkaError(
+        KafkaError._AUTHENTICATION,
+        "GroupCoordinator: SASL authentication error: SaslAuthenticateRequest failed: "
+        "Local: Broker transport failure (after 0ms in state DOWN)",
+    )
+    assert kafka_access.refused(cut) is None
+    assert kafka_access.refused(KafkaError(KafkaError._TRANSPORT, "down")) is None
+
+
+def test_auth_failures_exit_3_from_any_command() -> None:
+    with pytest.raises(typer.Exit) as exit_info, refusals(as_json=True):
+        raise AuthenticationFailed("no", code="DATABASE_AUTH_FAILED")
+    assert exit_info.value.exit_code == 3
