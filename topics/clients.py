@@ -23,7 +23,7 @@ def _base(settings: Settings) -> dict[str, Any]:
         **kafka_security.properties(settings.kafka),
     }
     if str(config["security.protocol"]).lower() != "plaintext":
-        kafka_access.check(config)
+        kafka_access.check(config, AdminClient)
         config["error_cb"] = kafka_access.raise_refusal
     return config
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from flowledger.errors import AuthenticationFailed
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 KAFKA_AUTH_FAILED = "KAFKA_AUTH_FAILED"
 _REFUSALS = frozenset(
@@ -56,7 +59,7 @@ def raise_refusal(error: KafkaError) -> None:
         raise failure
 
 
-def check(config: dict[str, Any]) -> None:
+def check(config: dict[str, Any], make: Callable[[dict[str, Any]], AdminClient]) -> None:
     """Once per process and configuration: raise AuthenticationFailed if the cluster
     refuses these credentials; return when it answers, or is not answering at all."""
     key = tuple(sorted((k, str(v)) for k, v in config.items() if k != "client.id"))
@@ -71,7 +74,7 @@ def check(config: dict[str, Any]) -> None:
             seen.append(failure)
 
     # log_level 0: the refusal is reported once, below, not as librdkafka's log spam.
-    probe = AdminClient({**config, "error_cb": on_error, "log_level": 0})  # type: ignore[dict-item]
+    probe = make({**config, "error_cb": on_error, "log_level": 0})
     deadline = time.monotonic() + CHECK_S
     while time.monotonic() < deadline:
         try:

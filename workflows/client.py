@@ -18,9 +18,10 @@ from flowledger.settings import Settings, TemporalSettings
 from workflows import tls_diagnosis
 
 TEMPORAL_AUTH_FAILED = "TEMPORAL_AUTH_FAILED"
-# What the SDK's core says when the TLS handshake or the server's credentials check
-# fails; the connection itself worked, so waiting will not help.
-_REFUSED_WORDS = ("certificate", "handshake", "tls", "unauthenticated", "permission denied")
+# What the SDK's core says when it refuses the server's certificate or the server our
+# credentials. (Not "TLS" as such: a connection cut mid-stream by a TLS proxy whose
+# upstream restarts mentions TLS too, and that one is worth waiting out.)
+_REFUSED_WORDS = ("certificate", "unauthenticated", "permission denied")
 
 
 def _pem(path: Path | None, data: str | None, setting: str) -> bytes | None:
@@ -91,7 +92,13 @@ async def connect(settings: Settings) -> Client:
         text = _one_line(str(exc))
         reason = None
         if options["tls"] is not False:
-            reason = await asyncio.to_thread(tls_diagnosis.refusal, address, options["tls"])
+            reason = await asyncio.to_thread(
+                tls_diagnosis.refusal,
+                address,
+                options["tls"],
+                # An API key's endpoint asks for no certificate: its silence is an outage.
+                certificate_expected=settings.temporal.api_key is None,
+            )
         if reason is None and any(word in text.lower() for word in _REFUSED_WORDS):
             reason = text
         if reason is not None:

@@ -18,7 +18,7 @@ from temporalio.service import TLSConfig
 TIMEOUT_S = 3.0
 
 
-def refusal(address: str, tls: TLSConfig | bool) -> str | None:
+def refusal(address: str, tls: TLSConfig | bool, *, certificate_expected: bool) -> str | None:
     """The reason the endpoint refuses this TLS configuration, or None when it does
     not (or cannot be reached at all, which is not a refusal)."""
     host, _, port = address.rpartition(":")
@@ -30,7 +30,7 @@ def refusal(address: str, tls: TLSConfig | bool) -> str | None:
         ):
             conn.settimeout(TIMEOUT_S)
             answered = conn.recv(1)
-        if not answered and not _has_client_cert(tls):
+        if not answered and certificate_expected and not _has_client_cert(tls):
             return "it closed the connection after the handshake: it wants a client certificate"
     except ssl.SSLCertVerificationError as exc:
         return f"the server's certificate is not trusted ({exc.verify_message})"

@@ -10,13 +10,13 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from flowledger.errors import StackError
-from flowledger.settings import StackSettings
+from flowledger.settings import KafkaSettings, Settings, StackSettings
 from flowledger.stack import processes
 from flowledger.stack.kafka_secure import SaslSslListener
 from flowledger.stack.state import ServiceState
+from topics import clients
 
 POM = Path(__file__).resolve().parent / "kafka-pom.xml"
 
@@ -208,15 +208,14 @@ def start(
 
 
 def probe(endpoint: str, timeout: float = 2.0) -> bool:
+    """Whether our own (plaintext) broker answers; attached ones are probed with the
+    security settings (flowledger.stack.attached)."""
+    # Constructed, not validated: no FLOWLEDGER_* of the environment takes part.
+    own = Settings.model_construct(kafka=KafkaSettings(bootstrap_servers=endpoint))
     try:
-        metadata = AdminClient(
-            # log_level 0: refused connections while the broker boots are expected.
-            {
-                "bootstrap.servers": endpoint,
-                "socket.connection.setup.timeout.ms": 1000,
-                "log_level": 0,
-            }
-        ).list_topics(timeout=timeout)
+        # log_level 0: refused connections while the broker boots are expected.
+        admin = clients.admin(own, **{"socket.connection.setup.timeout.ms": 1000, "log_level": 0})
+        metadata = admin.list_topics(timeout=timeout)
     except KafkaException:
         return False
     return bool(metadata.brokers)

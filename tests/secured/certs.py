@@ -28,10 +28,9 @@ class Authority:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self._key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self._name = subject
+        self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         self._cert = (
-            self._builder(subject, self._key.public_key())
+            self._builder(self._name, self._key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -59,7 +58,7 @@ class Authority:
         return (
             x509.CertificateBuilder()
             .subject_name(subject)
-            .issuer_name(self._name if hasattr(self, "_name") else subject)
+            .issuer_name(self._name)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))

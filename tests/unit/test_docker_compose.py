@@ -22,11 +22,15 @@ ROLES = ("processor", "worker", "projector")
 _register()
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    loaded = yaml.safe_load((DOCKER / "compose.yml").read_text(encoding="utf-8"))
+def _load(name: str) -> dict[str, Any]:
+    loaded = yaml.safe_load((DOCKER / name).read_text(encoding="utf-8"))
     assert isinstance(loaded, dict)
     return loaded
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return _load("compose.yml")
 
 
 def test_three_kraft_brokers(compose: dict[str, Any]) -> None:
@@ -52,9 +56,7 @@ def test_temporal_and_databases(compose: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module", params=["compose.yml", "compose.secured.yml"])
 def either(request: pytest.FixtureRequest) -> dict[str, Any]:
-    loaded = yaml.safe_load((DOCKER / request.param).read_text(encoding="utf-8"))
-    assert isinstance(loaded, dict)
-    return loaded
+    return _load(request.param)
 
 
 def test_temporal_is_the_server_image_with_its_schema_set_up_first(
@@ -76,9 +78,7 @@ def test_temporal_is_the_server_image_with_its_schema_set_up_first(
 
 @pytest.fixture(scope="module")
 def secured() -> dict[str, Any]:
-    loaded = yaml.safe_load((DOCKER / "compose.secured.yml").read_text(encoding="utf-8"))
-    assert isinstance(loaded, dict)
-    return loaded
+    return _load("compose.secured.yml")
 
 
 def test_secured_brokers_listen_only_on_sasl_ssl(secured: dict[str, Any]) -> None:
