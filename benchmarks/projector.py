@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 import tempfile
 import time
 import uuid
@@ -26,35 +25,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Sibling modules: the benchmarks run as scripts, `.venv/bin/python benchmarks/NAME.py`.
+from _runtime_events import EVENTS_PER_RUN, produce
+from _stack import local_stack
 
-from benchmarks._stack import local_stack
 from flowledger.settings import Settings
 from flowledger.stack import database
 from projections import db, migrate
 from projections.projector import Projector, tune_gc
-from projections.synthetic import stream
 from topics import admin, clients
 from topics.catalogue import RUNTIME
-
-EVENTS_PER_RUN = 20
-STEPS = (3, 7)  # about 20 events a run
-
-
-def produce(settings: Settings, events: int) -> int:
-    producer = clients.producer(settings, **{"linger.ms": 20, "batch.num.messages": 10000})
-    topic = settings.topic(RUNTIME)
-    produced = 0
-    runs = max(1, events // EVENTS_PER_RUN)
-    for item in stream(runs=runs, seed=1, steps=STEPS):
-        producer.produce(topic, key=item.key, value=item.value)
-        produced += 1
-        if produced % 10000 == 0:
-            producer.poll(0)
-        if produced >= events:
-            break
-    assert producer.flush(120) == 0, "Kafka did not acknowledge every record"
-    return produced
 
 
 def raw_consume(settings: Settings, expected: int, batch: int) -> float:

@@ -1,24 +1,23 @@
 """Replay rebuild throughput: produce N generated runtime events, let the live
 projector build the tables (its rate is the baseline measured in the same run),
 then `replay rebuild` them into a fresh SQLite file at the projector's cut and
-verify the two are identical. Prints one JSON object.
+verify the two are identical. The last line of output is one JSON object.
 
-    .venv/bin/python benchmarks/replay.py [--events 200000]
+    .venv/bin/python benchmarks/replay.py [--events 200000] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Sibling modules: the benchmarks run as scripts, `.venv/bin/python benchmarks/NAME.py`.
+from _runtime_events import produce
+from _stack import local_stack
 
-from benchmarks._stack import local_stack
-from benchmarks.projector import produce
 from projections import db
 from projections.projector import Projector, tune_gc
 from projections.replay import cut as cuts
@@ -29,7 +28,13 @@ from projections.replay.verify import compare
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
+
+    def say(text: str) -> None:
+        if not args.json:
+            print(text, flush=True)
+
     # the collector settings of `flowledger projector` and `replay rebuild`
     tune_gc()
     with local_stack() as settings, tempfile.TemporaryDirectory() as tmp:
@@ -38,6 +43,7 @@ def main() -> None:
             update={"database": settings.database.model_copy(update={"url": live_url})}
         )
         events = produce(settings, args.events)
+        say(f"produced {events} runtime events")
 
         live = db.engine(live_url)
         stats = Projector(
@@ -45,10 +51,12 @@ def main() -> None:
         ).run_until_idle(600)
         # From the first record read: the group join is not projecting.
         live_seconds = stats.busy_seconds or stats.seconds
+        say(f"live projector: {stats.as_dict()}")
         cut = cuts.from_checkpoints(settings, live)
 
         target = db.engine(f"sqlite:///{Path(tmp) / 'rebuilt.db'}")
         rebuilt = rebuild(settings, target, cut)
+        say(f"rebuild: {rebuilt.as_dict()}")
         differences = compare(live, target)
         live.dispose()
         target.dispose()

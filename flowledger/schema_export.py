@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 import schemas
+from flowledger.codes import SCHEMA_EMPTY
 from flowledger.errors import FlowledgerError
 from schemas.audit import AuditRecord
 from schemas.definition_record import DefinitionRecord
@@ -41,7 +42,7 @@ def render() -> dict[str, str]:
         schema = build()
         if not schema:
             # A schema that cannot be built is a failure of `schemas check`, never a skip.
-            raise FlowledgerError(f"the schema {name} came out empty", code="SCHEMA_EMPTY")
+            raise FlowledgerError(f"the schema {name} came out empty", code=SCHEMA_EMPTY)
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
         out[name] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return out

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flowledger.codes import SERVICE_UNKNOWN
 from flowledger.errors import InvalidInput
 from flowledger.settings import Settings
 from flowledger.stack import processes
@@ -78,7 +79,7 @@ def check_name(name: str) -> None:
     if name not in COMPONENTS:
         raise InvalidInput(
             f"unknown component {name!r}; one of {', '.join(COMPONENTS)}",
-            code="SERVICE_UNKNOWN",
+            code=SERVICE_UNKNOWN,
             service=name,
         )
 

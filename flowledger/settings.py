@@ -10,6 +10,11 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Defaults with more than one reader (workflow messages, the expression engine).
+DEFAULT_TASK_QUEUE = "flowledger-runtime"
+DEFAULT_STEP_BUDGET = 100_000
+DEFAULT_MAX_OUTPUT_CHARS = 262_144
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -53,7 +58,7 @@ class KafkaSettings(_Section):
 class TemporalSettings(_Section):
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
-    task_queue: str = "flowledger-runtime"
+    task_queue: str = DEFAULT_TASK_QUEUE
     # None: TLS when any of the TLS settings or an API key is given.
     tls: bool | None = None
     # PEM files, or the PEM text itself (*_data, as in Temporal's own configuration).
@@ -177,8 +182,8 @@ class ProjectorSettings(_Section):
 
 class ExpressionSettings(_Section):
     extra_functions: list[str] = Field(default_factory=list)
-    step_budget: int = Field(default=100_000, ge=1)
-    max_output_chars: int = Field(default=262_144, ge=1)
+    step_budget: int = Field(default=DEFAULT_STEP_BUDGET, ge=1)
+    max_output_chars: int = Field(default=DEFAULT_MAX_OUTPUT_CHARS, ge=1)
 
 
 class CorrelationSettings(_Section):

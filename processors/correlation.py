@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from flowledger.errors import FlowledgerError
+from processors.codes import CORRELATION_CONFIG_INVALID
 
 CorrelationSource = Literal["explicit", "derived", "missing"]
 
@@ -27,7 +28,7 @@ class CorrelationConfigError(FlowledgerError):
     """The derivation-path configuration cannot be used; a start-up error, never
     silently treated as empty."""
 
-    code = "CORRELATION_CONFIG_INVALID"
+    code = CORRELATION_CONFIG_INVALID
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,13 @@ from flowledger.settings import Settings
 from processors.pipeline import SignalTarget, StartTarget
 from processors.triggers import MappingFailed, map_input
 from workflows import control
+from workflows.interpreter_workflow import InterpreterWorkflow
 from workflows.messages import DeliveredEvent
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SIGNAL = "deliver_event"
 _PERMANENT = frozenset(
     {
         RPCStatusCode.INVALID_ARGUMENT,
@@ -70,7 +70,7 @@ def _connection_failure(exc: Exception) -> bool:
 async def signal(client: Client, target: SignalTarget, event: DeliveredEvent) -> str:
     handle = client.get_workflow_handle(target.workflow_id)
     try:
-        await handle.signal(SIGNAL, event)
+        await handle.signal(InterpreterWorkflow.deliver_event, event)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             # The run ended between its wait registration and this event.

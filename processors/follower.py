@@ -21,6 +21,7 @@ from processors.triggers import TriggerIndex
 from schemas.audit import AuditRecord
 from topics import clients
 from topics.catalogue import AUDIT, DEFINITIONS, RUNTIME
+from topics.codes import TOPIC_MISSING
 from topics.serde import RecordRefused, decode_audit, decode_definition, decode_runtime
 from topics.watermarks import high_watermark
 
@@ -62,7 +63,7 @@ class LogFollower:
                 if meta is None or meta.error is not None or not meta.partitions:
                     raise ServiceUnavailable(
                         f"topic {topic} is not available (run `flowledger topics ensure`)",
-                        code="TOPIC_MISSING",
+                        code=TOPIC_MISSING,
                         topic=topic,
                     )
                 for partition in sorted(meta.partitions):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flowledger.settings import RecordSettings
+from processors.codes import CORRELATION_MISSING, PROCESSING_FAILED, TRIGGER_MAPPING_FAILED
 from processors.correlation import Correlation, CorrelationPaths, resolve
 from processors.router_index import OpenWait, RouterIndex, eligible
 from processors.triggers import TriggerIndex, trigger_run_id, trigger_workflow_id
@@ -22,11 +23,8 @@ from schemas.envelope import EventEnvelope
 from topics.serde import decode_envelope
 from workflows.messages import DeliveredEvent
 
-CORRELATION_MISSING = "CORRELATION_MISSING"
 # Something unexpected went wrong while handling one record: a bug to show (the record
 # is dead-lettered with the exception), never a reason to stop the partition.
-PROCESSING_FAILED = "PROCESSING_FAILED"
-TRIGGER_MAPPING_FAILED = "TRIGGER_MAPPING_FAILED"
 # What an audit or a dead letter repeats of an error message, at most.
 MESSAGE_CHARS = 2000
 EXCERPT_CHARS = 2000

@@ -13,6 +13,7 @@ from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from topics import clients, kafka_errors
 from topics.catalogue import EVENTS
+from topics.codes import KAFKA_UNAVAILABLE, TOPIC_MISSING
 
 
 def _committed(probe: Consumer, partitions: list[TopicPartition], timeout: float) -> Any:
@@ -36,7 +37,7 @@ def lag(settings: Settings) -> dict[str, Any]:
     try:
         meta = probe.list_topics(topic, timeout=timeout).topics.get(topic)
         if meta is None or meta.error is not None:
-            raise ServiceUnavailable(f"topic {topic} is not available", code="TOPIC_MISSING")
+            raise ServiceUnavailable(f"topic {topic} is not available", code=TOPIC_MISSING)
         partitions = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
         committed = {tp.partition: tp.offset for tp in _committed(probe, partitions, timeout)}
         rows = []
@@ -56,7 +57,7 @@ def lag(settings: Settings) -> dict[str, Any]:
     except ServiceUnavailable:
         raise
     except Exception as exc:
-        raise ServiceUnavailable(f"Kafka did not answer: {exc}", code="KAFKA_UNAVAILABLE") from exc
+        raise ServiceUnavailable(f"Kafka did not answer: {exc}", code=KAFKA_UNAVAILABLE) from exc
     finally:
         probe.close()
     return {

@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from flowledger.settings import Settings
-from schemas.definition_record import DefinitionRecord
+from processors.codes import TRIGGER_MAPPING_INVALID
+from schemas.definition_record import DefinitionRecord, parse_definition_key
 from workflows.expressions import ExpressionError, compile_with
 
 # Fixed so that the run id of a triggered run is the same on every redelivery.
@@ -50,11 +51,12 @@ class TriggerIndex:
         self._refresh(ident)
 
     def apply_tombstone(self, key: str) -> None:
-        parts = key.rsplit(":", 2)
-        if len(parts) != 3 or not parts[2].isdigit():
+        parsed = parse_definition_key(key)
+        if parsed is None:
             return
-        ident = (parts[0], parts[1])
-        self.versions.get(ident, {}).pop(int(parts[2]), None)
+        tenant, definition_id, version = parsed
+        ident = (tenant, definition_id)
+        self.versions.get(ident, {}).pop(version, None)
         self._refresh(ident)
 
     def _refresh(self, ident: tuple[str, str]) -> None:
@@ -105,7 +107,7 @@ def map_input(
     if not mapping:
         return {}
     if not isinstance(mapping, dict):
-        raise MappingFailed("TRIGGER_MAPPING_INVALID", "payload_mapping is not an object")
+        raise MappingFailed(TRIGGER_MAPPING_INVALID, "payload_mapping is not an object")
     context = {"event": event}
     out: dict[str, Any] = {}
     for name, value in mapping.items():

@@ -14,10 +14,21 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from projections.tables import TABLES
-
+# The primary key of every projection table, spelled out rather than read off
+# projections.tables so that the folds, which build changes, need no SQLAlchemy; a unit
+# test keeps the two in step.
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
-    name: tuple(c.name for c in table.primary_key.columns) for name, table in TABLES.items()
+    "projection_checkpoints": ("projection", "topic", "partition"),
+    "projection_errors": ("projection", "topic", "partition", "offset"),
+    "workflow_action_invocations": ("run_id", "seq"),
+    "workflow_definitions": ("tenant", "definition_id", "version"),
+    "workflow_event_deliveries": ("audit_id", "delivery_key"),
+    "workflow_human_tasks": ("task_id",),
+    "workflow_run_logs": ("run_id", "seq"),
+    "workflow_run_steps": ("run_id", "started_seq"),
+    "workflow_run_waits": ("run_id", "wait_id"),
+    "workflow_runs": ("run_id",),
+    "workflow_runtime_events": ("audit_id",),
 }
 
 
@@ -62,10 +73,6 @@ class Delete(NamedTuple):
 
 
 Change = Upsert | Delete
-
-
-def primary_key(table: str, key: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(key[name] for name in PRIMARY_KEYS[table])
 
 
 @dataclass

@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from flowledger.errors import ServiceUnavailable
 from projections import db_auth
+from projections.codes import DATABASE_UNAVAILABLE
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 # Execution option of connections that only read: on SQLite they begin a plain
@@ -98,7 +99,7 @@ def database_errors() -> Iterator[None]:
     except (OperationalError, ProgrammingError) as exc:
         raise ServiceUnavailable(
             f"cannot read the projection database: {str(exc.orig).strip()}",
-            code="DATABASE_UNAVAILABLE",
+            code=DATABASE_UNAVAILABLE,
             hint="start `flowledger projector` once to create the tables",
         ) from exc
 

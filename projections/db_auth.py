@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from flowledger.errors import AuthenticationFailed
+from projections.codes import DATABASE_AUTH_FAILED
 
-DATABASE_AUTH_FAILED = "DATABASE_AUTH_FAILED"
 # 28P01 invalid_password, 28000 invalid_authorization_specification (pg_hba said no).
 _SQLSTATES = frozenset({"28P01", "28000"})
 # libpq reports the client side of a TLS failure (no TLS on the server, a certificate

@@ -21,6 +21,7 @@ from typing import Any
 from projections.changes import Change, Coordinates, Delete, Upsert
 from schemas.audit import AuditRecord, Delivery
 from schemas.definition_record import DefinitionRecord
+from schemas.definition_record import parse_definition_key as parse_key
 
 AUDIT = "workflow_runtime_events"
 DELIVERIES = "workflow_event_deliveries"
@@ -200,10 +201,8 @@ def fold_definition(
 
 def parse_definition_key(key: str) -> dict[str, Any] | None:
     """``tenant:definition_id:version`` -> the row key, None when it does not parse."""
-    parts = key.rsplit(":", 2)
-    if len(parts) != 3 or not parts[2].isdigit():
-        return None
-    return definition_key(parts[0], parts[1], int(parts[2]))
+    parsed = parse_key(key)
+    return None if parsed is None else definition_key(*parsed)
 
 
 def fold_definition_tombstone(

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from projections.changes import Change, Coordinates, Upsert
 from schemas.runtime import (
+    TERMINAL_STATUSES,
     ActionInvocation,
     HumanTaskCompleted,
     HumanTaskCreated,
@@ -28,7 +29,7 @@ from schemas.runtime import (
     WaitResolved,
 )
 
-TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELED"})
+TERMINAL = TERMINAL_STATUSES
 RUNS = "workflow_runs"
 STEPS = "workflow_run_steps"
 WAITS = "workflow_run_waits"

@@ -16,9 +16,11 @@ from sqlalchemy import Engine
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from projections import db
-from projections.apply import DEFAULT_PROJECTION, Slot, read_checkpoints
+from projections.checkpoints import DEFAULT_PROJECTION, read_checkpoints
 from projections.projector import topic_kinds
+from projections.records import Slot
 from topics import admin, clients
+from topics.codes import KAFKA_UNAVAILABLE, TOPIC_MISSING
 
 
 def end_offsets(settings: Settings) -> dict[Slot, int]:
@@ -28,12 +30,12 @@ def end_offsets(settings: Settings) -> dict[Slot, int]:
     try:
         metadata = client.list_topics(timeout=timeout).topics
     except KafkaException as exc:
-        raise ServiceUnavailable(f"Kafka did not answer: {exc}", code="KAFKA_UNAVAILABLE") from exc
+        raise ServiceUnavailable(f"Kafka did not answer: {exc}", code=KAFKA_UNAVAILABLE) from exc
     slots: list[Slot] = []
     for topic in sorted(topic_kinds(settings)):
         meta = metadata.get(topic)
         if meta is None or meta.error is not None:
-            raise ServiceUnavailable(f"topic {topic} is not available", code="TOPIC_MISSING")
+            raise ServiceUnavailable(f"topic {topic} is not available", code=TOPIC_MISSING)
         slots.extend((topic, partition) for partition in sorted(meta.partitions))
     return dict(sorted(admin.end_offsets(client, slots, timeout).items()))
 

@@ -1,17 +1,11 @@
 """The projector runner: consumes the runtime, audit and definitions topics and applies
-each batch, with its checkpoints, in one database transaction.
+each batch, with its checkpoints, in one database transaction, through the pipeline the
+rebuild uses too (projections.pipeline).
 
 Positions come from the database, not from Kafka: on every assignment the consumer is
 seeked to the stored checkpoints, and offsets are committed to Kafka only as a courtesy
-(for lag dashboards) after the database commit.
-
-Batches are pipelined: while a writer thread runs batch N's transaction, the consume
-thread folds batch N+1 on the states N leaves behind. At most one batch is in flight,
-and its transaction first checks that the stored checkpoints are where the plan
-assumed; if they are not (another instance applied those partitions meanwhile) or the
-write fails, the batch is applied afresh in one synchronous transaction that re-reads
-everything, and the batch planned behind it is planned again. Rebalance callbacks (which
-run inside ``consume``) first finish the batch in flight, so they never see one."""
+(for lag dashboards) after the database commit. Rebalance callbacks (which run inside
+``consume``) first finish the batch in flight, so they never see one."""
 
 from __future__ import annotations
 
@@ -19,36 +13,29 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from projections import db, migrate
-from projections.apply import (
-    DEFAULT_PROJECTION,
-    Applier,
-    BatchResult,
-    Incoming,
-    Kind,
-    Plan,
-    read_checkpoints,
-)
+from projections.apply import Applier, BatchResult
 from projections.changes import Coordinates
+from projections.checkpoints import DEFAULT_PROJECTION, read_checkpoints
+from projections.codes import KAFKA_FATAL
+from projections.pipeline import Pipeline, retry_database
+from projections.records import Incoming, Kind
 from topics import admin, clients
 from topics.catalogue import AUDIT, DEFINITIONS, RUNTIME
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
-DB_RETRY_MAX_S = 5.0
 
 
 def tune_gc() -> None:
@@ -132,16 +119,21 @@ class Projector:
         self.engine = engine or db.engine(database_url or settings.database_url())
         self._kinds = topic_kinds(settings)
         self._owned: set[tuple[str, int]] = set()
-        self._next: dict[tuple[str, int], int] = {}
         self._consumer: Consumer | None = None
         self._admin: AdminClient | None = None
-        self._writer: ThreadPoolExecutor | None = None
-        self._inflight: tuple[Plan, Future[None]] | None = None
         self._on_batch = on_batch
         # librdkafka overrides, e.g. a short session.timeout.ms so that the group
         # reassigns a killed instance's partitions sooner
         self._consumer_config = dict(consumer_config or {})
-        self._applier = Applier(projection)
+        self._pipeline = Pipeline(
+            self.engine,
+            Applier(projection),
+            retry_timeout_s=settings.kafka.request_timeout_s,
+            on_batch=self._account,
+            thread_name="projector-writer",
+        )
+        # the next offset applied, per owned partition
+        self._next = self._pipeline.positions
         self.stats = RunStats()
         if migrate_first:
             migrate.upgrade(self.engine)
@@ -149,8 +141,8 @@ class Projector:
     # -- rebalance callbacks (run inside consume()) ---------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._drain()
-        stored = self._db_retry(lambda: self._read_checkpoints())
+        self._pipeline.drain()
+        stored = retry_database(self._read_checkpoints, self.settings.kafka.request_timeout_s)
         for tp in partitions:
             slot = (tp.topic, tp.partition)
             if slot in stored:
@@ -161,17 +153,17 @@ class Projector:
                 self._next[slot] = 0
             self._owned.add(slot)
         # Another instance may have applied these partitions since we last held them.
-        self._applier.forget((tp.topic, tp.partition) for tp in partitions)
+        self._pipeline.applier.forget((tp.topic, tp.partition) for tp in partitions)
         consumer.incremental_assign(partitions)
         log.info("assigned %s", sorted(self._owned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The batch in flight covers these partitions too: it is finished first.
-        self._drain()
+        self._pipeline.drain()
         for tp in partitions:
             self._owned.discard((tp.topic, tp.partition))
             self._next.pop((tp.topic, tp.partition), None)
-        self._applier.forget((tp.topic, tp.partition) for tp in partitions)
+        self._pipeline.applier.forget((tp.topic, tp.partition) for tp in partitions)
         log.info("revoked %s", [(tp.topic, tp.partition) for tp in partitions])
 
     def _read_checkpoints(self) -> dict[tuple[str, int], int]:
@@ -197,39 +189,7 @@ class Projector:
             self._consumer = consumer
         return self._consumer
 
-    def _db_retry(self, work: Callable[[], Any]) -> Any:
-        delay = 0.1
-        deadline = time.monotonic() + self.settings.kafka.request_timeout_s
-        while True:
-            try:
-                return work()
-            except OperationalError as exc:
-                if time.monotonic() > deadline:
-                    raise ServiceUnavailable(
-                        f"projection database unavailable: {exc.orig}", code="DATABASE_UNAVAILABLE"
-                    ) from exc
-                log.warning("database busy or unavailable, retrying: %s", exc.orig)
-                time.sleep(delay)
-                delay = min(delay * 2, DB_RETRY_MAX_S)
-            except DBAPIError as exc:
-                if not exc.connection_invalidated:
-                    raise
-                time.sleep(delay)
-
-    def _apply(self, batch: Sequence[Incoming]) -> BatchResult:
-        """Apply a batch synchronously, in one transaction that re-reads everything."""
-
-        def work() -> BatchResult:
-            with self.engine.begin() as conn:
-                return self._applier.apply(conn, batch)
-
-        result: BatchResult = self._db_retry(work)
-        self._applier.committed(result)
-        self._account(result, len(batch))
-        return result
-
     def _account(self, result: BatchResult, records: int) -> None:
-        self._next.update(result.next_offsets)
         self.stats.batches += 1
         self.stats.records += records
         self.stats.applied += result.applied
@@ -240,49 +200,6 @@ class Projector:
             self._on_batch(result)
         if self._consumer is not None:
             self._courtesy_commit(self._consumer, result)
-
-    # -- the pipeline --------------------------------------------------------------------
-
-    def _plan(self, batch: Sequence[Incoming], after: Plan | None) -> Plan:
-        plan: Plan = self._db_retry(
-            lambda: self._applier.plan(self.engine, batch, self._next, after)
-        )
-        return plan
-
-    def _write(self, plan: Plan) -> None:
-        # runs on the writer thread
-        with self.engine.begin() as conn:
-            self._applier.write(conn, plan)
-
-    def _submit(self, batch: Sequence[Incoming]) -> None:
-        after = self._inflight[0] if self._inflight is not None else None
-        plan = self._plan(batch, after)
-        if not self._drain() and after is not None:
-            # The plan was folded on states the batch before it did not leave behind.
-            plan = self._plan(batch, None)
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="projector-writer")
-        self._inflight = (plan, self._writer.submit(self._write, plan))
-
-    def _drain(self, redo: bool = True) -> bool:
-        """Finish the batch in flight; False when it had to be applied afresh (or, with
-        ``redo=False``, was left for the next start to apply)."""
-        if self._inflight is None:
-            return True
-        plan, future = self._inflight
-        self._inflight = None
-        try:
-            future.result()
-        except Exception as exc:
-            if not redo:
-                log.warning("batch in flight not written (%s); it is applied on restart", exc)
-                return False
-            log.info("pipelined batch not written (%s); applying it afresh", exc)
-            self._apply(plan.records)
-            return False
-        self._applier.written(plan)
-        self._account(plan.result, len(plan.records))
-        return True
 
     def _courtesy_commit(self, consumer: Consumer, result: BatchResult) -> None:
         offsets = [
@@ -310,7 +227,7 @@ class Projector:
             err = msg.error()
             if err is not None:
                 if err.fatal():
-                    raise ServiceUnavailable(f"Kafka consumer failed: {err}", code="KAFKA_FATAL")
+                    raise ServiceUnavailable(f"Kafka consumer failed: {err}", code=KAFKA_FATAL)
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
                 continue
@@ -327,15 +244,15 @@ class Projector:
                 )
             )
         if batch:
-            self._submit(batch)
+            self._pipeline.submit(batch)
         else:
-            self._drain()
+            self._pipeline.drain()
         return len(messages)
 
     def caught_up(self) -> bool:
         """Every owned partition has been applied up to its end offset (as of now)."""
         consumer = self._consumer_or_start()
-        self._drain()
+        self._pipeline.drain()
         if not self._owned:
             return False
         owned = sorted(self._owned)
@@ -385,10 +302,7 @@ class Projector:
         return frozenset(self._owned)
 
     def close(self) -> None:
-        self._drain(redo=False)
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
+        self._pipeline.close()
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             try:

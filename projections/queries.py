@@ -11,25 +11,27 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, Table, select
 
-from flowledger.errors import FlowledgerError
+from flowledger.errors import CheckFailed, NotFound
 from projections import tables as t
+from schemas.runtime import TERMINAL_STATUSES
+from workflows.codes import RUN_NOT_FOUND, RUN_WAIT_TIMEOUT
 
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED")
+TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 RUN_STATUSES = ("RUNNING", "WAITING", *TERMINAL)
 WAIT_STATUSES = ("OPEN", "RESOLVED", "TIMED_OUT", "CANCELED")
 AUDIT_STATUSES = ("matched", "unmatched", "error")
 DEFAULT_LIMIT = 1000
 
 
-class RunNotFound(FlowledgerError):
-    code = "RUN_NOT_FOUND"
+class RunNotFound(NotFound):
+    code = RUN_NOT_FOUND
 
     def __init__(self, run_id: str) -> None:
-        super().__init__(f"no run {run_id!r} in the projection", status=404, run_id=run_id)
+        super().__init__(f"no run {run_id!r} in the projection", run_id=run_id)
 
 
-class RunWaitTimeout(FlowledgerError):
-    code = "RUN_WAIT_TIMEOUT"
+class RunWaitTimeout(CheckFailed):
+    code = RUN_WAIT_TIMEOUT
 
 
 def iso(value: datetime | None) -> str | None:

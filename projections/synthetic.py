@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from processors.codes import CORRELATION_MISSING
 from schemas.audit import AuditRecord, Delivery
 from schemas.definition_record import DefinitionRecord
 from schemas.runtime import RUNTIME_EVENT_ADAPTER, RuntimeEvent, runtime_event_id
@@ -174,7 +175,7 @@ def audit_record(index: int, run_id: str | None, partition: int = 0) -> AuditRec
         payload={"n": index},
         correlation_key=f"order-{run_id}" if run_id else None,
         correlation_source="explicit" if run_id else "missing",
-        error_code=None if run_id else "CORRELATION_MISSING",
+        error_code=None if run_id else CORRELATION_MISSING,
         deliveries=deliveries,
         received_at=EPOCH + timedelta(milliseconds=index),
         source_topic="flowledger.events.v1",

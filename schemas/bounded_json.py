@@ -9,15 +9,16 @@ import math
 from typing import Any
 
 from flowledger.errors import InvalidInput
-
-RECORD_INVALID = "RECORD_INVALID"
-RECORD_EMPTY = "RECORD_EMPTY"
-RECORD_NOT_UTF8 = "RECORD_NOT_UTF8"
-RECORD_NOT_JSON = "RECORD_NOT_JSON"
-RECORD_TOO_LARGE = "RECORD_TOO_LARGE"
-RECORD_TOO_DEEP = "RECORD_TOO_DEEP"
-RECORD_NUMBER_TOO_LARGE = "RECORD_NUMBER_TOO_LARGE"
-RECORD_NUMBER_NOT_FINITE = "RECORD_NUMBER_NOT_FINITE"
+from schemas.codes import (
+    RECORD_EMPTY,
+    RECORD_INVALID,
+    RECORD_NOT_JSON,
+    RECORD_NOT_UTF8,
+    RECORD_NUMBER_NOT_FINITE,
+    RECORD_NUMBER_TOO_LARGE,
+    RECORD_TOO_DEEP,
+    RECORD_TOO_LARGE,
+)
 
 # Integers SQLite and every 64-bit JSON reader keep exactly; beyond this a value would
 # come back changed from some table or client, so it is refused rather than bent.

@@ -19,4 +19,18 @@ class DefinitionRecord(Record):
     definition: dict[str, Any]
 
     def key(self) -> str:
-        return f"{self.tenant}:{self.definition_id}:{self.version}"
+        return definition_key(self.tenant, self.definition_id, self.version)
+
+
+def definition_key(tenant: str, definition_id: str, version: int) -> str:
+    """The Kafka key of a published definition: ``tenant:definition_id:version``."""
+    return f"{tenant}:{definition_id}:{version}"
+
+
+def parse_definition_key(key: str) -> tuple[str, str, int] | None:
+    """(tenant, definition_id, version) of a key; None when it does not parse. The
+    version is split off the right, since a tenant or an id may itself contain ':'."""
+    parts = key.rsplit(":", 2)
+    if len(parts) != 3 or not parts[2].isdigit():
+        return None
+    return parts[0], parts[1], int(parts[2])

@@ -18,6 +18,7 @@ RUNTIME_NAMESPACE = uuid.UUID("6b1f3c1e-2a57-5d0e-9a3c-4f6e0f1a7d21")
 
 RunStatus = Literal["RUNNING", "WAITING", "SUCCEEDED", "FAILED", "CANCELED"]
 TerminalStatus = Literal["SUCCEEDED", "FAILED", "CANCELED"]
+TERMINAL_STATUSES: frozenset[str] = frozenset(get_args(TerminalStatus))
 WaitResolution = Literal["RESOLVED", "TIMED_OUT", "CANCELED"]
 WaitType = Literal["event", "time", "human"]
 FilterOp = Literal[

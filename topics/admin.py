@@ -23,6 +23,7 @@ from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from topics import clients
 from topics.catalogue import TopicSpec, catalogue
+from topics.codes import KAFKA_UNAVAILABLE, TOPIC_CONFIG_FAILED, TOPIC_CREATE_FAILED
 
 
 @dataclass
@@ -53,7 +54,7 @@ def _existing_partitions(settings: Settings) -> dict[str, int]:
     except KafkaException as exc:
         raise ServiceUnavailable(
             f"Kafka at {settings.kafka.bootstrap_servers} did not answer: {exc}",
-            code="KAFKA_UNAVAILABLE",
+            code=KAFKA_UNAVAILABLE,
         ) from exc
     return {name: len(t.partitions) for name, t in metadata.topics.items()}
 
@@ -124,7 +125,7 @@ def ensure(settings: Settings) -> list[TopicReport]:
                 # Another instance may have created it between our look and our create.
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise ServiceUnavailable(
-                        f"creating topic {name} failed: {exc}", code="TOPIC_CREATE_FAILED"
+                        f"creating topic {name} failed: {exc}", code=TOPIC_CREATE_FAILED
                     ) from exc
     created = {s.name for s in missing}
     # Broker metadata can trail the controller for a moment after a create.
@@ -173,7 +174,7 @@ def _apply_size_limits(settings: Settings, reports: list[TopicReport]) -> list[T
         except KafkaException as exc:
             raise ServiceUnavailable(
                 f"setting the size limit of {resource.name} failed: {exc}",
-                code="TOPIC_CONFIG_FAILED",
+                code=TOPIC_CONFIG_FAILED,
             ) from exc
     after = {r.name: r for r in describe(settings)}
     return [_updated(after[r.name]) if r.name in todo else r for r in reports]
@@ -204,5 +205,5 @@ def end_offsets(
         }
     except KafkaException as exc:
         raise ServiceUnavailable(
-            f"Kafka did not report end offsets: {exc}", code="KAFKA_UNAVAILABLE"
+            f"Kafka did not report end offsets: {exc}", code=KAFKA_UNAVAILABLE
         ) from exc

@@ -15,11 +15,11 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from flowledger.errors import AuthenticationFailed
+from topics.codes import KAFKA_AUTH_FAILED
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-KAFKA_AUTH_FAILED = "KAFKA_AUTH_FAILED"
 _REFUSALS = frozenset(
     {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL}
 )

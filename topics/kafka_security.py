@@ -9,6 +9,7 @@ from typing import Any
 
 from flowledger.errors import ConfigError
 from flowledger.settings import KafkaSettings
+from topics.codes import KAFKA_CONFIG_INVALID
 
 
 def properties(kafka: KafkaSettings) -> dict[str, Any]:
@@ -23,7 +24,7 @@ def properties(kafka: KafkaSettings) -> dict[str, Any]:
             if not kafka.sasl_username or kafka.sasl_password is None:
                 raise ConfigError(
                     f"SASL {mechanism} needs kafka.sasl_username and kafka.sasl_password",
-                    code="KAFKA_CONFIG_INVALID",
+                    code=KAFKA_CONFIG_INVALID,
                 )
             out["sasl.username"] = kafka.sasl_username
             out["sasl.password"] = kafka.sasl_password.get_secret_value()
@@ -47,7 +48,7 @@ def _oauth(kafka: KafkaSettings) -> dict[str, Any]:
             return {}
         raise ConfigError(
             "OAUTHBEARER needs kafka.oauth_token_endpoint_url (OIDC client credentials)",
-            code="KAFKA_CONFIG_INVALID",
+            code=KAFKA_CONFIG_INVALID,
         )
     out: dict[str, Any] = {
         "sasl.oauthbearer.method": "oidc",

@@ -11,9 +11,11 @@ from confluent_kafka import Producer
 
 from flowledger.errors import FlowledgerError, ServiceUnavailable
 from flowledger.settings import RecordSettings, Settings
+from schemas.codes import RECORD_NOT_JSON
 from schemas.envelope import EventEnvelope
 from topics import clients
 from topics.catalogue import EVENTS
+from topics.codes import PUBLISH_FAILED
 from topics.producing import Outgoing, produce_and_flush
 from topics.serde import RecordRefused, decode_envelope, encode
 
@@ -59,7 +61,7 @@ def parse_lines(
             items.append((1, decode_envelope(stripped, limits)))
             return items
         except RecordRefused as exc:
-            if exc.code != "RECORD_NOT_JSON":
+            if exc.code != RECORD_NOT_JSON:
                 return [(1, exc)]
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -96,7 +98,7 @@ def publish(
         lines = [f"line {items[id(item)][0]}: {why}" for item, why in done.failed]
         raise ServiceUnavailable(
             f"Kafka did not acknowledge {len(lines)} record(s): " + "; ".join(lines[:5]),
-            code="PUBLISH_FAILED",
+            code=PUBLISH_FAILED,
         )
     results = [Published(*items[id(a.item)], a.partition, a.offset) for a in done.acknowledged]
     return sorted(results, key=lambda r: r.line)

@@ -14,6 +14,7 @@ from confluent_kafka import TopicPartition
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from topics import clients
+from topics.codes import TOPIC_MISSING
 from topics.watermarks import high_watermark
 
 
@@ -57,7 +58,7 @@ def read_all(settings: Settings, topic: str, limit: int | None = None) -> list[R
         if info is None or info.error is not None:
             raise ServiceUnavailable(
                 f"topic {topic} is not available",
-                code="TOPIC_MISSING",
+                code=TOPIC_MISSING,
                 retryable=False,
                 topic=topic,
             )

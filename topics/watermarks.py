@@ -8,6 +8,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from flowledger import retry
 from flowledger.errors import ServiceUnavailable
 from topics import kafka_errors
+from topics.codes import KAFKA_UNAVAILABLE
 
 
 def high_watermark(consumer: Consumer, topic: str, partition: int, timeout: float) -> int:
@@ -23,5 +24,5 @@ def high_watermark(consumer: Consumer, topic: str, partition: int, timeout: floa
         return retry.until_deadline(ask, transient=kafka_errors.transient, seconds=timeout)
     except KafkaException as exc:
         raise ServiceUnavailable(
-            f"reading {topic}[{partition}] failed: {exc}", code="KAFKA_UNAVAILABLE"
+            f"reading {topic}[{partition}] failed: {exc}", code=KAFKA_UNAVAILABLE
         ) from exc

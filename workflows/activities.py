@@ -8,7 +8,7 @@ import json
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -17,8 +17,15 @@ from flowledger.errors import FlowledgerError
 from flowledger.settings import Settings
 from topics import clients
 from topics.catalogue import RUNTIME
+from topics.producing import Outgoing, produce_and_flush
 from workflows.actions.registry import lookup
 from workflows.actions.spec import ActionContext, ActionFailed
+from workflows.codes import (
+    ACTION_CRASHED,
+    ACTION_INPUT_INVALID,
+    ACTION_UNKNOWN,
+    DEFINITION_NOT_FOUND,
+)
 from workflows.messages import (
     ActionRequest,
     ActionResult,
@@ -80,29 +87,21 @@ class RuntimeActivities:
         """Publish a run's events keyed by run_id (so they stay in seq order on one
         partition) and return only once Kafka has acknowledged all of them."""
         topic = self.settings.topic(RUNTIME)
-        errors: list[str] = []
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        producer = self.producer
         key = request.run_id.encode("utf-8")
-        for event in request.events:
-            value = json.dumps(event, separators=(",", ":")).encode("utf-8")
-            while True:
-                try:
-                    producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    await asyncio.to_thread(producer.poll, 0.1)
-        remaining = await asyncio.to_thread(producer.flush, self.settings.kafka.request_timeout_s)
-        if remaining or errors:
+        items = [
+            Outgoing(topic, key, json.dumps(event, separators=(",", ":")).encode("utf-8"))
+            for event in request.events
+        ]
+        # Off the event loop: the flush waits for Kafka, heartbeats must not.
+        done = await asyncio.to_thread(
+            produce_and_flush, self.producer, items, self.settings.kafka.request_timeout_s
+        )
+        if done.failed:
             # Retryable: Temporal calls again and the deterministic event ids let
             # consumers drop whatever did land the first time.
             raise ApplicationError(
-                f"Kafka did not acknowledge {remaining + len(errors)} runtime event(s): "
-                + "; ".join(errors[:3]),
+                f"Kafka did not acknowledge {len(done.failed)} runtime event(s): "
+                + "; ".join(why for _item, why in done.failed[:3]),
                 type="KafkaUnavailable",
             )
         return len(request.events)
@@ -125,7 +124,7 @@ class RuntimeActivities:
             what = request.definition_id + (f" v{request.version}" if request.version else "")
             raise _failure(
                 "ValidationError",
-                "DEFINITION_NOT_FOUND",
+                DEFINITION_NOT_FOUND,
                 f"no published definition {what} for tenant {request.tenant}",
                 retryable=False,
             )
@@ -142,14 +141,14 @@ class RuntimeActivities:
             spec = lookup(request.action, request.version)
         except FlowledgerError as exc:
             raise _failure(
-                "ValidationError", "ACTION_UNKNOWN", exc.message, retryable=False
+                "ValidationError", ACTION_UNKNOWN, exc.message, retryable=False
             ) from None
         try:
             data = spec.input_model.model_validate(request.input)
         except ValidationError as exc:
             raise _failure(
                 "ValidationError",
-                "ACTION_INPUT_INVALID",
+                ACTION_INPUT_INVALID,
                 f"input of {request.action} v{request.version}: {exc}",
                 retryable=False,
                 details={"errors": json.loads(exc.json(include_url=False))},
@@ -180,7 +179,7 @@ class RuntimeActivities:
         except Exception as exc:  # an action's own bug is still an ActionError to the run
             raise _failure(
                 "ActionError",
-                "ACTION_CRASHED",
+                ACTION_CRASHED,
                 f"{request.action} raised {type(exc).__name__}: {exc}",
                 retryable=True,
             ) from None

@@ -13,11 +13,12 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
+from flowledger.codes import CONFIG_FILE_UNREADABLE
 from flowledger.errors import AuthenticationFailed, ConfigError, ServiceUnavailable
 from flowledger.settings import Settings, TemporalSettings
 from workflows import tls_diagnosis
+from workflows.codes import TEMPORAL_AUTH_FAILED, TEMPORAL_UNAVAILABLE
 
-TEMPORAL_AUTH_FAILED = "TEMPORAL_AUTH_FAILED"
 # What the SDK's core says when it refuses the server's certificate or the server our
 # credentials. (Not "TLS" as such: a connection cut mid-stream by a TLS proxy whose
 # upstream restarts mentions TLS too, and that one is worth waiting out.)
@@ -34,7 +35,7 @@ def _pem(path: Path | None, data: str | None, setting: str) -> bytes | None:
     except OSError as exc:
         raise ConfigError(
             f"temporal.{setting} {path} cannot be read: {exc.strerror or exc}",
-            code="CONFIG_FILE_UNREADABLE",
+            code=CONFIG_FILE_UNREADABLE,
         ) from None
 
 
@@ -112,7 +113,7 @@ async def connect(settings: Settings) -> Client:
 def _unavailable(address: str, exc: Exception) -> ServiceUnavailable:
     return ServiceUnavailable(
         f"Temporal at {address} did not answer: {_one_line(str(exc))}",
-        code="TEMPORAL_UNAVAILABLE",
+        code=TEMPORAL_UNAVAILABLE,
     )
 
 

@@ -14,6 +14,7 @@ from temporalio.envconfig import ClientConfigProfile
 
 from flowledger.errors import ConfigError
 from flowledger.settings import Settings, TemporalSettings
+from workflows.codes import TEMPORAL_CONFIG_INVALID
 
 
 def _source(field: str, source: Any) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def profile_values(environ: Mapping[str, str]) -> dict[str, Any]:
     except Exception as exc:  # the loader's own parse and lookup errors
         raise ConfigError(
             f"Temporal's client configuration cannot be used: {exc}",
-            code="TEMPORAL_CONFIG_INVALID",
+            code=TEMPORAL_CONFIG_INVALID,
         ) from exc
     values: dict[str, Any] = {}
     if profile.address:

@@ -7,6 +7,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from workflows.codes import ASSIGN_TARGET_INVALID
 from workflows.errors import StepError
 
 FORBIDDEN_SEGMENTS = frozenset({"__proto__", "constructor", "prototype"})
@@ -35,7 +36,7 @@ class RunData:
         ):
             raise StepError(
                 "ValidationError",
-                "ASSIGN_TARGET_INVALID",
+                ASSIGN_TARGET_INVALID,
                 f"cannot assign to {target!r}",
                 step_path,
                 {"target": target},

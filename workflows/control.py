@@ -13,12 +13,21 @@ import jsonschema
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from flowledger.errors import FlowledgerError, InvalidInput, ServiceUnavailable
+from flowledger.errors import FlowledgerError, InvalidInput
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
+from workflows.codes import (
+    DEFINITION_NOT_FOUND,
+    INVALID_REQUEST,
+    RUN_CONTROL_FAILED,
+    RUN_INPUT_INVALID,
+    RUN_INPUT_TOO_LARGE,
+    RUN_NOT_FOUND,
+    WORKFLOW_TEMPORAL_ACTION_UNSUPPORTED,
+    WORKFLOW_TEMPORAL_CANCEL_FAILED,
+)
 from workflows.interpreter_workflow import InterpreterWorkflow
 from workflows.messages import (
-    TASK_QUEUE,
     CancelRequest,
     ExpressionOptions,
     RunInput,
@@ -37,7 +46,7 @@ UNSUPPORTED_HINTS = {
 
 
 class RunControlError(FlowledgerError):
-    code = "RUN_CONTROL_FAILED"
+    code = RUN_CONTROL_FAILED
 
     def __init__(
         self,
@@ -102,7 +111,7 @@ def check_input(record: DefinitionRecord, data: dict[str, Any]) -> None:
     if size > MAX_INPUT_BYTES:
         raise InvalidInput(
             f"run input is {size} bytes; the limit is {MAX_INPUT_BYTES}",
-            code="RUN_INPUT_TOO_LARGE",
+            code=RUN_INPUT_TOO_LARGE,
             status=400,
             size=size,
         )
@@ -118,7 +127,7 @@ def check_input(record: DefinitionRecord, data: dict[str, Any]) -> None:
         ]
         raise InvalidInput(
             f"run input does not match the payload schema: {problems[0]}",
-            code="RUN_INPUT_INVALID",
+            code=RUN_INPUT_INVALID,
             status=400,
             problems=problems,
         )
@@ -162,7 +171,7 @@ def find_definition(
         what = f"{definition_id} v{version}" if version is not None else definition_id
         raise InvalidInput(
             f"no published definition {what} for tenant {tenant}",
-            code="DEFINITION_NOT_FOUND",
+            code=DEFINITION_NOT_FOUND,
             status=404,
             definition_id=definition_id,
             tenant=tenant,
@@ -190,7 +199,7 @@ async def start(
             settings, record, data, run_id=rid, workflow_id=wid, trigger_event_id=trigger_event_id
         ),
         id=wid,
-        task_queue=settings.temporal.task_queue or TASK_QUEUE,
+        task_queue=settings.temporal.task_queue,
     )
     return StartedRun(rid, wid, record.definition_id, record.version, record.hash)
 
@@ -199,29 +208,11 @@ def _check_reason(action: str, run_id: str, reason: str | None) -> None:
     if reason is None or len(reason.strip()) < 3:
         raise RunControlError(
             "a reason of at least 3 characters is required",
-            code="INVALID_REQUEST",
+            code=INVALID_REQUEST,
             status=400,
             action=action,
             run_id=run_id,
         )
-
-
-def resolve_workflow_id(settings: Settings, run_id: str) -> str:
-    """The Temporal workflow id of a run. Runs started by an event have a trigger
-    workflow id; the run projection (the index, never the authority) knows it."""
-    from sqlalchemy import select
-
-    from projections import db
-    from projections.tables import workflow_runs
-
-    query = select(workflow_runs.c.workflow_id).where(workflow_runs.c.run_id == run_id)
-    try:
-        with db.reading(settings.database_url()) as conn:
-            found = conn.execute(query).scalar()
-    except ServiceUnavailable:
-        # No projection yet: a run started by `runs start` still has the plain id.
-        found = None
-    return str(found) if found else run_workflow_id(run_id)
 
 
 async def _describe(
@@ -233,7 +224,7 @@ async def _describe(
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise RunControlError(
-                f"no run {run_id}", code="RUN_NOT_FOUND", status=404, action=action, run_id=run_id
+                f"no run {run_id}", code=RUN_NOT_FOUND, status=404, action=action, run_id=run_id
             ) from None
         raise
 
@@ -244,13 +235,18 @@ async def cancel(
     run_id: str,
     reason: str,
     requested_by: str | None = None,
+    *,
+    workflow_id: str | None = None,
 ) -> dict[str, Any]:
+    """Temporal first: the request reaches the workflow, or nothing changes. A run
+    started by an event has a trigger workflow id, which the caller looks up (the run
+    projection knows it); otherwise the run's own id is used."""
     _check_reason("cancel", run_id, reason)
 
     def refused(why: str) -> RunControlError:
         return RunControlError(
             f"Temporal did not accept the cancel: {why}",
-            code="WORKFLOW_TEMPORAL_CANCEL_FAILED",
+            code=WORKFLOW_TEMPORAL_CANCEL_FAILED,
             status=409,
             action="cancel",
             run_id=run_id,
@@ -260,9 +256,7 @@ async def cancel(
     if client is None:
         raise refused(f"Temporal at {settings.temporal.address} is unreachable")
     try:
-        handle, info = await _describe(
-            client, "cancel", run_id, resolve_workflow_id(settings, run_id)
-        )
+        handle, info = await _describe(client, "cancel", run_id, workflow_id)
         if info.status != WorkflowExecutionStatus.RUNNING:
             raise refused(f"the run is already {info.status.name if info.status else 'closed'}")
         await handle.signal(
@@ -285,16 +279,22 @@ async def cancel(
 
 
 async def unsupported(
-    settings: Settings, client: Client | None, action: str, run_id: str, reason: str
+    settings: Settings,
+    client: Client | None,
+    action: str,
+    run_id: str,
+    reason: str,
+    *,
+    workflow_id: str | None = None,
 ) -> dict[str, Any]:
     _check_reason(action, run_id, reason)
     if client is not None:
         # Unreachable or not: the answer is the same refusal, but a 404 wins.
         with contextlib.suppress(RPCError):
-            await _describe(client, action, run_id, resolve_workflow_id(settings, run_id))
+            await _describe(client, action, run_id, workflow_id)
     raise RunControlError(
         f"{action} is not something flowledger does: Temporal is the execution authority",
-        code="WORKFLOW_TEMPORAL_ACTION_UNSUPPORTED",
+        code=WORKFLOW_TEMPORAL_ACTION_UNSUPPORTED,
         status=409,
         action=action,
         run_id=run_id,
@@ -309,7 +309,7 @@ async def original_input(client: Client, run_id: str, workflow_id: str | None = 
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise RunControlError(
-                f"no run {run_id}", code="RUN_NOT_FOUND", status=404, action="rerun", run_id=run_id
+                f"no run {run_id}", code=RUN_NOT_FOUND, status=404, action="rerun", run_id=run_id
             ) from None
         raise
     started = history.events[0].workflow_execution_started_event_attributes
@@ -319,9 +319,11 @@ async def original_input(client: Client, run_id: str, workflow_id: str | None = 
     return value
 
 
-async def rerun(settings: Settings, client: Client, run_id: str, reason: str) -> dict[str, Any]:
+async def rerun(
+    settings: Settings, client: Client, run_id: str, reason: str, *, workflow_id: str | None = None
+) -> dict[str, Any]:
     _check_reason("rerun", run_id, reason)
-    original = await original_input(client, run_id, resolve_workflow_id(settings, run_id))
+    original = await original_input(client, run_id, workflow_id)
     new_id = str(uuid.uuid4())
     fresh = original.model_copy(
         update={

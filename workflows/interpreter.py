@@ -26,6 +26,7 @@ from schemas.runtime import (
     RunLogData,
     RunStartedData,
 )
+from workflows.codes import DEFINITION_UNREADABLE, RUN_CANCELED
 from workflows.definitions.model import Step
 from workflows.errors import ReturnFromRun, StepError
 from workflows.messages import (
@@ -129,7 +130,7 @@ class Interpreter(RunState):
         except ValidationError as exc:
             raise StepError(
                 "InterpreterCorruption",
-                "DEFINITION_UNREADABLE",
+                DEFINITION_UNREADABLE,
                 f"the pinned definition does not parse: {exc}",
                 "root",
             ) from None
@@ -169,7 +170,7 @@ class Interpreter(RunState):
         and end the run, so the tables show CANCELED."""
         for wait_id in list(self.open_waits):
             self.close_wait(wait_id, "CANCELED")
-        error = StepError("Cancellation", "RUN_CANCELED", "the run was canceled", self.current_step)
+        error = StepError("Cancellation", RUN_CANCELED, "the run was canceled", self.current_step)
         self.status = "CANCELED"
         self.event(RunCompletedData(status="CANCELED", error=error.as_dict()))
         await self.flush()

@@ -20,6 +20,8 @@ from temporalio.exceptions import (
 )
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
+from workflows.codes import ACTION_FAILED, ACTIVITY_TIMEOUT, CHILD_FAILED
+
 # Passed through the sandbox: these are deterministic (no I/O at import or in what
 # the workflow calls), and re-importing pydantic models per run would cost more than
 # the run. The activities are imported for their typed references only.
@@ -138,7 +140,7 @@ def _child_error(failure: ChildWorkflowError) -> BaseException:
         details = dict(cause.details[0])
     return StepError(
         "ChildWorkflowError",
-        str(details.get("code") or "CHILD_FAILED"),
+        str(details.get("code") or CHILD_FAILED),
         str(
             details.get("message")
             or (cause.message if isinstance(cause, ApplicationError) else str(failure))
@@ -157,7 +159,7 @@ def _step_error(failure: ActivityError, step_path: str) -> BaseException:
     if isinstance(cause, ActivityTimeout):
         return StepError(
             "TimeoutError",
-            "ACTIVITY_TIMEOUT",
+            ACTIVITY_TIMEOUT,
             str(cause) or "activity timed out",
             step_path,
             retryable=True,
@@ -168,15 +170,13 @@ def _step_error(failure: ActivityError, step_path: str) -> BaseException:
             details = {}
         return StepError(
             cause.type or "ActionError",
-            str(details.get("code") or "ACTION_FAILED"),
+            str(details.get("code") or ACTION_FAILED),
             str(details.get("message") or cause.message),
             step_path,
             dict(details.get("details") or {}),
             retryable=bool(details.get("retryable", not cause.non_retryable)),
         )
-    return StepError(
-        "ActionError", "ACTION_FAILED", str(cause or failure), step_path, retryable=True
-    )
+    return StepError("ActionError", ACTION_FAILED, str(cause or failure), step_path, retryable=True)
 
 
 @workflow.defn(name=WORKFLOW_NAME)

@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TASK_QUEUE = "flowledger-runtime"
+from flowledger.settings import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_STEP_BUDGET
+
 WORKFLOW_NAME = "flowledger.interpreter"
 
 
@@ -21,8 +22,8 @@ class _Message(BaseModel):
 
 class ExpressionOptions(_Message):
     extra_functions: tuple[str, ...] = ()
-    step_budget: int = 100_000
-    max_output_chars: int = 262_144
+    step_budget: int = DEFAULT_STEP_BUDGET
+    max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
 
 
 class DeliveredEvent(_Message):

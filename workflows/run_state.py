@@ -26,6 +26,7 @@ from schemas.runtime import (
     WaitResolvedData,
     runtime_event_id,
 )
+from workflows.codes import RUNTIME_EVENT_INVALID, STEP_TYPE_UNKNOWN
 from workflows.context import RunData
 from workflows.definitions.model import Expr
 from workflows.errors import ReturnFromRun, StepError
@@ -105,7 +106,7 @@ def event_invalid(exc: ValidationError, step_path: str | None) -> StepError:
     something a tryCatch may swallow."""
     return StepError(
         "InterpreterCorruption",
-        "RUNTIME_EVENT_INVALID",
+        RUNTIME_EVENT_INVALID,
         f"{exc.title} does not fit its schema: {exc}",
         step_path,
     )
@@ -307,7 +308,7 @@ class RunState:
             if handler is None:
                 raise StepError(
                     "InterpreterCorruption",
-                    "STEP_TYPE_UNKNOWN",
+                    STEP_TYPE_UNKNOWN,
                     f"no handler for step type {kind!r}",
                     path,
                 )

@@ -17,6 +17,14 @@ from schemas.runtime import (
     WaitCreatedData,
 )
 from workflows import filters as wait_filters
+from workflows.codes import (
+    CHILD_INPUT_INVALID,
+    RETRY_LOOP_EXHAUSTED,
+    WAIT_CORRELATION_KEY_INVALID,
+    WAIT_DURATION_INVALID,
+    WAIT_TIMED_OUT,
+    WAIT_UNTIL_INVALID,
+)
 from workflows.definitions.model import (
     ActionCallStep,
     CallWorkflowStep,
@@ -142,7 +150,7 @@ async def action(
             it.data.assign(step.save_as, output, local, path)
         return Outcome(output=output)
     raise StepError(
-        "InterpreterCorruption", "RETRY_LOOP_EXHAUSTED", "retry loop ended without an outcome", path
+        "InterpreterCorruption", RETRY_LOOP_EXHAUSTED, "retry loop ended without an outcome", path
     )
 
 
@@ -159,7 +167,7 @@ async def event_wait(
     if key is None or isinstance(key, dict | list) or key_text(key) == "":
         raise StepError(
             "ValidationError",
-            "WAIT_CORRELATION_KEY_INVALID",
+            WAIT_CORRELATION_KEY_INVALID,
             f"correlation_key gave {key!r}; a wait needs a key",
             path,
         )
@@ -198,7 +206,7 @@ async def event_wait(
         it.close_wait(wid, "TIMED_OUT")
         raise StepError(
             "TimeoutError",
-            "WAIT_TIMED_OUT",
+            WAIT_TIMED_OUT,
             f"no {event_type} event for key {key_str} within {timeout_ms} ms",
             path,
             {"wait_id": wid},
@@ -227,14 +235,14 @@ async def time_wait(
         except ValueError:
             raise StepError(
                 "ValidationError",
-                "WAIT_UNTIL_INVALID",
+                WAIT_UNTIL_INVALID,
                 f"until gave {until!r}, not an ISO time",
                 path,
             ) from None
         if target.tzinfo is None:
             raise StepError(
                 "ValidationError",
-                "WAIT_UNTIL_INVALID",
+                WAIT_UNTIL_INVALID,
                 f"until gave {until!r} without a UTC offset",
                 path,
             )
@@ -242,7 +250,7 @@ async def time_wait(
         duration = it.evaluate(step.duration_ms, path, "duration_ms", local)
         if not isinstance(duration, int | float) or isinstance(duration, bool):
             raise StepError(
-                "ValidationError", "WAIT_DURATION_INVALID", f"duration_ms gave {duration!r}", path
+                "ValidationError", WAIT_DURATION_INVALID, f"duration_ms gave {duration!r}", path
             )
         target = now + timedelta(milliseconds=float(duration))
     seconds = (target - now).total_seconds()
@@ -347,7 +355,7 @@ async def call_workflow(
     if problems:
         raise StepError(
             "ValidationError",
-            "CHILD_INPUT_INVALID",
+            CHILD_INPUT_INVALID,
             f"child input does not match {reply.definition_id}'s payload schema",
             path,
             {"problems": problems},

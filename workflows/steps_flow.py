@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from workflows.codes import CONDITION_NOT_BOOLEAN, ITEMS_NOT_ARRAY
 from workflows.definitions.model import AssignStep, ForEachStep, IfStep, ReturnStep, TryCatchStep
 from workflows.errors import ReturnFromRun, StepError
 from workflows.run_state import ContinueAsNewRequested, Outcome, Resume, RunState
@@ -30,7 +31,7 @@ async def if_(
         if not isinstance(condition, bool):
             raise StepError(
                 "ExpressionError",
-                "CONDITION_NOT_BOOLEAN",
+                CONDITION_NOT_BOOLEAN,
                 f"condition gave {type(condition).__name__}, not a boolean",
                 path,
                 {"value": condition},
@@ -61,7 +62,7 @@ async def for_each(
         if not isinstance(items, list):
             raise StepError(
                 "ExpressionError",
-                "ITEMS_NOT_ARRAY",
+                ITEMS_NOT_ARRAY,
                 f"items gave {type(items).__name__}, not an array",
                 path,
             )

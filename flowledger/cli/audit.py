@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from flowledger.cli.output import console, refusals, show, table
-from flowledger.cli.runs import DATABASE, JSON, database_url
+from flowledger.cli.output import JSON_FLAG, console, refusals, show, table
+from flowledger.cli.runs import DATABASE, database_url
 from projections import db, queries
 
 app = typer.Typer(help="The audit of every event the processor ingested.")
@@ -40,7 +40,7 @@ def list_(
     ),
     limit: int = typer.Option(queries.DEFAULT_LIMIT, "--limit", min=1),
     database: str | None = DATABASE,
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """List audited events, oldest first."""
     with refusals(as_json), db.reading(database_url(ctx, database)) as conn:

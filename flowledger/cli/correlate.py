@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from flowledger.cli import context, inputs
-from flowledger.cli.output import console, print_json, refusals
+from flowledger.cli.output import JSON_FLAG, console, print_json, refusals
 from flowledger.errors import InvalidInput
 from flowledger.settings import RecordSettings
 from processors.correlation import CorrelationPaths, load_paths, resolve
@@ -35,7 +35,7 @@ def correlate(
     paths_file: Path | None = typer.Option(
         None, "--paths-file", help="Read the derivation paths from this JSON file."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Resolve an event's correlation key and say where it came from."""
     with refusals(as_json):

@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from flowledger.cli.output import console, refusals, show, table
-from flowledger.cli.runs import DATABASE, JSON, database_url
+from flowledger.cli.output import JSON_FLAG, console, refusals, show, table
+from flowledger.cli.runs import DATABASE, database_url
 from projections import db, queries
 
 app = typer.Typer(help="Versioned workflow definitions.")
@@ -26,7 +26,7 @@ def list_(
     tenant: str | None = typer.Option(None, "--tenant"),
     limit: int = typer.Option(queries.DEFAULT_LIMIT, "--limit", min=1),
     database: str | None = DATABASE,
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """List published definitions as the projector has seen them."""
     with refusals(as_json), db.reading(database_url(ctx, database)) as conn:

@@ -11,6 +11,7 @@ import typer
 from flowledger.cli import context, inputs
 from flowledger.cli.output import (
     EXIT_REFUSED,
+    JSON_FLAG,
     console,
     err_console,
     print_json,
@@ -23,7 +24,6 @@ from workflows.definitions.canonical import definition_hash
 from workflows.definitions.validate import DefinitionInvalid
 from workflows.definitions.validate import validate as check
 
-JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document.")
 FILE_ARGUMENT = typer.Argument(..., help="A definition JSON file.")
 
 
@@ -66,7 +66,7 @@ def _refuse_invalid(error: DefinitionInvalid, as_json: bool) -> NoReturn:
 def validate(
     ctx: typer.Context,
     file: Path = FILE_ARGUMENT,
-    as_json: bool = JSON_OPTION,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Check a definition and list every problem with its step path."""
     with refusals(as_json):
@@ -93,7 +93,7 @@ def validate(
 def publish(
     ctx: typer.Context,
     file: Path = FILE_ARGUMENT,
-    as_json: bool = JSON_OPTION,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Validate a definition and publish it to flowledger.definitions.v1."""
     # Imported here so `validate` works without loading the Kafka client.

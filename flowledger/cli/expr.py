@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from flowledger.cli import context, inputs
-from flowledger.cli.output import console, print_json, refusals
+from flowledger.cli.output import JSON_FLAG, console, print_json, refusals
 from flowledger.errors import InvalidInput
 from flowledger.settings import RecordSettings
 from workflows.expressions import compile_with
@@ -55,7 +55,7 @@ def eval_(
     now: str | None = typer.Option(
         None, "--now", help="The clock for nowIso(), ISO-8601 (default: the current time)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Evaluate EXPRESSION against a context and print its value."""
     with refusals(as_json):
@@ -74,7 +74,7 @@ def eval_(
 def check(
     ctx: typer.Context,
     expression: str = typer.Argument(..., help="The expression to validate."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Parse and validate EXPRESSION without evaluating it."""
     with refusals(as_json):

@@ -1,5 +1,6 @@
 """How every command speaks: one JSON document on stdout with --json, rich for people,
-and refusals as {"error": {...}} with exit code 2."""
+and errors as {"error": {...}} with the exit code the error carries (the one mapping:
+0 ok, 1 a check found a problem, 2 refused input, 3 a service is unavailable)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,27 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flowledger.errors import AuthenticationFailed, FlowledgerError
+from flowledger.errors import (
+    EXIT_CHECK_FAILED,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    FlowledgerError,
+)
 
 console = Console()
 err_console = Console(stderr=True)
 
-EXIT_REFUSED = 2
-EXIT_CHECK_FAILED = 1
-EXIT_UNAVAILABLE = 3
+# The one --json option of every command.
+JSON_FLAG = typer.Option(False, "--json", help="Print one JSON document.")
+
+__all__ = [
+    "EXIT_CHECK_FAILED",
+    "EXIT_REFUSED",
+    "EXIT_UNAVAILABLE",
+    "JSON_FLAG",
+    "print_json",
+    "refusals",
+]
 
 
 def _default(value: Any) -> Any:
@@ -36,31 +50,26 @@ def print_json(document: Any) -> None:
     sys.stdout.flush()
 
 
-def refuse(error: FlowledgerError, as_json: bool, exit_code: int = EXIT_REFUSED) -> NoReturn:
+def refuse(error: FlowledgerError, as_json: bool, exit_code: int | None = None) -> NoReturn:
+    """Report the error and exit with its code (or the one given, for a command whose
+    contract says otherwise)."""
     if as_json:
-        body = error.to_dict()
-        if exit_code == EXIT_UNAVAILABLE:
-            body["retryable"] = True
-        print_json({"error": body})
+        print_json({"error": error.to_dict()})
     else:
         err_console.print(f"[bold red]{error.code}[/]: {error.message}")
         for key, value in error.context.items():
             if value is not None:
                 err_console.print(f"  {key}: {value}")
-    raise typer.Exit(exit_code)
+    raise typer.Exit(error.exit if exit_code is None else exit_code)
 
 
 @contextmanager
-def refusals(as_json: bool, unavailable_exit: int = EXIT_REFUSED) -> Iterator[None]:
-    """Turn any FlowledgerError raised inside into the CLI's refusal form. Commands
-    that follow the service contract pass EXIT_UNAVAILABLE, so a retryable error (a
-    service that did not answer) exits 3 instead of 2."""
+def refusals(as_json: bool) -> Iterator[None]:
+    """Turn any FlowledgerError raised inside into the CLI's error form and exit code."""
     try:
         yield
-    except AuthenticationFailed as exc:
-        refuse(exc, as_json, EXIT_UNAVAILABLE)
     except FlowledgerError as exc:
-        refuse(exc, as_json, unavailable_exit if exc.retryable else EXIT_REFUSED)
+        refuse(exc, as_json)
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:

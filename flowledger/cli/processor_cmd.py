@@ -10,9 +10,7 @@ import typer
 
 from flowledger.cli import context
 from flowledger.cli.foreground import report, stop_on_signals
-from flowledger.cli.output import console, err_console, print_json, refusals, table
-
-JSON = typer.Option(False, "--json", help="Print one JSON document.")
+from flowledger.cli.output import JSON_FLAG, console, err_console, print_json, refusals, table
 
 app = typer.Typer(
     help="The ingress processor: events -> signals, triggered starts and audit.",
@@ -32,7 +30,7 @@ def processor(
     timeout: float | None = typer.Option(
         None, "--timeout", min=0, help="Stop after this many seconds."
     ),
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Run the processor in the foreground (without a subcommand)."""
     if ctx.invoked_subcommand is not None:
@@ -54,7 +52,7 @@ def processor(
 
 
 @app.command("status")
-def status(ctx: typer.Context, as_json: bool = JSON) -> None:
+def status(ctx: typer.Context, as_json: bool = JSON_FLAG) -> None:
     """Per-partition lag of the ingress topic for the processor's group."""
     from processors.status import lag
 

@@ -11,22 +11,23 @@ import typer
 
 from flowledger.cli import context
 from flowledger.cli.output import (
-    EXIT_CHECK_FAILED,
+    JSON_FLAG,
     console,
     print_json,
     refusals,
     refuse,
     table,
 )
-from flowledger.cli.runs import DATABASE, JSON, database_url
-from flowledger.errors import FlowledgerError, InvalidInput
+from flowledger.cli.runs import DATABASE, database_url
+from flowledger.codes import PROJECTION_WAIT_TIMEOUT
+from flowledger.errors import CheckFailed, InvalidInput
 from projections import db
 
 app = typer.Typer(help="The projector's progress: checkpoints against the topics' ends.")
 
 
-class ProjectionWaitTimeout(FlowledgerError):
-    code = "PROJECTION_WAIT_TIMEOUT"
+class ProjectionWaitTimeout(CheckFailed):
+    code = PROJECTION_WAIT_TIMEOUT
 
 
 def _lag_table(title: str, rows: list[dict[str, Any]]) -> None:
@@ -38,7 +39,7 @@ def _lag_table(title: str, rows: list[dict[str, Any]]) -> None:
 def status(
     ctx: typer.Context,
     database: str | None = DATABASE,
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Per-partition lag: stored checkpoint, end offset, records not yet applied."""
     from projections import lag
@@ -68,7 +69,7 @@ def wait(
     timeout: float = typer.Option(60.0, "--timeout", min=0, help="Seconds to wait at most."),
     interval: float = typer.Option(0.2, "--interval", min=0.01, help="Polling interval (s)."),
     database: str | None = DATABASE,
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Return once the projection has applied everything on the topics when the command
     started; exit 1 if the timeout passes first."""
@@ -96,7 +97,7 @@ def wait(
                 waited_s=waited,
                 partitions=behind,
             )
-            refuse(timed_out, as_json, exit_code=EXIT_CHECK_FAILED)
+            refuse(timed_out, as_json)
     if as_json:
         print_json({"caught_up": True, "waited_s": waited, "partitions": rows})
     else:

@@ -6,8 +6,8 @@ import typer
 
 from flowledger.cli import context
 from flowledger.cli.foreground import report, stop_on_signals
-from flowledger.cli.output import console, refusals
-from flowledger.cli.runs import DATABASE, JSON
+from flowledger.cli.output import JSON_FLAG, console, refusals
+from flowledger.cli.runs import DATABASE
 
 
 def projector(
@@ -30,7 +30,7 @@ def projector(
         help="Consumer session timeout: how soon the group gives a dead instance's "
         "partitions to the others (the broker's group.min.session.timeout.ms bounds it).",
     ),
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Fold the runtime, audit and definitions topics into the projection tables."""
     from projections.projector import Projector, tune_gc

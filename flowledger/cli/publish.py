@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 
 from flowledger.cli import context
-from flowledger.cli.output import EXIT_REFUSED, console, print_json, refusals, table
+from flowledger.cli.output import EXIT_REFUSED, JSON_FLAG, console, print_json, refusals, table
+from flowledger.codes import FILE_NOT_FOUND
 from flowledger.errors import InvalidInput
 from topics.publisher import Published, publish_text
 
@@ -17,7 +18,7 @@ from topics.publisher import Published, publish_text
 def publish(
     ctx: typer.Context,
     source: str = typer.Argument(..., help="A file of JSON/NDJSON envelopes, or - for stdin."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Publish events to flowledger.events.v1."""
     with refusals(as_json):
@@ -26,7 +27,7 @@ def publish(
         else:
             path = Path(source)
             if not path.is_file():
-                raise InvalidInput(f"no such file: {source}", code="FILE_NOT_FOUND", path=source)
+                raise InvalidInput(f"no such file: {source}", code=FILE_NOT_FOUND, path=source)
             text = path.read_text(encoding="utf-8")
         outcomes = publish_text(context.settings(ctx), text)
     refused = [o for o in outcomes if not isinstance(o, Published)]

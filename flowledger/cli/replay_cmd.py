@@ -16,12 +16,14 @@ from sqlalchemy import Engine
 from flowledger.cli import context
 from flowledger.cli.output import (
     EXIT_CHECK_FAILED,
+    JSON_FLAG,
     console,
     err_console,
     print_json,
     refusals,
     table,
 )
+from flowledger.codes import REPLAY_SWAP_REFUSED, REPLAY_TARGET_IS_LIVE
 from flowledger.errors import FlowledgerError, InvalidInput
 from flowledger.settings import Settings, redact_url
 from projections import db
@@ -31,9 +33,9 @@ from projections.replay import explain, state, targets
 from projections.replay.rebuild import Progress as ProgressFn
 from projections.replay.rebuild import rebuild
 from projections.replay.verify import compare
+from workflows.codes import INVALID_REQUEST
 
 app = typer.Typer(help="Rebuild, verify and explain the projection tables from the log.")
-JSON = typer.Option(False, "--json", help="Print one JSON document.")
 INTO = typer.Option(None, "--into", help="Rebuild into this database URL.")
 SHADOW = typer.Option(False, "--shadow", help="Rebuild into the shadow beside the live one.")
 
@@ -62,11 +64,11 @@ def _progress(enabled: bool, what: str) -> Iterator[ProgressFn | None]:
 def _target(settings: Settings, into: str | None, shadow: bool) -> str:
     live_url = settings.database_url()
     if into and shadow:
-        raise InvalidInput("give --into or --shadow, not both", code="INVALID_REQUEST")
+        raise InvalidInput("give --into or --shadow, not both", code=INVALID_REQUEST)
     if into:
         # The live URL as configured, or with the password and TLS joined to it.
         if into in (live_url, settings.database.url):
-            raise InvalidInput("--into names the live database", code="REPLAY_TARGET_IS_LIVE")
+            raise InvalidInput("--into names the live database", code=REPLAY_TARGET_IS_LIVE)
         return into
     return targets.shadow_url(live_url)
 
@@ -94,7 +96,7 @@ def _rebuild_into(settings: Settings, target: Engine, cut: cuts.Cut, show: bool)
 
 @app.command("rebuild")
 def rebuild_cmd(
-    ctx: typer.Context, into: str | None = INTO, shadow: bool = SHADOW, as_json: bool = JSON
+    ctx: typer.Context, into: str | None = INTO, shadow: bool = SHADOW, as_json: bool = JSON_FLAG
 ) -> None:
     """Rebuild every table from offset 0 up to the live projector's checkpoints."""
     settings = context.settings(ctx)
@@ -115,7 +117,7 @@ def rebuild_cmd(
 
 @app.command("verify")
 def verify_cmd(
-    ctx: typer.Context, into: str | None = INTO, shadow: bool = SHADOW, as_json: bool = JSON
+    ctx: typer.Context, into: str | None = INTO, shadow: bool = SHADOW, as_json: bool = JSON_FLAG
 ) -> None:
     """Rebuild at the live cut and compare row by row; exit 1 on any difference."""
     settings = context.settings(ctx)
@@ -162,7 +164,7 @@ def verify_cmd(
 def swap_cmd(
     ctx: typer.Context,
     force: bool = typer.Option(False, "--force", help="Swap without a clean verify."),
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Make the verified shadow live (stop the projector first)."""
     settings = context.settings(ctx)
@@ -182,7 +184,7 @@ def swap_cmd(
         if problems and not force:
             raise FlowledgerError(
                 "swap refused: " + "; ".join(problems),
-                code="REPLAY_SWAP_REFUSED",
+                code=REPLAY_SWAP_REFUSED,
                 problems=problems,
             )
         swapped = targets.swap(live_url, shadow)
@@ -197,7 +199,7 @@ def swap_cmd(
 
 @app.command("timeline")
 def timeline_cmd(
-    ctx: typer.Context, run_id: str = typer.Argument(...), as_json: bool = JSON
+    ctx: typer.Context, run_id: str = typer.Argument(...), as_json: bool = JSON_FLAG
 ) -> None:
     """One run's history from the log, with the audit records that touched it."""
     settings = context.settings(ctx)
@@ -229,24 +231,24 @@ def as_of_cmd(
     time: str | None = typer.Option(None, "--time", help="ISO time (broker timestamps)."),
     offsets: str | None = typer.Option(None, "--offsets", help="topic:partition=offset,..."),
     into: str = typer.Option(..., "--into", help="Database URL to build into."),
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """The tables as they stood at a time or at given offsets."""
     settings = context.settings(ctx)
     with refusals(as_json):
         if (time is None) == (offsets is None):
-            raise InvalidInput("give exactly one of --time and --offsets", code="INVALID_REQUEST")
+            raise InvalidInput("give exactly one of --time and --offsets", code=INVALID_REQUEST)
         if into in (settings.database_url(), settings.database.url):
-            raise InvalidInput("--into names the live database", code="REPLAY_TARGET_IS_LIVE")
+            raise InvalidInput("--into names the live database", code=REPLAY_TARGET_IS_LIVE)
         if time is not None:
             try:
                 when = datetime.fromisoformat(time.replace("Z", "+00:00"))
             except ValueError:
                 raise InvalidInput(
-                    f"--time {time!r} is not an ISO time", code="INVALID_REQUEST"
+                    f"--time {time!r} is not an ISO time", code=INVALID_REQUEST
                 ) from None
             if when.tzinfo is None:
-                raise InvalidInput("--time needs a UTC offset", code="INVALID_REQUEST")
+                raise InvalidInput("--time needs a UTC offset", code=INVALID_REQUEST)
             cut = cuts.from_time(settings, when)
         else:
             cut = cuts.parse_spec(settings, offsets or "")
@@ -265,7 +267,7 @@ def router_cmd(
     start: str = typer.Option(..., "--from", help="ISO time: first broker timestamp."),
     end: str = typer.Option(..., "--to", help="ISO time: end (exclusive)."),
     paths_file: Path | None = typer.Option(None, "--paths", help="Correlation paths JSON file."),
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Dry-run correlation and routing over a range of the ingress log."""
     from processors.correlation import load_paths
@@ -308,9 +310,9 @@ def _parse_time(text: str, flag: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInput(f"{flag} {text!r} is not an ISO time", code="INVALID_REQUEST") from None
+        raise InvalidInput(f"{flag} {text!r} is not an ISO time", code=INVALID_REQUEST) from None
     if value.tzinfo is None:
-        raise InvalidInput(f"{flag} needs a UTC offset", code="INVALID_REQUEST")
+        raise InvalidInput(f"{flag} needs a UTC offset", code=INVALID_REQUEST)
     return value
 
 
@@ -318,7 +320,7 @@ def why(
     ctx: typer.Context,
     table_name: str = typer.Argument(..., metavar="TABLE"),
     key: str = typer.Argument(..., help="Primary key values joined by |, or JSON."),
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """The chain of log records behind one projection row."""
     settings = context.settings(ctx)

@@ -11,14 +11,15 @@ import typer
 from temporalio.client import Client
 
 from flowledger.cli import context, inputs
-from flowledger.cli.output import console, err_console, print_json, refusals
+from flowledger.cli.output import JSON_FLAG, console, err_console, print_json, refusals
 from flowledger.errors import AuthenticationFailed, InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
+from projections import lookups
 from workflows import control
 from workflows.client import connect
+from workflows.codes import TEMPORAL_UNAVAILABLE
 from workflows.worker import run_worker
 
-JSON = typer.Option(False, "--json", help="Print one JSON document.")
 REASON = typer.Option(..., "--reason", help="Why (recorded with the request).")
 
 
@@ -35,7 +36,7 @@ def start(
     tenant: str = typer.Option(..., "--tenant"),
     input_json: str = typer.Option("{}", "--input", help="The run input as a JSON object."),
     version: int | None = typer.Option(None, "--version", help="Pin a version (else latest)."),
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Start a run of a published definition."""
     settings = context.settings(ctx)
@@ -62,13 +63,19 @@ async def _maybe_client(settings: Settings) -> Client | None:
         return None
 
 
+def _located(settings: Settings, run_id: str) -> str:
+    return lookups.workflow_id_of(settings.database_url(), run_id)
+
+
 Call = Callable[[Settings, Client | None, str, str], Awaitable[dict[str, Any]]]
 
 
 async def _cancel(
     settings: Settings, client: Client | None, run_id: str, reason: str
 ) -> dict[str, Any]:
-    return await control.cancel(settings, client, run_id, reason)
+    return await control.cancel(
+        settings, client, run_id, reason, workflow_id=_located(settings, run_id)
+    )
 
 
 async def _rerun(
@@ -76,16 +83,20 @@ async def _rerun(
 ) -> dict[str, Any]:
     if client is None:
         raise ServiceUnavailable(
-            f"Temporal at {settings.temporal.address} is unreachable", code="TEMPORAL_UNAVAILABLE"
+            f"Temporal at {settings.temporal.address} is unreachable", code=TEMPORAL_UNAVAILABLE
         )
-    return await control.rerun(settings, client, run_id, reason)
+    return await control.rerun(
+        settings, client, run_id, reason, workflow_id=_located(settings, run_id)
+    )
 
 
 def _refusal(action: str) -> Call:
     async def call(
         settings: Settings, client: Client | None, run_id: str, reason: str
     ) -> dict[str, Any]:
-        return await control.unsupported(settings, client, action, run_id, reason)
+        return await control.unsupported(
+            settings, client, action, run_id, reason, workflow_id=_located(settings, run_id)
+        )
 
     return call
 
@@ -95,7 +106,7 @@ def _command(action: str, call: Call, doc: str) -> Callable[..., None]:
         ctx: typer.Context,
         run_id: str = typer.Argument(..., help="The run."),
         reason: str = REASON,
-        as_json: bool = JSON,
+        as_json: bool = JSON_FLAG,
     ) -> None:
         settings = context.settings(ctx)
 

@@ -8,10 +8,9 @@ import typer
 
 from flowledger.cli import context
 from flowledger.cli.output import (
-    EXIT_CHECK_FAILED,
+    JSON_FLAG,
     console,
     refusals,
-    refuse,
     show,
     table,
 )
@@ -21,7 +20,6 @@ from projections import db, queries
 app = typer.Typer(help="Workflow runs, as projected from flowledger.runtime.v1.")
 
 DATABASE = typer.Option(None, "--database", help="Projection database URL (overrides settings).")
-JSON = typer.Option(False, "--json", help="Print one JSON document.")
 
 
 def database_url(ctx: typer.Context, database: str | None) -> str:
@@ -55,7 +53,7 @@ def list_(
     definition: str | None = typer.Option(None, "--definition", help="Definition id."),
     limit: int = typer.Option(queries.DEFAULT_LIMIT, "--limit", min=1),
     database: str | None = DATABASE,
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """List runs, most recently changed first."""
     with refusals(as_json):
@@ -84,7 +82,7 @@ def show_(
     ctx: typer.Context,
     run_id: str = typer.Argument(..., help="The run id."),
     database: str | None = DATABASE,
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """One run with its steps, waits and logs."""
     with refusals(as_json), db.reading(database_url(ctx, database)) as conn:
@@ -102,7 +100,7 @@ def wait(
     timeout: float = typer.Option(..., "--timeout", min=0, help="Seconds to wait at most."),
     interval: float = typer.Option(0.2, "--interval", min=0.01, help="Polling interval (s)."),
     database: str | None = DATABASE,
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Wait until a run reaches a status; exit 1 if the timeout passes first."""
     with refusals(as_json):
@@ -113,8 +111,6 @@ def wait(
                 run = queries.wait_for_run(
                     eng, run_id, timeout=timeout, status=wanted, interval=interval
                 )
-        except queries.RunWaitTimeout as exc:
-            refuse(exc, as_json, exit_code=EXIT_CHECK_FAILED)
         finally:
             eng.dispose()
     show(as_json, run, lambda: _runs_table([run]))

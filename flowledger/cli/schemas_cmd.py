@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from flowledger import schema_export as export
-from flowledger.cli.output import EXIT_CHECK_FAILED, console, print_json
+from flowledger.cli.output import EXIT_CHECK_FAILED, JSON_FLAG, console, print_json
 
 app = typer.Typer(help="Export the records' JSON Schema files.")
 
@@ -15,7 +15,7 @@ app = typer.Typer(help="Export the records' JSON Schema files.")
 @app.command("export")
 def export_cmd(
     out: Path = typer.Option(export.JSON_DIR, "--out", help="Directory to write into."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Write the JSON Schema of every record to schemas/json/."""
     paths = export.write(out)
@@ -27,7 +27,7 @@ def export_cmd(
 
 
 @app.command("check")
-def check_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+def check_cmd(as_json: bool = JSON_FLAG) -> None:
     """Exit 1 when the committed JSON Schema files are stale."""
     problems = export.stale()
     if as_json:

@@ -9,7 +9,7 @@ import typer
 
 from flowledger.cli import context
 from flowledger.cli.output import (
-    EXIT_UNAVAILABLE,
+    JSON_FLAG,
     console,
     err_console,
     print_json,
@@ -22,7 +22,6 @@ from flowledger.stack import launcher, state
 app = typer.Typer(help="Start, stop and inspect the local Kafka, Temporal and database.")
 
 StateDir = typer.Option(None, "--state-dir", help="Where the services keep their data.")
-JsonFlag = typer.Option(False, "--json", help="Print one JSON document.")
 
 
 def settings_with_state_dir(ctx: typer.Context, state_dir: Path | None) -> Settings:
@@ -52,11 +51,11 @@ def up(
     database: str | None = typer.Option(
         None, "--database", help="'sqlite' (default), 'postgres', or a SQLAlchemy URL."
     ),
-    as_json: bool = JsonFlag,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Start the services that are not running (or attach) and wait until they answer."""
     settings = settings_with_state_dir(ctx, state_dir)
-    with refusals(as_json, EXIT_UNAVAILABLE):
+    with refusals(as_json):
         before = state.load(settings.stack.state_dir.resolve())
         started = launcher.up(
             settings,
@@ -75,7 +74,7 @@ def up(
 
 
 @app.command("down")
-def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = JsonFlag) -> None:
+def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = JSON_FLAG) -> None:
     """Stop every service the stack started (graceful, then forced). Idempotent."""
     settings = settings_with_state_dir(ctx, state_dir)
     with refusals(as_json):
@@ -89,7 +88,9 @@ def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = 
 
 
 @app.command("status")
-def status(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = JsonFlag) -> None:
+def status(
+    ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = JSON_FLAG
+) -> None:
     """Show each service's state and endpoint."""
     settings = settings_with_state_dir(ctx, state_dir)
     document = launcher.status(settings)
@@ -100,7 +101,7 @@ def status(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool 
 
 
 @app.command("fetch")
-def fetch(ctx: typer.Context, as_json: bool = JsonFlag) -> None:
+def fetch(ctx: typer.Context, as_json: bool = JSON_FLAG) -> None:
     """Resolve the Apache Kafka jars from Maven Central into the cache (once)."""
     from flowledger.stack import kafka
 
@@ -123,11 +124,11 @@ def restart(
     ctx: typer.Context,
     service: str = typer.Argument(..., help="kafka, temporal or database."),
     state_dir: Path | None = StateDir,
-    as_json: bool = JsonFlag,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Restart one service on its ports with its data; the others keep running."""
     settings = settings_with_state_dir(ctx, state_dir)
-    with refusals(as_json, EXIT_UNAVAILABLE):
+    with refusals(as_json):
         before = state.load(settings.stack.state_dir.resolve())
         after = launcher.restart(
             settings,

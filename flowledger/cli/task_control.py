@@ -7,9 +7,11 @@ import asyncio
 import typer
 
 from flowledger.cli import context, inputs
-from flowledger.cli.output import console, print_json, refusals
+from flowledger.cli.output import JSON_FLAG, console, print_json, refusals
+from projections import lookups
 from workflows import tasks
 from workflows.client import connect
+from workflows.codes import HUMAN_TASK_RESPONSE_INVALID
 
 
 def complete(
@@ -17,7 +19,7 @@ def complete(
     task_id: str = typer.Argument(..., help="The task."),
     data: str = typer.Option(..., "--data", help="The response as a JSON object."),
     by: str = typer.Option(..., "--by", help="Who completed it."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Complete a human task; the response must match the task's form schema."""
     settings = context.settings(ctx)
@@ -26,12 +28,17 @@ def complete(
             data,
             "--data",
             settings.records,
-            code="HUMAN_TASK_RESPONSE_INVALID",
+            code=HUMAN_TASK_RESPONSE_INVALID,
             errors=[{"path": "(response)", "message": "not acceptable JSON"}],
         )
 
+        url = settings.database_url()
+        task = lookups.find_task(url, task_id)
+        workflow_id = lookups.workflow_id_of(url, str(task["run_id"]))
         document = asyncio.run(
-            tasks.complete(settings, lambda: connect(settings), task_id, response, by)
+            tasks.complete(
+                settings, lambda: connect(settings), task, response, by, workflow_id=workflow_id
+            )
         )
     if as_json:
         print_json(document)

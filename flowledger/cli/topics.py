@@ -7,7 +7,7 @@ import json
 import typer
 
 from flowledger.cli import context
-from flowledger.cli.output import console, print_json, refusals, table
+from flowledger.cli.output import JSON_FLAG, console, print_json, refusals, table
 from topics import admin, reader
 
 app = typer.Typer(help="Create and inspect flowledger's Kafka topics.")
@@ -28,7 +28,7 @@ def _render(title: str, reports: list[admin.TopicReport]) -> None:
 
 
 @app.command("ensure")
-def ensure(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+def ensure(ctx: typer.Context, as_json: bool = JSON_FLAG) -> None:
     """Create missing topics; report existing ones whose configuration differs."""
     with refusals(as_json):
         reports = admin.ensure(context.settings(ctx))
@@ -39,7 +39,7 @@ def ensure(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
 
 
 @app.command("describe")
-def describe(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+def describe(ctx: typer.Context, as_json: bool = JSON_FLAG) -> None:
     """List the catalogue's topics with their partitions and configs."""
     with refusals(as_json):
         reports = admin.describe(context.settings(ctx))
@@ -54,7 +54,7 @@ def read(
     ctx: typer.Context,
     topic: str = typer.Argument("events", help="events, audit, runtime, definitions, deadletter"),
     limit: int = typer.Option(0, "--limit", help="At most this many records (0: all)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Read a flowledger topic from the beginning to its current end."""
     settings = context.settings(ctx)

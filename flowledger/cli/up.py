@@ -17,14 +17,14 @@ import typer
 
 from flowledger import services
 from flowledger.cli.output import (
-    EXIT_UNAVAILABLE,
     console,
     err_console,
     print_json,
     refusals,
     table,
 )
-from flowledger.cli.stack import JsonFlag, StateDir, settings_with_state_dir
+from flowledger.cli.stack import JSON_FLAG, StateDir, settings_with_state_dir
+from flowledger.codes import STACK_NOT_RUNNING
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from flowledger.stack import launcher
@@ -59,13 +59,13 @@ def up(
     ctx: typer.Context,
     state_dir: Path | None = StateDir,
     detach: bool = typer.Option(False, "--detach", help="Leave everything running and return."),
-    as_json: bool = JsonFlag,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Start what is not running: the stack, the topics, the worker, projector, processor."""
     from topics import admin
 
     settings = settings_with_state_dir(ctx, state_dir)
-    with refusals(as_json, EXIT_UNAVAILABLE):
+    with refusals(as_json):
         before = stack_state.load(settings.stack.state_dir.resolve())
         stack = launcher.up(settings, progress=_progress(as_json))
         live = launcher.settings_for(settings, stack)
@@ -102,7 +102,7 @@ def up(
         print_json(_document(settings, check=False))
 
 
-def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = JsonFlag) -> None:
+def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = JSON_FLAG) -> None:
     """Stop the processor, projector and worker, then the stack. Idempotent."""
     settings = settings_with_state_dir(ctx, state_dir)
     began = time.monotonic()
@@ -122,11 +122,11 @@ def restart(
     ctx: typer.Context,
     component: str = typer.Argument(..., help="processor, worker or projector."),
     state_dir: Path | None = StateDir,
-    as_json: bool = JsonFlag,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """Restart one of the processor, worker and projector; everything else keeps running."""
     settings = settings_with_state_dir(ctx, state_dir)
-    with refusals(as_json, EXIT_UNAVAILABLE):
+    with refusals(as_json):
         # Refused before looking at the stack: a wrong name is wrong either way.
         services.check_name(component)
         stack = launcher.status(settings)
@@ -135,7 +135,7 @@ def restart(
             raise ServiceUnavailable(
                 f"{', '.join(down)} not up under {stack['state_dir']}; "
                 "start the stack first (`flowledger up --detach`)",
-                code="STACK_NOT_RUNNING",
+                code=STACK_NOT_RUNNING,
                 services=down,
             )
         services.restart(settings, component, _child_env(settings))

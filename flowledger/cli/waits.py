@@ -6,8 +6,8 @@ from typing import Any
 
 import typer
 
-from flowledger.cli.output import console, refusals, show, table
-from flowledger.cli.runs import DATABASE, JSON, database_url
+from flowledger.cli.output import JSON_FLAG, console, refusals, show, table
+from flowledger.cli.runs import DATABASE, database_url
 from flowledger.errors import InvalidInput
 from projections import db, queries
 
@@ -27,7 +27,7 @@ def list_(
     status: str | None = typer.Option(None, "--status", help="OPEN, RESOLVED, TIMED_OUT, ..."),
     limit: int = typer.Option(queries.DEFAULT_LIMIT, "--limit", min=1),
     database: str | None = DATABASE,
-    as_json: bool = JSON,
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """List waits, oldest first."""
     with refusals(as_json):

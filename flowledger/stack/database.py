@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from flowledger.codes import STACK_POSTGRES_MISSING
 from flowledger.errors import StackError
 from flowledger.settings import StackSettings
 from flowledger.stack import processes
@@ -52,7 +53,7 @@ def pg_bin_dir(stack: StackSettings) -> Path:
     if found:
         return Path(found).parent
     raise StackError(
-        "PostgreSQL binaries (initdb, pg_ctl) are not installed", code="STACK_POSTGRES_MISSING"
+        "PostgreSQL binaries (initdb, pg_ctl) are not installed", code=STACK_POSTGRES_MISSING
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException
 
+from flowledger.codes import STACK_JAVA_MISSING, STACK_MAVEN_MISSING
 from flowledger.errors import StackError
 from flowledger.settings import KafkaSettings, Settings, StackSettings
 from flowledger.stack import processes
@@ -33,7 +34,7 @@ def ensure_jars(stack: StackSettings) -> Path:
     if shutil.which(stack.mvn_bin) is None:
         raise StackError(
             f"Maven ({stack.mvn_bin}) is not installed; it is needed once to fetch the Kafka jars",
-            code="STACK_MAVEN_MISSING",
+            code=STACK_MAVEN_MISSING,
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     # Resolve into a scratch folder and rename, so an interrupted download never
@@ -138,7 +139,7 @@ def start(
     if shutil.which(stack.java_bin) is None:
         raise StackError(
             f"Java ({stack.java_bin}) is not installed; Kafka needs Java 17+",
-            code="STACK_JAVA_MISSING",
+            code=STACK_JAVA_MISSING,
         )
     if previous is not None:
         port = processes.claim_port("kafka", previous.port())

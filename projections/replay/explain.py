@@ -11,8 +11,10 @@ from sqlalchemy import Engine, select
 from flowledger.errors import InvalidInput
 from flowledger.settings import Settings
 from projections import tables as t
+from projections.codes import AUDIT_KEY_INVALID, AUDIT_ROW_NOT_FOUND, AUDIT_TABLE_UNKNOWN
 from topics.catalogue import AUDIT, DEFINITIONS, RUNTIME
 from topics.reader import ReadRecord, read_all, read_json
+from workflows.codes import RUN_NOT_FOUND
 
 RUNTIME_TABLES = {
     "workflow_runs",
@@ -50,7 +52,7 @@ def timeline(settings: Settings, run_id: str) -> dict[str, Any]:
     ]
     if not runtime:
         raise InvalidInput(
-            f"no runtime events for run {run_id}", code="RUN_NOT_FOUND", status=404, run_id=run_id
+            f"no runtime events for run {run_id}", code=RUN_NOT_FOUND, status=404, run_id=run_id
         )
     runtime.sort(key=lambda rv: int(rv[1].get("seq", 0)))
     events = [
@@ -89,7 +91,7 @@ def _key_columns(table_name: str) -> list[str]:
     if table is None:
         raise InvalidInput(
             f"no projection table {table_name!r}",
-            code="AUDIT_TABLE_UNKNOWN",
+            code=AUDIT_TABLE_UNKNOWN,
             allowed=sorted(t.metadata.tables),
         )
     return [c.name for c in table.primary_key.columns]
@@ -102,17 +104,15 @@ def parse_key(table_name: str, key: str) -> dict[str, Any]:
         try:
             given = json.loads(key)
         except ValueError:
-            raise InvalidInput("the key is not JSON", code="AUDIT_KEY_INVALID") from None
+            raise InvalidInput("the key is not JSON", code=AUDIT_KEY_INVALID) from None
         if not isinstance(given, dict) or set(given) != set(columns):
-            raise InvalidInput(
-                f"the key names {columns}", code="AUDIT_KEY_INVALID", columns=columns
-            )
+            raise InvalidInput(f"the key names {columns}", code=AUDIT_KEY_INVALID, columns=columns)
         return given
     parts = key.split("|")
     if len(parts) != len(columns):
         raise InvalidInput(
             f"{table_name} is keyed by {'|'.join(columns)}",
-            code="AUDIT_KEY_INVALID",
+            code=AUDIT_KEY_INVALID,
             columns=columns,
         )
     table = t.metadata.tables[table_name]
@@ -134,7 +134,7 @@ def why(settings: Settings, live: Engine, table_name: str, key: str) -> dict[str
     if row is None:
         raise InvalidInput(
             f"no row {key} in {table_name}",
-            code="AUDIT_ROW_NOT_FOUND",
+            code=AUDIT_ROW_NOT_FOUND,
             status=404,
             table=table_name,
             key=named,

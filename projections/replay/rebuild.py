@@ -1,12 +1,11 @@
 """Rebuild the projection tables from offset 0 up to a cut, into an empty database
-or schema, with the same applier the live projector uses."""
+or schema, through the same write path and pipeline the live projector uses."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from confluent_kafka import TopicPartition
@@ -15,9 +14,13 @@ from sqlalchemy import Engine, MetaData, text
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from projections import migrate
-from projections.apply import Applier, Incoming, Plan, Slot, read_checkpoints
+from projections.apply import Applier, BatchResult
 from projections.changes import Coordinates
+from projections.checkpoints import read_checkpoints
+from projections.codes import REPLAY_READ_STALLED
+from projections.pipeline import Pipeline
 from projections.projector import topic_kinds
+from projections.records import Incoming
 from projections.replay.cut import Cut
 from topics import clients
 
@@ -87,7 +90,7 @@ def read_range(
             elif time.monotonic() > deadline:
                 raise ServiceUnavailable(
                     f"{topic}[{partition}] stopped at offset {position} before {end}",
-                    code="REPLAY_READ_STALLED",
+                    code=REPLAY_READ_STALLED,
                     topic=topic,
                     partition=partition,
                 )
@@ -113,29 +116,23 @@ def rebuild(
     begin = start or {}
     total = sum(max(0, cut[s] - begin.get(s, 0)) for s in slots)
     stats = RebuildStats()
-    applier = Applier()
-    # Pipelined like the live projector: a writer thread commits one chunk while the
-    # next is folded. Nothing else writes the target, so a plan that finds the
-    # checkpoints elsewhere than it assumed is an error here, not a race to recover.
-    with target.connect() as conn:
-        nexts: dict[Slot, int] = read_checkpoints(conn)
-    inflight: tuple[Plan, Future[None]] | None = None
 
-    def write(plan: Plan) -> None:
-        with target.begin() as conn:
-            applier.write(conn, plan)
-
-    def finish(done: tuple[Plan, Future[None]]) -> None:
-        plan, future = done
-        future.result()
-        applier.written(plan)
-        nexts.update(plan.result.next_offsets)
-        stats.events += len(plan.records)
+    def count(_result: BatchResult, records: int) -> None:
+        stats.events += records
         if progress:
             progress(stats.events, total)
 
+    pipeline = Pipeline(
+        target,
+        Applier(),
+        retry_timeout_s=settings.kafka.request_timeout_s,
+        on_batch=count,
+        thread_name="rebuild-writer",
+    )
+    with target.connect() as conn:
+        pipeline.positions.update(read_checkpoints(conn))
     started = time.monotonic()
-    with ThreadPoolExecutor(1, thread_name_prefix="rebuild-writer") as writer:
+    try:
         for topic, partition in slots:
             for chunk in read_range(
                 settings,
@@ -144,12 +141,9 @@ def rebuild(
                 cut[(topic, partition)],
                 begin.get((topic, partition), 0),
             ):
-                after = inflight[0] if inflight is not None else None
-                plan = applier.plan(target, chunk, nexts, after)
-                if inflight is not None:
-                    finish(inflight)
-                inflight = (plan, writer.submit(write, plan))
-        if inflight is not None:
-            finish(inflight)
+                pipeline.submit(chunk)
+        pipeline.drain()
+    finally:
+        pipeline.close()
     stats.seconds = time.monotonic() - started
     return stats

@@ -13,6 +13,7 @@ from sqlalchemy import make_url, text
 
 from flowledger.errors import FlowledgerError
 from projections import db
+from projections.codes import REPLAY_SHADOW_UNSUPPORTED
 
 SHADOW_SCHEMA = "flowledger_shadow"
 
@@ -30,7 +31,7 @@ def shadow_url(live_url: str) -> str:
             {"options": f"-csearch_path={SHADOW_SCHEMA}"}
         ).render_as_string(hide_password=False)
     raise FlowledgerError(
-        f"no shadow for {url.get_backend_name()} databases", code="REPLAY_SHADOW_UNSUPPORTED"
+        f"no shadow for {url.get_backend_name()} databases", code=REPLAY_SHADOW_UNSUPPORTED
     )
 
 

@@ -26,8 +26,10 @@ from flowledger.cli import tasks as tasks_cli
 from flowledger.cli import waits as waits_cli
 from projections import db, migrate, queries
 from projections import tables as t
-from projections.apply import Applier, Incoming, apply_batch, read_checkpoints
-from projections.changes import Coordinates
+from projections.apply import Applier, apply_batch
+from projections.changes import PRIMARY_KEYS, Coordinates
+from projections.checkpoints import read_checkpoints
+from projections.records import Incoming
 from projections.synthetic import Generated, runtime_event, stream
 from schemas.runtime import RUNTIME_EVENT_ADAPTER
 from topics.catalogue import AUDIT, DEFINITIONS, RUNTIME
@@ -364,8 +366,11 @@ def test_cli_reads_the_projection(loaded: Engine) -> None:
 def test_cli_refuses_a_database_without_tables(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     result = CliRunner().invoke(_cli(), ["runs", "list", "--database", url, "--json"])
-    assert result.exit_code == 2
-    assert json.loads(result.stdout)["error"]["code"] == "DATABASE_UNAVAILABLE"
+    # A service that may answer later (once the projector made the tables): exit 3,
+    # "retryable", under the one exit-code mapping of issue 13 (it was 2 before).
+    assert result.exit_code == 3
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "DATABASE_UNAVAILABLE" and error["retryable"] is True
 
 
 def test_a_cached_run_state_is_dropped_when_another_instance_moved_on(tmp_path: Path) -> None:
@@ -398,3 +403,9 @@ def test_a_cached_run_state_is_dropped_when_another_instance_moved_on(tmp_path: 
     finally:
         shared.dispose()
         clean.dispose()
+
+
+def test_the_folds_primary_keys_are_the_tables_ones() -> None:
+    assert {
+        name: tuple(c.name for c in table.primary_key.columns) for name, table in t.TABLES.items()
+    } == PRIMARY_KEYS

@@ -15,7 +15,9 @@ from sqlalchemy import Engine, insert, select
 
 from projections import db, migrate, statements
 from projections import tables as t
-from projections.apply import Applier, Plan, StalePlan, apply_batch, read_checkpoints
+from projections.apply import Applier, Plan, StalePlan, apply_batch
+from projections.checkpoints import read_checkpoints
+from projections.pipeline import Pipeline
 from projections.synthetic import stream
 from tests.unit.test_projection_db import apply, dump, incoming
 
@@ -121,3 +123,46 @@ def test_bulk_statements_store_what_sqlalchemy_stores(engines: tuple[Engine, Eng
         back = {r.run_id: r for r in conn.execute(select(t.workflow_runs))}
     assert back["c"].input == rows[2]["input"]
     assert back["a"].source_offset == 2**40
+
+
+def test_the_pipeline_driver_gives_the_tables_of_synchronous_batches(
+    engines: tuple[Engine, Engine],
+) -> None:
+    clean, piped = engines
+    records = incoming(list(stream(runs=25, seed=5, audits=12, definitions=4)))
+    apply(clean, records, batch=len(records))
+    counted: list[int] = []
+    pipeline = Pipeline(
+        piped, Applier(), retry_timeout_s=5, on_batch=lambda _r, n: counted.append(n)
+    )
+    try:
+        for start in range(0, len(records), 40):
+            pipeline.submit(records[start : start + 40])
+        assert pipeline.drain()
+    finally:
+        pipeline.close()
+    assert sum(counted) == len(records)
+    assert dump(piped) == dump(clean)
+    with piped.connect() as a:
+        assert pipeline.positions == read_checkpoints(a)
+
+
+def test_the_pipeline_applies_afresh_a_batch_whose_checkpoints_moved(
+    engines: tuple[Engine, Engine],
+) -> None:
+    clean, shared = engines
+    records = incoming(list(stream(runs=6, seed=17)), partitions=1)
+    apply(clean, records, batch=len(records))
+    third = len(records) // 3
+    pipeline = Pipeline(shared, Applier(), retry_timeout_s=5)
+    try:
+        pipeline.submit(records[:third])
+        assert pipeline.drain()
+        with shared.begin() as conn:  # another instance, while this one lagged
+            apply_batch(conn, records[third : 2 * third])
+        pipeline.submit(records[third:])  # planned at the old checkpoint: stale
+        assert not pipeline.drain()
+    finally:
+        pipeline.close()
+    assert dump(shared) == dump(clean)
+    assert pipeline.positions == {(records[0].at.topic, 0): len(records)}

@@ -15,6 +15,13 @@ from schemas.envelope import EventEnvelope
 from topics.catalogue import EVENTS
 from topics.publisher import publish
 from workflows.actions.spec import ActionContext, ActionFailed, ActionSpec
+from workflows.codes import (
+    EMIT_FAILED,
+    HTTP_HOST_NOT_ALLOWED,
+    HTTP_REQUEST_FAILED,
+    HTTP_SERVER_ERROR,
+    HTTP_TIMEOUT,
+)
 
 EMIT_NAMESPACE = uuid.UUID("0c3f4d52-8b7e-5f61-9a2d-3e4b5c6d7e8f")
 
@@ -96,9 +103,7 @@ async def _emit(data: BaseModel, ctx: ActionContext) -> BaseModel:
             publish, ctx.settings, [(1, envelope)], producer=ctx.resources.get("producer")
         )
     except Exception as exc:
-        raise ActionFailed(
-            f"publishing {data.event_type} failed: {exc}", code="EMIT_FAILED"
-        ) from exc
+        raise ActionFailed(f"publishing {data.event_type} failed: {exc}", code=EMIT_FAILED) from exc
     first = published[0]
     return EmitOutput(
         event_id=str(envelope.event_id),
@@ -134,7 +139,7 @@ async def _http(data: BaseModel, ctx: ActionContext) -> BaseModel:
     if host not in allowed:
         raise ActionFailed(
             f"host {host!r} is not on the allow-list",
-            code="HTTP_HOST_NOT_ALLOWED",
+            code=HTTP_HOST_NOT_ALLOWED,
             retryable=False,
             host=host,
         )
@@ -146,15 +151,15 @@ async def _http(data: BaseModel, ctx: ActionContext) -> BaseModel:
                 data.method, data.url, headers=headers, json=data.json_body
             )
     except httpx.TimeoutException as exc:
-        raise ActionFailed(f"{data.method} {data.url} timed out", code="HTTP_TIMEOUT") from exc
+        raise ActionFailed(f"{data.method} {data.url} timed out", code=HTTP_TIMEOUT) from exc
     except httpx.HTTPError as exc:
         raise ActionFailed(
-            f"{data.method} {data.url} failed: {exc}", code="HTTP_REQUEST_FAILED"
+            f"{data.method} {data.url} failed: {exc}", code=HTTP_REQUEST_FAILED
         ) from exc
     if reply.status_code >= 500:
         raise ActionFailed(
             f"{data.method} {data.url} answered {reply.status_code}",
-            code="HTTP_SERVER_ERROR",
+            code=HTTP_SERVER_ERROR,
             status=reply.status_code,
         )
     body: dict[str, Any] = {"status": reply.status_code, "headers": dict(reply.headers)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from flowledger.errors import FlowledgerError
 from workflows.actions.builtins import BUILTINS
 from workflows.actions.spec import ActionSpec
+from workflows.codes import ACTION_UNKNOWN
 
 REGISTRY: dict[tuple[str, int], ActionSpec] = {(s.name, s.version): s for s in BUILTINS}
 
@@ -21,7 +22,7 @@ def lookup(name: str, version: int) -> ActionSpec:
         hint = f"; known versions: {known}" if known else ""
         raise FlowledgerError(
             f"unknown action {name} version {version}{hint}",
-            code="ACTION_UNKNOWN",
+            code=ACTION_UNKNOWN,
             action=name,
             version=version,
         )

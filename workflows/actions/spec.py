@@ -11,12 +11,13 @@ from pydantic import BaseModel
 
 from flowledger.errors import FlowledgerError
 from flowledger.settings import Settings
+from workflows.codes import ACTION_FAILED
 
 
 class ActionFailed(FlowledgerError):
     """An action that ran and failed. ``category`` is what `retry_on` and `catch` see."""
 
-    code = "ACTION_FAILED"
+    code = ACTION_FAILED
     category = "ActionError"
 
     def __init__(

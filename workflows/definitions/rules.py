@@ -11,14 +11,16 @@ from pydantic import ValidationError
 
 from schemas.runtime import FILTER_OPS
 from workflows.actions.spec import ActionSpec
-from workflows.definitions.checks import (
-    ARRAY_OPS,
+from workflows.codes import (
     DEFINITION_ACTION_INPUT_INVALID,
     DEFINITION_ACTION_UNKNOWN,
     DEFINITION_FIELD_INVALID,
     DEFINITION_FILTER_INVALID,
     DEFINITION_TIME_WAIT_INVALID,
     DEFINITION_WAIT_INCOMPLETE,
+)
+from workflows.definitions.checks import (
+    ARRAY_OPS,
     LOOP_LOCALS,
     NUMERIC_OPS,
     PRESENCE_OPS,

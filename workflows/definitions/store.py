@@ -13,15 +13,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException
 
 from flowledger.errors import FlowledgerError, ServiceUnavailable
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
 from topics import clients
 from topics.catalogue import DEFINITIONS
+from topics.codes import PUBLISH_FAILED
+from topics.producing import Outgoing, produce_and_flush
 from topics.reader import ReadRecord, read_all
 from topics.serde import RecordRefused, decode_definition, encode
+from workflows.codes import DEFINITION_VERSION_EXISTS, DEFINITIONS_READ_FAILED
 from workflows.definitions.canonical import definition_hash
 from workflows.definitions.validate import parse
 
@@ -86,7 +89,7 @@ def _read_records(settings: Settings) -> list[ReadRecord]:
             code = error.code() if isinstance(error, KafkaError) else None
             if code not in _TRANSIENT or attempt == _READ_ATTEMPTS:
                 raise ServiceUnavailable(
-                    f"reading {topic} failed: {exc}", code="DEFINITIONS_READ_FAILED", topic=topic
+                    f"reading {topic} failed: {exc}", code=DEFINITIONS_READ_FAILED, topic=topic
                 ) from exc
             time.sleep(_READ_BACKOFF_S * attempt)
     raise AssertionError("unreachable")
@@ -147,7 +150,7 @@ def publish(settings: Settings, document: dict[str, Any]) -> PublishOutcome:
         raise FlowledgerError(
             f"{definition.tenant}:{definition.id} version {definition.version} is already "
             "published with different content; publish it as a new version",
-            code="DEFINITION_VERSION_EXISTS",
+            code=DEFINITION_VERSION_EXISTS,
             tenant=definition.tenant,
             id=definition.id,
             version=definition.version,
@@ -167,30 +170,14 @@ def publish(settings: Settings, document: dict[str, Any]) -> PublishOutcome:
 
 
 def _produce(settings: Settings, record: DefinitionRecord) -> tuple[int, int]:
-    producer = clients.producer(settings)
-    delivered: list[tuple[int, int]] = []
-    failures: list[str] = []
-
-    def on_delivery(err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            failures.append(str(err))
-            return
-        partition, offset = msg.partition(), msg.offset()
-        assert partition is not None and offset is not None
-        delivered.append((partition, offset))
-
-    producer.produce(
-        settings.topic(DEFINITIONS),
-        key=record.key().encode("utf-8"),
-        value=encode(record),
-        on_delivery=on_delivery,
-    )
-    remaining = producer.flush(settings.kafka.request_timeout_s)
-    if remaining or failures or not delivered:
+    item = Outgoing(settings.topic(DEFINITIONS), record.key().encode("utf-8"), encode(record))
+    done = produce_and_flush(clients.producer(settings), [item], settings.kafka.request_timeout_s)
+    if done.failed or not done.acknowledged:
         raise ServiceUnavailable(
             f"Kafka did not acknowledge the definition {record.key()}: "
-            + ("; ".join(failures) or "timed out"),
-            code="PUBLISH_FAILED",
+            + "; ".join(why for _item, why in done.failed),
+            code=PUBLISH_FAILED,
             key=record.key(),
         )
-    return delivered[0]
+    ack = done.acknowledged[0]
+    return ack.partition, ack.offset

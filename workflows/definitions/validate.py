@@ -18,8 +18,7 @@ from pydantic import BaseModel, ValidationError
 from flowledger.errors import FlowledgerError
 from flowledger.settings import ExpressionSettings, Settings, WorkflowSettings
 from workflows.actions.registry import REGISTRY
-from workflows.definitions.canonical import canonical_json
-from workflows.definitions.checks import (
+from workflows.codes import (
     DEFINITION_DUPLICATE_STEP_ID,
     DEFINITION_FIELD_INVALID,
     DEFINITION_FIELD_MISSING,
@@ -30,6 +29,9 @@ from workflows.definitions.checks import (
     DEFINITION_TOO_LARGE,
     DEFINITION_UNKNOWN_FIELD,
     DEFINITION_UNKNOWN_STEP_TYPE,
+)
+from workflows.definitions.canonical import canonical_json
+from workflows.definitions.checks import (
     Checker,
     Problem,
     loc_path,

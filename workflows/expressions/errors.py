@@ -6,13 +6,19 @@ from typing import Any, Final
 
 from flowledger.errors import FlowledgerError
 
+#: The expression does not parse; the message says where.
 EXPR_SYNTAX: Final = "EXPR_SYNTAX"
+#: A function call, lambda or dynamic call outside the allowed list.
 EXPR_DISALLOWED_FUNCTION: Final = "EXPR_DISALLOWED_FUNCTION"
+#: The result is not JSON-serializable.
 EXPR_NOT_SERIALIZABLE: Final = "EXPR_NOT_SERIALIZABLE"
+#: The result's compact JSON is longer than expressions.max_output_chars.
 EXPR_OUTPUT_TOO_LARGE: Final = "EXPR_OUTPUT_TOO_LARGE"
+#: Evaluation ran past its deterministic step budget.
 EXPR_BUDGET_EXCEEDED: Final = "EXPR_BUDGET_EXCEEDED"
 # Not named by the contract: a well-formed, permitted expression that fails while it
 # runs (adding a string to a number, calling a helper with the wrong arity...).
+#: A permitted expression failed while it ran (a string added to a number, say).
 EXPR_EVALUATION: Final = "EXPR_EVALUATION"
 
 CODES: Final = frozenset(

@@ -18,6 +18,7 @@ from jsonata import Functions, JException, Jsonata, Utils
 from jsonata.parser import Parser
 from jsonata.regex_engine import default_regex_engine
 
+from flowledger.settings import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_STEP_BUDGET
 from workflows.expressions.budget import StepMeter
 from workflows.expressions.errors import (
     EXPR_BUDGET_EXCEEDED,
@@ -40,8 +41,6 @@ from workflows.expressions.validate import check_extra_functions, validate
 if TYPE_CHECKING:
     from flowledger.settings import ExpressionSettings, Settings
 
-DEFAULT_STEP_BUDGET: Final = 100_000
-DEFAULT_MAX_OUTPUT_CHARS: Final = 262_144
 _CACHE_SIZE: Final = 1024
 # jsonata refuses ranges above ten million elements on its own (D2014).
 _JSONATA_RANGE_LIMIT: Final = "D2014"

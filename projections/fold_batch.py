@@ -1,0 +1,122 @@
+"""Fold a decoded batch (in partition order) into coalesced row changes: pure, on the
+states the caller loaded, which it updates in place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from projections.changes import ChangeSet
+from projections.fold_ingress import (
+    AuditState,
+    DefinitionState,
+    audit_id,
+    fold_audit,
+    fold_definition,
+    fold_definition_tombstone,
+    parse_definition_key,
+)
+from projections.fold_runtime import RunState, fold_rows
+from projections.records import Decoded, Incoming, Slot
+from schemas.audit import AuditRecord
+from schemas.definition_record import DefinitionRecord
+from schemas.runtime import RuntimeEvent
+
+DefinitionKey = tuple[str, str, int]
+AuditStates = dict[str, AuditState]
+DefinitionStates = dict[DefinitionKey, DefinitionState]
+RunStates = dict[str, RunState | None]  # None: the run is not in the database
+_FULL_ROW_EVENTS = frozenset({"RunStarted", "RunCompleted"})
+
+
+@dataclass
+class Folded:
+    changes: ChangeSet
+    # the runs changed, with their final state: their rows are written once per batch
+    touched: dict[str, tuple[Slot, RunState]]
+    full: set[str]  # runs whose whole row is written (new, started or completed)
+    applied: int
+    skipped: int
+
+
+def definition_key(item: Incoming, record: object) -> DefinitionKey:
+    if isinstance(record, DefinitionRecord):
+        return (record.tenant, record.definition_id, record.version)
+    key = parse_definition_key((item.key or b"").decode("utf-8", errors="replace"))
+    assert key is not None  # unreadable tombstone keys are refused while decoding
+    return (key["tenant"], key["definition_id"], key["version"])
+
+
+def run_slots(decoded: Sequence[Decoded]) -> dict[str, Slot]:
+    """The partition each run's records came from, in first-seen order."""
+    slots: dict[str, Slot] = {}
+    for item, record in decoded:
+        if item.kind == "runtime":
+            # only runtime events come from the runtime topic (see records.decode_all)
+            slots[cast(RuntimeEvent, record).run_id] = (item.at.topic, item.at.partition)
+    return slots
+
+
+def ingress_keys(decoded: Sequence[Decoded]) -> tuple[list[str], list[DefinitionKey]]:
+    """The audit ids and definition keys a batch names."""
+    audit_ids = sorted({audit_id(r) for _, r in decoded if isinstance(r, AuditRecord)})
+    def_keys = sorted(
+        {definition_key(item, r) for item, r in decoded if item.kind == "definitions"}
+    )
+    return audit_ids, def_keys
+
+
+def fold_batch(
+    decoded: Sequence[Decoded], runs: RunStates, audits: AuditStates, defs: DefinitionStates
+) -> Folded:
+    """``runs`` holds the state of every run the records name, ``audits`` and ``defs``
+    those of the audit records and definitions they name that exist."""
+    changes = ChangeSet()
+    touched: dict[str, tuple[Slot, RunState]] = {}
+    full: set[str] = set()
+    applied = skipped = 0
+    for item, record in decoded:
+        if item.kind == "runtime":
+            event = cast(RuntimeEvent, record)
+            run_id = event.run_id
+            folded = fold_rows(event, item.at, runs[run_id])
+            if folded is None:
+                skipped += 1
+                continue
+            new_state, run_changes = folded
+            if runs[run_id] is None or event.type in _FULL_ROW_EVENTS:
+                full.add(run_id)
+            runs[run_id] = new_state
+            touched[run_id] = ((item.at.topic, item.at.partition), new_state)
+            applied += 1
+            for change in run_changes:
+                changes.add(change)
+            continue
+        if isinstance(record, AuditRecord):
+            key = audit_id(record)
+            folded_audit = fold_audit(record, item.at, audits.get(key))
+            if folded_audit.state is not None:
+                audits[key] = folded_audit.state
+            ok, new = folded_audit.applied, folded_audit.changes
+        elif isinstance(record, DefinitionRecord):
+            dkey = (record.tenant, record.definition_id, record.version)
+            folded_def = fold_definition(record, item.at, defs.get(dkey))
+            if folded_def.state is not None:
+                defs[dkey] = folded_def.state
+            ok, new = folded_def.applied, folded_def.changes
+        else:
+            # A definitions tombstone; its key was checked when decoding.
+            raw_key = (item.key or b"").decode("utf-8", errors="replace")
+            dkey = definition_key(item, None)
+            tomb = fold_definition_tombstone(raw_key, item.at, defs.get(dkey))
+            assert tomb is not None
+            if tomb.state is not None:
+                defs[dkey] = tomb.state
+            ok, new = tomb.applied, tomb.changes
+        if ok:
+            applied += 1
+            changes.extend(new)
+        else:
+            skipped += 1
+    return Folded(changes, touched, full, applied, skipped)
