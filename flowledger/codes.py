@@ -14,6 +14,10 @@ FLOWLEDGER_ERROR: Final = "FLOWLEDGER_ERROR"
 INVALID_INPUT: Final = "INVALID_INPUT"
 #: A setting or configuration file cannot be used.
 CONFIG_INVALID: Final = "CONFIG_INVALID"
+#: A file named by a setting (a certificate, a key) cannot be read.
+CONFIG_FILE_UNREADABLE: Final = "CONFIG_FILE_UNREADABLE"
+#: A service refused the credentials or certificate (each service has its own code).
+AUTH_FAILED: Final = "AUTH_FAILED"
 #: A service did not answer; the same call may succeed later.
 SERVICE_UNAVAILABLE: Final = "SERVICE_UNAVAILABLE"
 #: A file named on the command line does not exist.

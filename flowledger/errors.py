@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from flowledger.codes import (
+    AUTH_FAILED,
     CONFIG_INVALID,
     FLOWLEDGER_ERROR,
     INVALID_INPUT,
@@ -119,3 +120,12 @@ class CheckFailed(FlowledgerError):
 
     status = 422
     exit_code = EXIT_CHECK_FAILED
+
+
+class AuthenticationFailed(ServiceUnavailable):
+    """A service answered but refused our credentials or certificate. The services'
+    retry loops give up on it at once (the same credentials fail the same way); the
+    CLI exits 3 as for a service it cannot use, since new credentials may succeed."""
+
+    code = AUTH_FAILED
+    status = 401

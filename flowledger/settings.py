@@ -4,9 +4,10 @@ down; library code never reads the environment itself."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Defaults with more than one reader (workflow messages, the expression engine).
@@ -35,12 +36,41 @@ class KafkaSettings(_Section):
     # producers' own limit: one value, so whatever one topic takes the next one takes
     # too (an ingress record, its dead letter, its audit, the runtime events after it).
     max_message_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
+    # Security, in librdkafka's own terms (topics/kafka_security.py maps them).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    # Mutual TLS: the client's certificate and key (PEM files).
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    # OAUTHBEARER with OIDC client credentials, fetched and refreshed by librdkafka.
+    oauth_token_endpoint_url: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: SecretStr | None = None
+    oauth_scope: str | None = None
+    # Any other librdkafka property (a JSON object); it wins over everything above.
+    config: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
 class TemporalSettings(_Section):
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = DEFAULT_TASK_QUEUE
+    # None: TLS when any of the TLS settings or an API key is given.
+    tls: bool | None = None
+    # PEM files, or the PEM text itself (*_data, as in Temporal's own configuration).
+    tls_server_ca_cert: Path | None = None
+    tls_server_ca_cert_data: str | None = None
+    tls_client_cert: Path | None = None
+    tls_client_cert_data: str | None = None
+    tls_client_key: Path | None = None
+    tls_client_key_data: SecretStr | None = None
+    tls_server_name: str | None = None
+    api_key: SecretStr | None = None
+    grpc_meta: dict[str, str] = Field(default_factory=dict)
 
 
 class ActionSettings(_Section):
@@ -72,8 +102,29 @@ class RecordSettings(_Section):
 
 
 class DatabaseSettings(_Section):
-    # Empty means "the SQLite file of the local stack".
+    # Empty means "the SQLite file of the local stack". The password may be in it, but
+    # is better kept apart (password or password_file), so the URL can be shown.
     url: str = ""
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    # libpq's TLS parameters: disable, allow, prefer, require, verify-ca, verify-full.
+    sslmode: str | None = None
+    sslrootcert: Path | None = None
+    sslcert: Path | None = None
+    sslkey: Path | None = None
+
+    @model_validator(mode="after")
+    def _read_password_file(self) -> DatabaseSettings:
+        """The file is read once, when the settings are built, so one that cannot be
+        read is a settings error at start-up rather than at the first connection."""
+        if self.password is None and self.password_file is not None:
+            try:
+                text = self.password_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"password_file {self.password_file} cannot be read") from exc
+            # A mounted Docker or Kubernetes secret ends with a newline.
+            self.password = SecretStr(text.rstrip("\r\n"))
+        return self
 
 
 class StackSettings(_Section):
@@ -147,6 +198,9 @@ class Settings(BaseSettings):
         env_prefix="FLOWLEDGER_",
         env_nested_delimiter="__",
         extra="forbid",
+        # `FLOWLEDGER_TEMPORAL__TLS_CLIENT_CERT=` unsets, as a shell user means it
+        # (an empty path would otherwise be the current directory).
+        env_ignore_empty=True,
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -162,11 +216,44 @@ class Settings(BaseSettings):
     records: RecordSettings = Field(default_factory=RecordSettings)
 
     def database_url(self) -> str:
-        """The projection database: the configured URL, else the stack's SQLite file."""
+        """The projection database to connect to: the configured URL with the TLS
+        parameters and the password from its secret, else the stack's SQLite file.
+        It may carry the password: show it only through redact_url()."""
         if self.database.url:
-            return self.database.url
+            return _with_database_security(self.database.url, self.database)
         return f"sqlite:///{(self.stack.state_dir / 'flowledger.db').resolve()}"
 
     def topic(self, base: str) -> str:
         """The physical name of a catalogue topic under this deployment's prefix."""
         return f"{self.kafka.topic_prefix}{base}"
+
+
+def _with_database_security(url: str, database: DatabaseSettings) -> str:
+    params = {
+        name: str(value)
+        for name in ("sslmode", "sslrootcert", "sslcert", "sslkey")
+        if (value := getattr(database, name)) is not None
+    }
+    password = database.password.get_secret_value() if database.password else None
+    if (not params and password is None) or not url.startswith("postgresql"):
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{quote(password, safe='')}@{hostport}"
+    query = "&".join(
+        [*filter(None, [parts.query]), *(f"{k}={quote(v, safe='/')}" for k, v in params.items())]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_url(url: str) -> str:
+    """A URL fit to print: its password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))

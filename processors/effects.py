@@ -17,7 +17,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from flowledger import retry
-from flowledger.errors import InvalidInput
+from flowledger.errors import AuthenticationFailed, InvalidInput
 from flowledger.settings import Settings
 from processors.pipeline import SignalTarget, StartTarget
 from processors.triggers import MappingFailed, map_input
@@ -147,7 +147,8 @@ class Backoff:
         return await retry.until_stopped(
             what,
             call,
-            transient=lambda exc: isinstance(exc, on),
+            # Refused credentials fail the same way every time: stop at once.
+            transient=lambda exc: isinstance(exc, on) and not isinstance(exc, AuthenticationFailed),
             stop=self.stop,
             initial=self.initial,
             cap=self.cap,

@@ -9,6 +9,8 @@ from typing import Final
 
 #: The projection database did not answer.
 DATABASE_UNAVAILABLE: Final = "DATABASE_UNAVAILABLE"
+#: The projection database refused the password or the TLS connection.
+DATABASE_AUTH_FAILED: Final = "DATABASE_AUTH_FAILED"
 #: The projector's Kafka client hit a fatal error.
 KAFKA_FATAL: Final = "KAFKA_FATAL"
 #: A record's key does not match its value (a projection error).

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from flowledger.errors import ServiceUnavailable
+from projections import db_auth
 from projections.codes import DATABASE_UNAVAILABLE
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
@@ -39,7 +40,9 @@ def engine(url: str, **kwargs: Any) -> Engine:
         # psycopg 3 is the driver this project ships with; a bare postgresql:// URL
         # would otherwise ask for psycopg2.
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    eng = create_engine(url, pool_pre_ping=True, **kwargs)
+    event.listen(eng, "handle_error", db_auth.refuse_on_auth_failure)
+    return eng
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:

@@ -1,5 +1,7 @@
-"""Kafka client factories: every producer is idempotent with acks=all, every consumer
-commits by hand, so offsets move only after the work they cover is durable."""
+"""Kafka client factories, the only place flowledger makes a Kafka client: every
+producer is idempotent with acks=all, every consumer commits by hand, so offsets move
+only after the work they cover is durable; every client takes the security settings,
+and one to a secured cluster fails fast when the cluster refuses its credentials."""
 
 from __future__ import annotations
 
@@ -9,15 +11,21 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from flowledger.settings import Settings
+from topics import kafka_access, kafka_security
 
 
 def _base(settings: Settings) -> dict[str, Any]:
-    return {
+    config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka.bootstrap_servers,
         "client.id": settings.kafka.client_id,
         # Warnings such as "coordinator load in progress" are retried internally.
         "log_level": 3,
+        **kafka_security.properties(settings.kafka),
     }
+    if str(config["security.protocol"]).lower() != "plaintext":
+        kafka_access.check(config, AdminClient)
+        config["error_cb"] = kafka_access.raise_refusal
+    return config
 
 
 def producer(settings: Settings, **overrides: Any) -> Producer:

@@ -9,6 +9,10 @@ from typing import Final
 
 #: Kafka did not answer within the request timeout.
 KAFKA_UNAVAILABLE: Final = "KAFKA_UNAVAILABLE"
+#: Kafka refused the client's SASL credentials or TLS certificate.
+KAFKA_AUTH_FAILED: Final = "KAFKA_AUTH_FAILED"
+#: The Kafka security settings are incomplete (e.g. SASL without a password).
+KAFKA_CONFIG_INVALID: Final = "KAFKA_CONFIG_INVALID"
 #: A catalogue topic does not exist (run `topics ensure`).
 TOPIC_MISSING: Final = "TOPIC_MISSING"
 #: Kafka refused to create a topic.

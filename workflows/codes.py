@@ -10,6 +10,10 @@ from typing import Final
 
 #: Temporal did not answer.
 TEMPORAL_UNAVAILABLE: Final = "TEMPORAL_UNAVAILABLE"
+#: Temporal refused the client's TLS connection, certificate or API key.
+TEMPORAL_AUTH_FAILED: Final = "TEMPORAL_AUTH_FAILED"
+#: Temporal's own client configuration (TEMPORAL_*, temporal.toml) cannot be used.
+TEMPORAL_CONFIG_INVALID: Final = "TEMPORAL_CONFIG_INVALID"
 #: A run-control request is malformed (a reason of 3+ characters is required).
 INVALID_REQUEST: Final = "INVALID_REQUEST"
 #: The definition has problems; each is listed with its path and code.

@@ -6,12 +6,15 @@ name a service explicitly, commands talk to the stack's services: that is what
 
 from __future__ import annotations
 
+import os
+
 import typer
 from pydantic import ValidationError
 
 from flowledger.errors import ConfigError
 from flowledger.settings import Settings
 from flowledger.stack import state as stack_state
+from workflows.client_env import with_client_env
 
 
 def install(ctx: typer.Context) -> None:
@@ -42,7 +45,8 @@ def settings(ctx: typer.Context) -> Settings:
     current = root.obj.get("settings")
     if current is None:
         try:
-            current = with_stack_endpoints(Settings())
+            # Temporal's own client variables and profiles count as naming a service.
+            current = with_stack_endpoints(with_client_env(Settings(), os.environ))
         except ValidationError as exc:
             raise ConfigError(f"settings from FLOWLEDGER_* are invalid: {exc}") from exc
         root.obj["settings"] = current

@@ -25,7 +25,7 @@ from flowledger.cli.output import (
 )
 from flowledger.codes import REPLAY_SWAP_REFUSED, REPLAY_TARGET_IS_LIVE
 from flowledger.errors import FlowledgerError, InvalidInput
-from flowledger.settings import Settings
+from flowledger.settings import Settings, redact_url
 from projections import db
 from projections.projector import tune_gc
 from projections.replay import cut as cuts
@@ -61,11 +61,13 @@ def _progress(enabled: bool, what: str) -> Iterator[ProgressFn | None]:
         yield update
 
 
-def _target(live_url: str, into: str | None, shadow: bool) -> str:
+def _target(settings: Settings, into: str | None, shadow: bool) -> str:
+    live_url = settings.database_url()
     if into and shadow:
         raise InvalidInput("give --into or --shadow, not both", code=INVALID_REQUEST)
     if into:
-        if into == live_url:
+        # The live URL as configured, or with the password and TLS joined to it.
+        if into in (live_url, settings.database.url):
             raise InvalidInput("--into names the live database", code=REPLAY_TARGET_IS_LIVE)
         return into
     return targets.shadow_url(live_url)
@@ -99,17 +101,17 @@ def rebuild_cmd(
     """Rebuild every table from offset 0 up to the live projector's checkpoints."""
     settings = context.settings(ctx)
     with refusals(as_json):
-        live_url = settings.database_url()
-        url = _target(live_url, into, shadow)
+        url = _target(settings, into, shadow)
         cut = _live_cut(settings)
         with _engine(url) as target:
             stats = _rebuild_into(settings, target, cut, not as_json)
-    document = {"target": url, "cut": cuts.as_json(cut), **stats}
+    document = {"target": redact_url(url), "cut": cuts.as_json(cut), **stats}
     if as_json:
         print_json(document)
     else:
         console.print(
-            f"rebuilt {stats['events']} events into {url} ({stats['events_per_s']} events/s)"
+            f"rebuilt {stats['events']} events into {document['target']} "
+            f"({stats['events_per_s']} events/s)"
         )
 
 
@@ -121,7 +123,7 @@ def verify_cmd(
     settings = context.settings(ctx)
     with refusals(as_json):
         live_url = settings.database_url()
-        url = _target(live_url, into, shadow)
+        url = _target(settings, into, shadow)
         with _engine(live_url) as live, _engine(url) as target:
             cut = cuts.from_checkpoints(settings, live)
             stats = _rebuild_into(settings, target, cut, not as_json)
@@ -131,8 +133,9 @@ def verify_cmd(
     record = {
         "identical": identical,
         "cut": cuts.as_json(cut),
-        "target": url,
-        "live": live_url,
+        # Printed and kept on disk: without the password the URL may carry.
+        "target": redact_url(url),
+        "live": redact_url(live_url),
         "verified_at": datetime.now(UTC).isoformat(),
     }
     state.save(settings, record)
@@ -171,7 +174,7 @@ def swap_cmd(
         last = state.load(settings)
         now = cuts.as_json(_live_cut(settings))
         problems = []
-        if last is None or last.get("target") != shadow:
+        if last is None or last.get("target") != redact_url(shadow):
             problems.append("the shadow was never verified")
         else:
             if not last.get("identical"):
@@ -235,7 +238,7 @@ def as_of_cmd(
     with refusals(as_json):
         if (time is None) == (offsets is None):
             raise InvalidInput("give exactly one of --time and --offsets", code=INVALID_REQUEST)
-        if into == settings.database_url():
+        if into in (settings.database_url(), settings.database.url):
             raise InvalidInput("--into names the live database", code=REPLAY_TARGET_IS_LIVE)
         if time is not None:
             try:
@@ -251,11 +254,11 @@ def as_of_cmd(
             cut = cuts.parse_spec(settings, offsets or "")
         with _engine(into) as target:
             stats = _rebuild_into(settings, target, cut, not as_json)
-    document = {"target": into, "cut": cuts.as_json(cut), **stats}
+    document = {"target": redact_url(into), "cut": cuts.as_json(cut), **stats}
     if as_json:
         print_json(document)
     else:
-        console.print(f"built {into} from {stats['events']} events")
+        console.print(f"built {document['target']} from {stats['events']} events")
 
 
 @app.command("router")

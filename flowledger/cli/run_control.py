@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from flowledger.cli import context, inputs
 from flowledger.cli.output import JSON_FLAG, console, err_console, print_json, refusals
-from flowledger.errors import InvalidInput, ServiceUnavailable
+from flowledger.errors import AuthenticationFailed, InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
 from projections import lookups
 from workflows import control
@@ -57,6 +57,8 @@ def start(
 async def _maybe_client(settings: Settings) -> Client | None:
     try:
         return await asyncio.wait_for(connect(settings), timeout=10)
+    except AuthenticationFailed:
+        raise  # our credentials, not Temporal's answer to the request: nothing recorded
     except (ServiceUnavailable, TimeoutError):
         return None
 

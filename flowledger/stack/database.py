@@ -63,7 +63,7 @@ def _as_postgres(argv: list[str]) -> list[str]:
     return ["runuser", "-u", PG_USER, "--", *argv]
 
 
-def _hand_to_postgres(path: Path) -> None:
+def hand_to_postgres(path: Path) -> None:
     if os.geteuid() != 0:
         return
     entry = pwd.getpwnam(PG_USER)
@@ -81,7 +81,7 @@ def start_postgres(
     data = home / "data"
     log = home / "postgres.log"
     home.mkdir(parents=True, exist_ok=True)
-    _hand_to_postgres(home)
+    hand_to_postgres(home)
     # The postgres user must be able to reach its folder through ours.
     for parent in [home.parent, *home.parent.parents]:
         if parent.stat().st_mode & 0o001 == 0 and os.geteuid() == 0:

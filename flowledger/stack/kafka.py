@@ -10,13 +10,14 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from flowledger.codes import STACK_JAVA_MISSING, STACK_MAVEN_MISSING
 from flowledger.errors import StackError
-from flowledger.settings import StackSettings
+from flowledger.settings import KafkaSettings, Settings, StackSettings
 from flowledger.stack import processes
+from flowledger.stack.kafka_secure import SaslSslListener
 from flowledger.stack.state import ServiceState
+from topics import clients
 
 POM = Path(__file__).resolve().parent / "kafka-pom.xml"
 
@@ -72,17 +73,22 @@ def _cluster_id() -> str:
             return text
 
 
-def _properties(data: Path, port: int, controller_port: int) -> str:
+def _properties(
+    data: Path, port: int, controller_port: int, secure: SaslSslListener | None = None
+) -> str:
+    client = secure.listener(port) if secure else f"PLAINTEXT://127.0.0.1:{port}"
+    name = client.split(":", 1)[0]
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            f"listeners={client},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners={client}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
+            f"listener.security.protocol.map={name}:{name},CONTROLLER:PLAINTEXT",
+            f"inter.broker.listener.name={name}",
+            *(secure.properties() if secure else []),
             f"log.dirs={data}",
             "num.partitions=1",
             "default.replication.factor=1",
@@ -121,11 +127,15 @@ def _log4j(log_file: Path) -> str:
 
 
 def start(
-    stack: StackSettings, state_dir: Path, previous: ServiceState | None = None
+    stack: StackSettings,
+    state_dir: Path,
+    previous: ServiceState | None = None,
+    secure: SaslSslListener | None = None,
 ) -> ServiceState:
     """Start the broker; with `previous` (its last record in stack.json) on the same
     ports, so clients that know the old address reconnect by themselves and the
-    controller finds the quorum its data was formatted with."""
+    controller finds the quorum its data was formatted with. With `secure`, its one
+    client listener is SASL_SSL instead of PLAINTEXT."""
     if shutil.which(stack.java_bin) is None:
         raise StackError(
             f"Java ({stack.java_bin}) is not installed; Kafka needs Java 17+",
@@ -147,7 +157,8 @@ def start(
     data = home / "data"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "server.properties"
-    config.write_text(_properties(data, port, controller_port), encoding="utf-8")
+    config.write_text(_properties(data, port, controller_port, secure), encoding="utf-8")
+    config.chmod(0o600)  # it may hold the broker's own SCRAM password
     log4j = home / "log4j2.properties"
     log_file = home / "kafka.log"
     log4j.write_text(_log4j(log_file), encoding="utf-8")
@@ -176,6 +187,7 @@ def start(
                 _cluster_id(),
                 "--config",
                 str(config),
+                *(secure.format_args() if secure else []),
             ],
             "formatting Kafka storage",
             timeout=120,
@@ -197,15 +209,14 @@ def start(
 
 
 def probe(endpoint: str, timeout: float = 2.0) -> bool:
+    """Whether our own (plaintext) broker answers; attached ones are probed with the
+    security settings (flowledger.stack.attached)."""
+    # Constructed, not validated: no FLOWLEDGER_* of the environment takes part.
+    own = Settings.model_construct(kafka=KafkaSettings(bootstrap_servers=endpoint))
     try:
-        metadata = AdminClient(
-            # log_level 0: refused connections while the broker boots are expected.
-            {
-                "bootstrap.servers": endpoint,
-                "socket.connection.setup.timeout.ms": 1000,
-                "log_level": 0,
-            }
-        ).list_topics(timeout=timeout)
+        # log_level 0: refused connections while the broker boots are expected.
+        admin = clients.admin(own, **{"socket.connection.setup.timeout.ms": 1000, "log_level": 0})
+        metadata = admin.list_topics(timeout=timeout)
     except KafkaException:
         return False
     return bool(metadata.brokers)

@@ -22,15 +22,23 @@ from flowledger.codes import (
     STACK_SERVICE_EXITED,
     STACK_SERVICE_UNKNOWN,
 )
-from flowledger.errors import FlowledgerError, InvalidInput, ServiceUnavailable, StackError
-from flowledger.settings import Settings
-from flowledger.stack import database, kafka, processes, state, temporal
+from flowledger.errors import (
+    AuthenticationFailed,
+    FlowledgerError,
+    InvalidInput,
+    ServiceUnavailable,
+    StackError,
+)
+from flowledger.settings import Settings, redact_url
+from flowledger.stack import attached, database, kafka, processes, state, temporal
 from flowledger.stack.state import ServiceState, StackState
 
 SERVICES = ("kafka", "temporal", "database")
 
 
 def _probe(service: ServiceState, settings: Settings) -> bool:
+    if service.mode == "attached":
+        return attached.probe(service, settings)
     if service.name == "kafka":
         return kafka.probe(service.endpoint)
     if service.name == "temporal":
@@ -313,12 +321,15 @@ def status(settings: Settings, *, check: bool = True) -> dict[str, Any]:
         if service.mode == "managed" and service.pid and not processes.alive(service.pid):
             condition = "down"
         elif check:
-            condition = "up" if _probe(service, settings) else "unreachable"
+            try:
+                condition = "up" if _probe(service, settings) else "unreachable"
+            except AuthenticationFailed:
+                condition = "refused"  # it answers, but not to these credentials
         else:
             condition = "up"
         services[name] = {
             "state": condition,
-            "endpoint": service.endpoint,
+            "endpoint": redact_url(service.endpoint),
             "mode": service.mode,
             "pid": service.pid,
             "log": service.log,

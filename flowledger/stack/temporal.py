@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flowledger.codes import STACK_TEMPORAL_MISSING
 from flowledger.errors import StackError
-from flowledger.settings import StackSettings
+from flowledger.settings import Settings, StackSettings, TemporalSettings
 from flowledger.stack import processes
 from flowledger.stack.state import ServiceState
 
@@ -99,9 +99,12 @@ def start(
 
 async def _describe(endpoint: str, namespace: str) -> bool:
     from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-    from temporalio.client import Client
 
-    client = await Client.connect(endpoint, namespace=namespace)
+    from workflows.client import connect
+
+    # Constructed, not validated: no FLOWLEDGER_* of the environment takes part.
+    own = Settings.model_construct(temporal=TemporalSettings(address=endpoint, namespace=namespace))
+    client = await connect(own)
     reply = await client.workflow_service.describe_namespace(
         DescribeNamespaceRequest(namespace=namespace)
     )

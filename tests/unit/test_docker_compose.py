@@ -1,9 +1,11 @@
-"""The multi-node deployment file: a 3-broker KRaft cluster, Temporal with its own
+"""The multi-node deployment files: a 3-broker KRaft cluster, Temporal with its own
 PostgreSQL, PostgreSQL for the projections, and the flowledger roles as scalable
-services whose commands are real CLI commands configured only by FLOWLEDGER_ vars."""
+services whose commands are real CLI commands configured only by FLOWLEDGER_ vars;
+and the secured variant, in which every one of those connections is secured."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,15 @@ ROLES = ("processor", "worker", "projector")
 _register()
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    loaded = yaml.safe_load((DOCKER / "compose.yml").read_text(encoding="utf-8"))
+def _load(name: str) -> dict[str, Any]:
+    loaded = yaml.safe_load((DOCKER / name).read_text(encoding="utf-8"))
     assert isinstance(loaded, dict)
     return loaded
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return _load("compose.yml")
 
 
 def test_three_kraft_brokers(compose: dict[str, Any]) -> None:
@@ -46,6 +52,86 @@ def test_temporal_and_databases(compose: dict[str, Any]) -> None:
     assert services["temporal"]["environment"]["POSTGRES_SEEDS"] == "temporal-db"
     assert services["temporal-db"]["image"].startswith("postgres:")
     assert services["projections-db"]["image"].startswith("postgres:")
+
+
+@pytest.fixture(scope="module", params=["compose.yml", "compose.secured.yml"])
+def either(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return _load(request.param)
+
+
+def test_temporal_is_the_server_image_with_its_schema_set_up_first(
+    either: dict[str, Any],
+) -> None:
+    services = either["services"]
+    images = {name: s.get("image", "") for name, s in services.items()}
+    assert not any("auto-setup" in image for image in images.values())
+    assert images["temporal"].startswith("temporalio/server:")
+    assert images["temporal-schema"].startswith("temporalio/admin-tools:")
+    depends = services["temporal"]["depends_on"]
+    assert depends["temporal-schema"]["condition"] == "service_completed_successfully"
+    for script in ("setup-schema.sh", "create-namespace.sh"):
+        assert (DOCKER / "temporal" / script).is_file()
+    for role in ROLES:
+        wait = services[role]["depends_on"]["temporal-namespace"]
+        assert wait["condition"] == "service_completed_successfully"
+
+
+@pytest.fixture(scope="module")
+def secured() -> dict[str, Any]:
+    return _load("compose.secured.yml")
+
+
+def test_secured_brokers_listen_only_on_sasl_ssl(secured: dict[str, Any]) -> None:
+    script = (DOCKER / "secured" / "kafka-start.sh").read_text(encoding="utf-8")
+    listeners = re.search(r"^listeners=(.*)$", script, re.MULTILINE)
+    assert listeners is not None
+    assert listeners.group(1) == "SASL_SSL://:9092,CONTROLLER://:9093"
+    assert "CONTROLLER:SSL" in script and "PLAINTEXT" not in script
+    assert "--add-scram" in script and "sasl.enabled.mechanisms=SCRAM-SHA-512" in script
+    brokers = [s for name, s in secured["services"].items() if name.startswith("kafka-")]
+    assert len(brokers) == 3
+    for broker in brokers:
+        assert broker["entrypoint"] == ["/bin/bash", "/secured/kafka-start.sh"]
+        assert broker["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+
+
+def test_secured_temporal_demands_client_certificates(secured: dict[str, Any]) -> None:
+    env = secured["services"]["temporal"]["environment"]
+    assert env["TEMPORAL_TLS_REQUIRE_CLIENT_AUTH"] == "true"
+    assert env["TEMPORAL_TLS_FRONTEND_CERT"].startswith("/certs/")
+
+
+def test_secured_projection_database_takes_tls_and_scram(secured: dict[str, Any]) -> None:
+    db = secured["services"]["projections-db"]
+    assert "ssl=on" in db["command"]
+    assert db["environment"]["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
+    assert "POSTGRES_PASSWORD" not in db["environment"]  # a secret file instead
+
+
+@pytest.mark.parametrize("role", [*ROLES, "topics"])
+def test_secured_roles_connect_securely(secured: dict[str, Any], role: str, tmp_path: Path) -> None:
+    env = secured["services"][role].get("environment") or secured["x-flowledger"]["environment"]
+    assert all(name.startswith("FLOWLEDGER_") for name in env)
+    # The settings read the password file when built: a stand-in for compose's secret.
+    secret = env["FLOWLEDGER_DATABASE__PASSWORD_FILE"]
+    assert secret == "/run/secrets/projections_db_password"
+    (tmp_path / "secret").write_text("pw\n")
+    env = {**env, "FLOWLEDGER_DATABASE__PASSWORD_FILE": str(tmp_path / "secret")}
+    settings = Settings.model_validate(_nested(env))
+    assert settings.kafka.security_protocol == "SASL_SSL"
+    assert settings.kafka.sasl_mechanism == "SCRAM-SHA-512"
+    assert settings.temporal.tls_client_cert and settings.temporal.tls_client_key
+    assert settings.database.sslmode == "verify-full" and settings.database.password_file
+    # The URL names the user only; the password is the secret file's.
+    assert settings.database.url.startswith("postgresql+psycopg://flowledger@")
+
+
+def test_secured_file_holds_no_password() -> None:
+    text = (DOCKER / "compose.secured.yml").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if re.search(r"(PASSWORD|PASSWD|PWD)\w*:", line) and "POSTGRES_PWD: temporal" not in line:
+            value = line.split(":", 1)[1].strip().strip('"')
+            assert value.startswith(("${", "/run/secrets/")) or value == "temporal", line
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -72,8 +158,8 @@ def _nested(env: dict[str, str]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", [*ROLES, "topics"])
-def test_every_command_is_a_real_cli_command(compose: dict[str, Any], name: str) -> None:
-    command = compose["services"][name]["command"]
+def test_every_command_is_a_real_cli_command(either: dict[str, Any], name: str) -> None:
+    command = either["services"][name]["command"]
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
 
