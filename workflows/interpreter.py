@@ -64,7 +64,7 @@ class Interpreter(RunState):
 
     def complete_task(self, completion: TaskCompletion) -> None:
         self.signals.received += 1
-        self.signals.completions.setdefault(completion.task_id, completion)
+        self.signals.completions.setdefault(completion.task_id, []).append(completion)
 
     def note_cancel_request(self, request: CancelRequest) -> None:
         self.signals.received += 1
@@ -147,7 +147,7 @@ class Interpreter(RunState):
             executions=self.executions + 1,
             delivered_ids=list(self.signals.delivered),
             buffered=list(self.signals.buffer),
-            completions=list(self.signals.completions.values()),
+            completions=self.signals.all_completions(),
         )
         return RunResult(
             run_id=self.run.run_id, status="CONTINUE_AS_NEW", last_seq=self.seq, carry=carry
@@ -161,7 +161,7 @@ class Interpreter(RunState):
                 "next_seq": self.seq + 1,
                 "delivered_ids": list(self.signals.delivered),
                 "buffered": list(self.signals.buffer),
-                "completions": list(self.signals.completions.values()),
+                "completions": self.signals.all_completions(),
             }
         )
 

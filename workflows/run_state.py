@@ -97,7 +97,12 @@ StepHandler = Callable[
 class Signals:
     delivered: OrderedDict[str, None] = field(default_factory=OrderedDict)
     buffer: list[DeliveredEvent] = field(default_factory=list)
-    completions: dict[str, TaskCompletion] = field(default_factory=dict)
+    # Per task, every completion in the order received: a refused one must not hide a
+    # valid one that arrived in the same workflow task.
+    completions: dict[str, list[TaskCompletion]] = field(default_factory=dict)
+
+    def all_completions(self) -> list[TaskCompletion]:
+        return [c for queued in self.completions.values() for c in queued]
     received: int = 0
 
 
@@ -128,7 +133,8 @@ class RunState:
         if carry:
             self.signals.delivered = OrderedDict((i, None) for i in carry.delivered_ids)
             self.signals.buffer = list(carry.buffered)
-            self.signals.completions = {c.task_id: c for c in carry.completions}
+            for completion in carry.completions:
+                self.signals.completions.setdefault(completion.task_id, []).append(completion)
         self.open_waits: dict[str, dict[str, Any]] = {}
         self.open_tasks: dict[str, dict[str, Any]] = {}
         self.current_step: str | None = None

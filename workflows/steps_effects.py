@@ -307,8 +307,8 @@ async def human_task(
     it.open_tasks[task_id] = {"form_schema": form_schema, "step_path": path}
     await it.flush()
     while True:
-        await it.host.wait_until(lambda: task_id in it.signals.completions, None)
-        completion = it.signals.completions.pop(task_id)
+        await it.host.wait_until(lambda: bool(it.signals.completions.get(task_id)), None)
+        completion = it.signals.completions[task_id].pop(0)
         problems = schema_problems(form_schema, completion.response)
         if not problems:
             break

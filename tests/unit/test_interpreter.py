@@ -282,3 +282,34 @@ async def test_many_signals_switch_to_a_new_execution_before_temporal_limits() -
     assert result.carry is not None
     assert [e.event_id for e in result.carry.buffered] == ["e0", "e1", "e2", "e3"]
     assert result.carry.cursor == [{"index": 0}]
+
+
+async def test_a_refused_completion_does_not_hide_a_valid_one_received_with_it() -> None:
+    """Two completions of one task arrive before the step reads either (one workflow
+    task): the refused one is logged, the valid one completes the task."""
+    from workflows.messages import TaskCompletion
+    from workflows.steps_effects import task_id_for
+
+    steps = [
+        {
+            "id": "ask",
+            "type": "human.task",
+            "task_type": "t",
+            "title": "T",
+            "form_schema": {
+                "type": "object",
+                "properties": {"decision": {"type": "string"}},
+                "required": ["decision"],
+            },
+            "assign": {"vars.d": {"$expr": "task.response.decision"}},
+        },
+        {"id": "r", "type": "control.return", "output": {"$expr": "vars.d"}},
+    ]
+    interpreter = Interpreter(run_input(steps), MemoryHost())
+    task_id = task_id_for("r1", "root.steps[0]", "")
+    for response, by in (({"decision": 5}, "x"), ({"decision": "keep"}, "y")):
+        interpreter.complete_task(
+            TaskCompletion(task_id=task_id, response=response, completed_by=by)
+        )
+    result = await interpreter.execute()
+    assert result.status == "SUCCEEDED" and result.output == "keep"
