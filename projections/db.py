@@ -5,7 +5,6 @@ multi-process store: WAL (readers never block the projector), a busy timeout, an
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +13,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from flowledger import retry
 from flowledger.errors import ServiceUnavailable
 from projections import db_auth
 from projections.codes import DATABASE_UNAVAILABLE
@@ -79,16 +79,18 @@ def _enable_wal(cursor: Any) -> None:
     of calling the busy handler when several connections open a new file together, so
     the switch is retried here under the same busy deadline. (An in-memory database
     answers "memory" and stays so.)"""
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
-    while True:
-        try:
-            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-        time.sleep(0.01)
+
+    def switch() -> None:
+        if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            cursor.execute("PRAGMA journal_mode=WAL")
+
+    retry.until_deadline(
+        switch,
+        transient=lambda exc: isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc),
+        seconds=SQLITE_BUSY_TIMEOUT_S,
+        initial=0.01,
+        cap=0.1,
+    )
 
 
 @contextmanager

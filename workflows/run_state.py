@@ -103,6 +103,7 @@ class Signals:
 
     def all_completions(self) -> list[TaskCompletion]:
         return [c for queued in self.completions.values() for c in queued]
+
     received: int = 0
 
 

@@ -8,17 +8,17 @@ again is a no-op and different content is refused.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 
+from flowledger import retry
 from flowledger.errors import FlowledgerError, ServiceUnavailable
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
-from topics import clients
+from topics import clients, kafka_errors
 from topics.catalogue import DEFINITIONS
 from topics.codes import PUBLISH_FAILED
 from topics.producing import Outgoing, produce_and_flush
@@ -64,35 +64,24 @@ class _Stored:
     offset: int
 
 
-# A topic created moments ago may not have elected its partition leader yet;
-# these answers go away on their own within a few seconds.
-_TRANSIENT: Final = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._TRANSPORT,
-        KafkaError._TIMED_OUT,
-    }
-)
-_READ_ATTEMPTS: Final = 10
-_READ_BACKOFF_S: Final = 0.5
+# A topic created moments ago may not have elected its partition leader yet: such
+# answers go away on their own within seconds.
+_READ_DEADLINE_S: Final = 30.0
 
 
 def _read_records(settings: Settings) -> list[ReadRecord]:
     topic = settings.topic(DEFINITIONS)
-    for attempt in range(1, _READ_ATTEMPTS + 1):
-        try:
-            return read_all(settings, topic)
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            code = error.code() if isinstance(error, KafkaError) else None
-            if code not in _TRANSIENT or attempt == _READ_ATTEMPTS:
-                raise ServiceUnavailable(
-                    f"reading {topic} failed: {exc}", code=DEFINITIONS_READ_FAILED, topic=topic
-                ) from exc
-            time.sleep(_READ_BACKOFF_S * attempt)
-    raise AssertionError("unreachable")
+    try:
+        return retry.until_deadline(
+            lambda: read_all(settings, topic),
+            transient=kafka_errors.transient,
+            seconds=_READ_DEADLINE_S,
+            initial=0.5,
+        )
+    except KafkaException as exc:
+        raise ServiceUnavailable(
+            f"reading {topic} failed: {exc}", code=DEFINITIONS_READ_FAILED, topic=topic
+        ) from exc
 
 
 def _read(settings: Settings) -> dict[DefinitionKey, _Stored]:
