@@ -102,10 +102,11 @@ def _env(settings: Settings, group: str | None = None) -> dict[str, str]:
     """The child's FLOWLEDGER_* environment: this run's endpoints, prefix, task queue
     and every processor setting."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLEDGER_")}
+    # Unset (None) settings stay unset; secrets are not used by the local stack.
     sections = {
-        "KAFKA": settings.kafka.model_dump(mode="json"),
-        "TEMPORAL": settings.temporal.model_dump(mode="json"),
-        "PROCESSOR": settings.processor.model_dump(mode="json"),
+        "KAFKA": settings.kafka.model_dump(mode="json", exclude_none=True),
+        "TEMPORAL": settings.temporal.model_dump(mode="json", exclude_none=True),
+        "PROCESSOR": settings.processor.model_dump(mode="json", exclude_none=True),
     }
     for section, values in sections.items():
         for name, value in values.items():

@@ -39,6 +39,39 @@ def _refuse(code: str, message: str) -> RecordRefused:
     return RecordRefused(message, code=code, field="(record)", reason=message)
 
 
+class _Unrepresentable(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _integer(text: str) -> int:
+    # Checked before converting: a 5,001-digit integer is refused, not converted.
+    value = int(text) if len(text) <= 20 else MAX_INTEGER + 1
+    if not -MAX_INTEGER - 1 <= value <= MAX_INTEGER:
+        raise _Unrepresentable(
+            RECORD_NUMBER_TOO_LARGE, f"the integer {text[:20]}… is beyond 64 bits"
+        )
+    return value
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Unrepresentable(RECORD_NUMBER_NOT_FINITE, f"{text[:20]} overflows to infinity")
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise _Unrepresentable(RECORD_NUMBER_NOT_FINITE, f"{name} is not a JSON number")
+
+
+# Numbers are checked as they are parsed (the hooks run in the C scanner, once per
+# number), so a valid record costs one parse and no second walk.
+_DECODER = json.JSONDecoder(parse_int=_integer, parse_float=_float, parse_constant=_constant)
+
+
 def parse_json(
     raw: bytes | str | None, *, max_bytes: int | None = None, max_depth: int = INTERNAL_MAX_DEPTH
 ) -> Any:
@@ -54,42 +87,26 @@ def parse_json(
         except UnicodeDecodeError as exc:
             raise _refuse(RECORD_NOT_UTF8, f"not UTF-8: {exc}") from None
     try:
-        value = json.loads(raw)
+        value = _DECODER.decode(raw)
+    except _Unrepresentable as exc:
+        raise _refuse(exc.code, exc.message) from None
     except RecursionError:
         raise _refuse(RECORD_TOO_DEEP, f"nested deeper than {max_depth} levels") from None
     except ValueError as exc:
-        if "integer string conversion" in str(exc):
-            raise _refuse(
-                RECORD_NUMBER_TOO_LARGE, f"an integer has more digits than {MAX_INTEGER}"
-            ) from None
         raise _refuse(RECORD_NOT_JSON, f"not JSON: {exc}") from None
-    _check(value, max_depth)
+    # Fewer brackets than the limit cannot nest past it: most records need no walk.
+    if raw.count("{") + raw.count("[") > max_depth and _depth(value) > max_depth:
+        raise _refuse(RECORD_TOO_DEEP, f"nested deeper than {max_depth} levels")
     return value
 
 
-def _check(value: Any, max_depth: int) -> None:
-    """Depth and numbers in one walk, without recursion (the value may be deep)."""
+def _depth(value: Any) -> int:
+    """How deep objects and arrays nest, without recursion (the value may be deep)."""
+    deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                raise _refuse(RECORD_NUMBER_NOT_FINITE, "NaN and Infinity are not JSON numbers")
-            continue
-        elif isinstance(item, int) and not isinstance(item, bool):
-            if not -MAX_INTEGER - 1 <= item <= MAX_INTEGER:
-                raise _refuse(
-                    RECORD_NUMBER_TOO_LARGE, f"the integer {str(item)[:20]}… is beyond 64 bits"
-                )
-            continue
-        else:
-            continue
-        if depth > max_depth:
-            raise _refuse(RECORD_TOO_DEEP, f"nested deeper than {max_depth} levels")
-        stack.extend(
-            (child, depth + 1) for child in children if isinstance(child, dict | list | float | int)
-        )
+        deepest = max(deepest, depth)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return deepest if isinstance(value, dict | list) else 0
