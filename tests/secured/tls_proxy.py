@@ -62,11 +62,11 @@ class TlsProxy:
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (OSError, ssl.SSLError):
-        pass
+        # A connection reset or a failed handshake just ends this direction.
+        with contextlib.suppress(OSError, ssl.SSLError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
     finally:
         with contextlib.suppress(OSError, ssl.SSLError, RuntimeError):
             writer.close()

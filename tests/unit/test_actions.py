@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 from typing import Any
 
 import pytest
@@ -17,22 +17,19 @@ from workflows.actions.spec import ActionContext
 async def test_core_emit_event_does_not_block_the_event_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    started, released = threading.Event(), threading.Event()
+
     def slow_publish(*args: Any, **kwargs: Any) -> list[Published]:
-        time.sleep(0.3)  # a broker slow to acknowledge
+        # A broker slow to acknowledge: it answers only once the event loop has run
+        # the code below, which it cannot if publishing holds the loop.
+        started.set()
+        assert released.wait(10), "publishing blocked the event loop"
         return [Published(line=1, event_id="e", partition=0, offset=7)]
 
     monkeypatch.setattr(builtins, "publish", slow_publish)
     context = ActionContext(Settings(), "r1", "acme", "root.steps[0]", "", "k", 1)
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    ticker = asyncio.ensure_future(tick())
-    out = await builtins._emit(builtins.EmitInput(event_type="t"), context)
-    ticker.cancel()
+    emitting = asyncio.ensure_future(builtins._emit(builtins.EmitInput(event_type="t"), context))
+    assert await asyncio.to_thread(started.wait, 10)
+    released.set()
+    out = await emitting
     assert out.model_dump()["offset"] == 7
-    assert ticks >= 10
