@@ -147,11 +147,11 @@ def start(
         controller_port = (
             processes.claim_port("kafka controller", int(controller.rsplit(":", 1)[1]))
             if ":" in controller
-            else processes.free_port()
+            else processes.free_port(avoid={port})
         )
     else:
         port = processes.claim_port("kafka", stack.kafka_port)
-        controller_port = processes.free_port()
+        controller_port = processes.free_port(avoid={port})
     libs = ensure_jars(stack)
     home = state_dir / "kafka"
     data = home / "data"

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from flowledger.codes import (
@@ -21,11 +21,20 @@ from flowledger.codes import (
 )
 from flowledger.errors import StackError
 
+# Ports handed out by this process: the kernel may give the same free port to the next
+# caller before the first service has bound it, and no two listeners may share one.
+_HANDED: set[int] = set()
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+
+def free_port(avoid: Collection[int] = ()) -> int:
+    """A free loopback port, none of `avoid` and none handed out before."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid and port not in _HANDED:
+            _HANDED.add(port)
+            return port
 
 
 def port_is_free(port: int) -> bool:

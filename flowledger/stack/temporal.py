@@ -32,22 +32,19 @@ def binary(stack: StackSettings) -> str:
 
 
 def _ports(stack: StackSettings, previous: ServiceState | None) -> tuple[int, int, int]:
-    if previous is None:
-        return (
-            processes.claim_port("temporal", stack.temporal_port),
-            processes.free_port(),
-            processes.free_port(),
-        )
-
-    def again(what: str, key: str) -> int:
-        known = previous.details.get(key)
-        return processes.claim_port(what, int(known)) if known else processes.free_port()
-
-    return (
-        processes.claim_port("temporal", previous.port()),
-        again("temporal http", "http_port"),
-        again("temporal metrics", "metrics_port"),
+    """gRPC, HTTP (the UI) and metrics ports: the recorded ones again, else free ones,
+    three distinct."""
+    grpc = processes.claim_port(
+        "temporal", previous.port() if previous is not None else stack.temporal_port
     )
+    taken = {grpc}
+    chosen = []
+    for what, key in (("temporal http", "http_port"), ("temporal metrics", "metrics_port")):
+        known = previous.details.get(key) if previous is not None else None
+        port = processes.claim_port(what, int(known)) if known else processes.free_port(taken)
+        taken.add(port)
+        chosen.append(port)
+    return grpc, chosen[0], chosen[1]
 
 
 def start(
