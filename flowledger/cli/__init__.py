@@ -3,6 +3,11 @@ built here and handed to every command through the typer context."""
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+from typing import NoReturn
+
 import typer
 
 from flowledger.cli import context as _context
@@ -70,4 +75,25 @@ def _register() -> None:
 
 def main() -> None:
     _register()
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code
+    else:
+        code = 0
+    if isinstance(code, str):
+        sys.stderr.write(code + "\n")
+        code = 1
+    _leave(code or 0)
+
+
+def _leave(code: int) -> NoReturn:
+    """Exit without interpreter finalization. The Temporal SDK's and librdkafka's
+    native threads may still call into Python while it tears down, which aborts the
+    process ("PyGILState_Release ... must be current", exit 134) after the command has
+    done its work and printed its answer. Every command has closed what it opened by
+    now, so only the streams are left to flush."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
