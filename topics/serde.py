@@ -17,7 +17,17 @@ from schemas.runtime import RUNTIME_EVENT_ADAPTER, RuntimeEvent
 M = TypeVar("M", bound=BaseModel)
 
 
-__all__ = ["RecordRefused", "decode_audit", "decode_definition", "decode_envelope"]
+# RecordRefused is re-exported: every reader of a topic catches it from here.
+__all__ = [
+    "RecordRefused",
+    "decode_audit",
+    "decode_definition",
+    "decode_envelope",
+    "decode_runtime",
+    "encode",
+    "encode_runtime",
+    "envelope_from_obj",
+]
 
 
 def encode(record: BaseModel) -> bytes:
