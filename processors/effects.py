@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -108,10 +108,10 @@ async def start(
     except InvalidInput as exc:
         raise StartRefused(exc.code, exc.message) from exc
     except WorkflowAlreadyStartedError:
-        return "already_started"
+        return await _conflict(client, target)
     except RPCError as exc:
         if exc.status == RPCStatusCode.ALREADY_EXISTS:
-            return "already_started"
+            return await _conflict(client, target)
         if exc.status in _PERMANENT:
             return f"failed: {exc.status.name}"
         raise Transient(str(exc)) from exc
@@ -120,6 +120,21 @@ async def start(
             raise Transient(str(exc)) from exc
         raise
     return "started"
+
+
+async def _conflict(client: Client, target: StartTarget) -> str:
+    """The event's run exists: still running (a redelivery while it runs), or closed
+    and refused for good by the id-reuse policy (the event was processed again after
+    its run ended)."""
+    try:
+        description = await client.get_workflow_handle(target.workflow_id).describe()
+    except RPCError as exc:
+        if exc.status in _PERMANENT or exc.status == RPCStatusCode.NOT_FOUND:
+            return "duplicate"
+        raise Transient(str(exc)) from exc
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        return "already_started"
+    return "duplicate"
 
 
 class Backoff:

@@ -222,7 +222,7 @@ def decide(
             return plan
 
         if correlation.key is not None:
-            already = index.resolved_by.get(event_id, [])
+            already = index.resolved_by.get((envelope.tenant, event_id), [])
             done_waits = {wait_id for _run, wait_id in already}
             plan.already_delivered = [
                 Delivery(run_id=run, wait_id=wait, kind="signal", outcome="delivered")

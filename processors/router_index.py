@@ -47,9 +47,10 @@ class RouterIndex:
     workflow_ids: dict[str, str] = field(default_factory=dict)
     # How many events' resolutions `resolved_by` remembers (the most recent ones).
     resolved_limit: int = 200_000
-    # event_id -> (run_id, wait_id) of the waits it resolved: a redelivered event whose
-    # signal already landed before a crash still gets its delivery in the audit.
-    resolved_by: BoundedDict[str, list[tuple[str, str]]] = field(init=False)
+    # (tenant, event_id) -> (run_id, wait_id) of the waits it resolved: a redelivered
+    # event whose signal already landed before a crash still gets its delivery in the
+    # audit. Event ids are unique only within a tenant.
+    resolved_by: BoundedDict[tuple[str, str], list[tuple[str, str]]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.resolved_by = BoundedDict(self.resolved_limit)
@@ -78,8 +79,9 @@ class RouterIndex:
             self._close(event.data.wait_id)
             matched = event.data.matched_event_id
             if matched:
-                found = self.resolved_by.get(matched, [])
-                self.resolved_by[matched] = [*found, (event.run_id, event.data.wait_id)]
+                key = (event.tenant, matched)
+                found = self.resolved_by.get(key, [])
+                self.resolved_by[key] = [*found, (event.run_id, event.data.wait_id)]
         elif isinstance(event, RunCompleted):
             for wait_id in [w for w, wait in self.waits.items() if wait.run_id == event.run_id]:
                 self._close(wait_id)

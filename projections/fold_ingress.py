@@ -48,8 +48,10 @@ class AuditFolded:
 
 
 def audit_id(record: AuditRecord) -> str:
+    """The audit row's key. Event ids are unique only within a tenant, so the tenant
+    is part of it (empty for a record refused before its tenant was known)."""
     if record.event_id:
-        return record.event_id
+        return f"{record.tenant or ''}:{record.event_id}"
     return f"ingress:{record.source_topic}:{record.source_partition}:{record.source_offset}"
 
 

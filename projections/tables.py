@@ -146,8 +146,9 @@ workflow_runtime_events = Table(
     # The ingress audit: one row per ingested event (the name is the catalogue's).
     "workflow_runtime_events",
     metadata,
-    # event_id when the record had one; an invalid record without an id is named by
-    # its ingress coordinates instead, so it is still audited exactly once.
+    # tenant:event_id when the record had an id (ids are unique only per tenant); an
+    # invalid record without one is named by its ingress coordinates instead, so it
+    # is still audited exactly once.
     Column("audit_id", String(KEY), primary_key=True),
     Column("event_id", String(64)),
     Column("event_type", String(NAME)),

@@ -16,7 +16,7 @@ class Delivery(Record):
     run_id: str
     wait_id: str | None = None
     kind: Literal["signal", "start"]
-    outcome: str = Field(description="e.g. delivered, started, already_started, failed")
+    outcome: str = Field(description="e.g. delivered, started, already_started, duplicate, failed")
 
 
 class AuditRecord(Record):

@@ -11,6 +11,7 @@ from typing import Any
 
 import jsonschema
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from flowledger.errors import FlowledgerError, InvalidInput
@@ -200,6 +201,10 @@ async def start(
         ),
         id=wid,
         task_queue=settings.temporal.task_queue,
+        # A workflow id names one run for good: a triggered run's id comes from its
+        # event, and the same event processed again after the run closed must not
+        # start a second one (Temporal's default would allow it).
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
     return StartedRun(rid, wid, record.definition_id, record.version, record.hash)
 

@@ -62,8 +62,10 @@ def timeline(settings: Settings, run_id: str) -> dict[str, Any]:
     audits = []
     for record, value in read_json(settings, settings.topic(AUDIT)):
         touching = [d for d in value.get("deliveries") or [] if d.get("run_id") == run_id]
+        # Event ids are unique only within a tenant.
         trigger = any(
             e["data"].get("trigger_event_id") == value.get("event_id")
+            and runtime[0][1].get("tenant") == value.get("tenant")
             for e in events
             if e["type"] == "RunStarted"
         )
@@ -173,9 +175,9 @@ def why(settings: Settings, live: Engine, table_name: str, key: str) -> dict[str
                 chain.append(_link(record, value))
         chain.sort(key=lambda c: int(c["seq"] or 0))
     elif table_name in AUDIT_TABLES:
-        event_id = data.get("event_id")
+        event_id, tenant = data.get("event_id"), data.get("tenant")
         for record, value in read_json(settings, settings.topic(AUDIT)):
-            if value.get("event_id") == event_id:
+            if value.get("event_id") == event_id and value.get("tenant") == tenant:
                 chain.append(
                     _link(
                         record,

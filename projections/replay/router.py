@@ -125,10 +125,13 @@ def dry_run(
 ) -> dict[str, Any]:
     skew = timedelta(seconds=settings.processor.clock_skew_tolerance_s)
     spans = wait_spans(v for _, v in read_json(settings, settings.topic(RUNTIME)))
-    audited: dict[str, dict[str, Any]] = {}
+    # Keyed by tenant and id: event ids are unique only within a tenant.
+    audited: dict[tuple[str, str], dict[str, Any]] = {}
     for _, value in read_json(settings, settings.topic(AUDIT)):
         if value.get("event_id"):
-            entry = audited.setdefault(str(value["event_id"]), {"key": None, "wake": {}})
+            entry = audited.setdefault(
+                (str(value.get("tenant")), str(value["event_id"])), {"key": None, "wake": {}}
+            )
             entry["key"] = value.get("correlation_key")
             for delivery in value.get("deliveries") or []:
                 if delivery.get("kind") == "signal":
@@ -139,7 +142,9 @@ def dry_run(
         if not (start <= received < end):
             continue
         correlation, woken = route(value, received, spans, paths, skew)
-        before = audited.get(str(value.get("event_id")), {"key": None, "wake": {}})
+        before = audited.get(
+            (str(value.get("tenant")), str(value.get("event_id"))), {"key": None, "wake": {}}
+        )
         outcomes.append(
             RouterOutcome(
                 event_id=value.get("event_id"),

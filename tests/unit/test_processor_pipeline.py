@@ -119,6 +119,53 @@ def test_matching_wait_signals_and_unmatched_is_held() -> None:
     assert not old.hold
 
 
+def _runtime(tenant: str, run_id: str, seq: int, kind: str, data: dict[str, Any]) -> Any:
+    return RUNTIME_EVENT_ADAPTER.validate_python(
+        {
+            "event_id": str(uuid.uuid4()),
+            "run_id": run_id,
+            "tenant": tenant,
+            "seq": seq,
+            "occurred_at": T0.isoformat(),
+            "type": kind,
+            "data": data,
+        }
+    )
+
+
+def test_an_event_id_is_unique_only_within_its_tenant() -> None:
+    shared = str(uuid.uuid4())
+    index = RouterIndex()
+    for tenant, run in (("acme", "ra"), ("beta", "rb")):
+        wait = {"wait_id": f"w-{run}", "wait_type": "event", "step_path": "p"}
+        index.apply(
+            _runtime(
+                tenant,
+                run,
+                2,
+                "WaitCreated",
+                {**wait, "event_type": "paid", "correlation_key": "k"},
+            )
+        )
+    index.apply(
+        _runtime(
+            "acme",
+            "ra",
+            3,
+            "WaitResolved",
+            {"wait_id": "w-ra", "resolution": "RESOLVED", "matched_event_id": shared},
+        )
+    )
+    # acme's copy redelivered: its delivery is already done and is reported as such.
+    again = plan_of(raw(event_id=shared, workflow_correlation_key="k"), index=index)
+    assert [d.run_id for d in again.already_delivered] == ["ra"] and again.signals == []
+    # beta's event with the same id is its own: routed to beta's run only.
+    beta = plan_of(raw(event_id=shared, tenant="beta", workflow_correlation_key="k"), index=index)
+    assert beta.already_delivered == []
+    assert [s.run_id for s in beta.signals] == ["rb"]
+    assert beta.completion_key != again.completion_key
+
+
 def test_completed_event_is_a_duplicate() -> None:
     value = raw(workflow_correlation_key="k")
     event_id = json.loads(value)["event_id"]

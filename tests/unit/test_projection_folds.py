@@ -322,6 +322,20 @@ def test_audit_dedups_by_event_id_and_unions_deliveries() -> None:
     assert audit.values["last_received_at"].isoformat().startswith("2025-01-02")
 
 
+def test_audits_of_two_tenants_with_one_event_id_are_two_rows() -> None:
+    acme = audit_record(1, "run-a")
+    beta = acme.model_copy(update={"tenant": "beta"})
+    keys = {
+        next(
+            c.key["audit_id"]
+            for c in fold_audit(r, at(n), None).changes
+            if c.table == "workflow_runtime_events"
+        )  # type: ignore[union-attr]
+        for n, r in enumerate((acme, beta))
+    }
+    assert keys == {f"acme:{acme.event_id}", f"beta:{acme.event_id}"}
+
+
 def test_audit_error_and_unmatched_status() -> None:
     error = fold_audit(audit_record(2, None), at(0), None)
     values = next(c for c in error.changes if c.table == "workflow_runtime_events")

@@ -70,7 +70,7 @@ def test_resolved_and_completed_runs_close_their_waits() -> None:
     )
     index.apply(ev("RunCompleted", "r2", {"status": "CANCELED"}))
     assert index.matching("acme", "paid", "k") == []
-    assert index.resolved_by["e1"] == [("r1", "w1")]
+    assert index.resolved_by[("acme", "e1")] == [("r1", "w1")]
 
 
 def test_only_event_waits_with_a_key_are_indexed() -> None:
@@ -140,8 +140,8 @@ def test_resolutions_remembered_up_to_the_limit() -> None:
                 {"wait_id": f"w{n}", "resolution": "RESOLVED", "matched_event_id": f"e{n}"},
             )
         )
-    assert "e0" not in index.resolved_by
-    assert index.resolved_by["e2"] == [("r2", "w2")]
+    assert ("acme", "e0") not in index.resolved_by
+    assert index.resolved_by[("acme", "e2")] == [("r2", "w2")]
     assert index.resolved_by.evicted == 1
 
 
