@@ -244,9 +244,10 @@ def test_append_is_a_function_value_for_allowed_higher_order_builtins() -> None:
     ) == [1, 2]
     folded = compile("$reduce(payload.parts, $append, [0])", extra_functions=["reduce"])
     assert folded.evaluate({"payload": {"parts": [[1], 2, [3, 4]]}}, CLOCK) == [0, 1, 2, 3, 4]
-    assert compile("$map([1, 2], $toString)", extra_functions=["map"]).evaluate(
-        {}, CLOCK
-    ) == ["1", "2"]
+    assert compile("$map([1, 2], $toString)", extra_functions=["map"]).evaluate({}, CLOCK) == [
+        "1",
+        "2",
+    ]
     # Without the higher-order built-in there is nothing to pass it to.
     assert code_of("$reduce([[1],[2]], $append)") == EXPR_DISALLOWED_FUNCTION
 
