@@ -21,7 +21,7 @@ from workflows.expressions.errors import (
 
 # jsonata parses and evaluates by recursion, about five Python frames per level of
 # the tree, and raises the interpreter's recursion limit to 10,000 when imported.
-# 500 levels (a chain of ~495 `or` comparisons) stay near 2,600 frames, far enough
+# 500 levels (a chain of 498 `or` comparisons) stay near 2,600 frames, far enough
 # from that limit that the outcome never depends on how much stack the caller (a
 # workflow thread, nested steps) has already used, which replay determinism needs.
 MAX_NESTING: Final = 500
