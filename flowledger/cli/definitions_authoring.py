@@ -20,8 +20,8 @@ from flowledger.cli.output import (
 )
 from flowledger.errors import InvalidInput
 from flowledger.settings import Settings
-from workflows.definitions.canonical import definition_hash
 from schemas.codes import RECORD_TOO_DEEP
+from workflows.definitions.canonical import definition_hash
 from workflows.definitions.validate import DefinitionInvalid, too_deep_text
 from workflows.definitions.validate import validate as check
 

@@ -220,7 +220,7 @@ def _block_statements(
         entries.append((statement, depth, names))
         if getattr(statement, "type", None) == "bind":
             target = getattr(statement, "lhs", None)
-            if getattr(target, "type", None) == "variable":
+            if target is not None and getattr(target, "type", None) == "variable":
                 names = names | {str(target.value)}
     return entries
 
