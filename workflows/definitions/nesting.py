@@ -103,7 +103,7 @@ def _json_too_deep(path: str, limit: int) -> TooDeep:
     return TooDeep(
         path,
         f"the document nests more than {limit} levels of objects and arrays here "
-        "(deeper cannot cross the Temporal boundary)",
+        "(the limit keeps a run's input within what Temporal's data converter carries)",
     )
 
 
