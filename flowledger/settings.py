@@ -84,6 +84,10 @@ class WorkflowSettings(_Section):
     continue_as_new_steps: int = Field(default=250, ge=10)
     delivered_ids_limit: int = Field(default=1000, ge=10)
     max_definition_bytes: int = Field(default=512 * 1024, ge=1024)
+    # Steps inside steps (then/else, body, try/catch), the top-level steps being level
+    # 1. Past 60 a step's own fields could no longer fit the document's 128 JSON levels
+    # (workflows/definitions/nesting.py); the default is measured in docs/decisions.md.
+    max_definition_nesting: int = Field(default=32, ge=1, le=60)
 
 
 class RecordSettings(_Section):

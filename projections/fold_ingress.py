@@ -191,7 +191,8 @@ def fold_definition(
         {
             "hash": record.hash,
             "name": name if isinstance(name, str) else None,
-            "description": description if isinstance(description, str) else None,
+            # Optional in a definition, where its absence means "".
+            "description": description if isinstance(description, str) else "",
             "trigger_event_type": trigger_type if isinstance(trigger_type, str) else None,
             "definition": record.definition,
             "published_at": record.published_at.astimezone(UTC),

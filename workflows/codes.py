@@ -20,6 +20,8 @@ INVALID_REQUEST: Final = "INVALID_REQUEST"
 DEFINITION_INVALID: Final = "DEFINITION_INVALID"
 #: The definition is larger than `workflows.max_definition_bytes`.
 DEFINITION_TOO_LARGE: Final = "DEFINITION_TOO_LARGE"
+#: Steps nest past `workflows.max_definition_nesting`, or the JSON past 128 levels.
+DEFINITION_TOO_DEEP: Final = "DEFINITION_TOO_DEEP"
 #: A required field is missing.
 DEFINITION_FIELD_MISSING: Final = "DEFINITION_FIELD_MISSING"
 #: A field has the wrong type or value.

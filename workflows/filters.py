@@ -1,5 +1,9 @@
 """Event-wait filters ({path, op, value}) with the seed semantics: strict equality,
-numeric comparisons only between numbers, string operators only on strings."""
+numeric comparisons only between numbers, string operators only on strings; a path may
+start with `$.` or `.`; a missing field equals nothing and is in no list.
+
+Walking into arrays by index (`items.0.id`) is this runtime's extension of the seed's
+paths, which only walk objects."""
 
 from __future__ import annotations
 
@@ -9,9 +13,32 @@ from typing import Any
 _MISSING = object()
 
 
+# Longest first: `$.a` is `a`, not `.a`.
+_ROOT_PREFIXES = ("$.", ".")
+
+
+def path_segments(path: str) -> list[str] | None:
+    """The field names of a filter path, or None when one of them is empty.
+
+    `$.a.b`, `.a.b` and `a.b` are the same path; `a..b`, `a.` and `$..a` have an
+    empty segment, which publish refuses (a filter on such a path matches nothing).
+    """
+    for prefix in _ROOT_PREFIXES:
+        if path.startswith(prefix):
+            path = path[len(prefix) :]
+            break
+    segments = path.split(".")
+    if any(segment == "" for segment in segments):
+        return None
+    return segments
+
+
 def lookup(payload: Any, path: str) -> Any:
+    segments = path_segments(path)
+    if segments is None:
+        return _MISSING
     current = payload
-    for segment in path.split("."):
+    for segment in segments:
         if isinstance(current, Mapping) and segment in current:
             current = current[segment]
         elif isinstance(current, list) and segment.isdigit() and int(segment) < len(current):
@@ -35,7 +62,11 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def matches(payload: Mapping[str, Any], flt: Mapping[str, Any]) -> bool:
-    found = lookup(payload, str(flt.get("path", "")))
+    path = str(flt.get("path", ""))
+    if path_segments(path) is None:
+        # Refused at publish; a definition published before that rule matches nothing.
+        return False
+    found = lookup(payload, path)
     op = flt.get("op")
     value = flt.get("value")
     if op == "exists":
@@ -43,7 +74,8 @@ def matches(payload: Mapping[str, Any], flt: Mapping[str, Any]) -> bool:
     if op == "not_exists":
         return found is _MISSING
     if found is _MISSING:
-        return False
+        # A missing value equals nothing and is in no list; it is no number or text.
+        return op in ("!=", "not_in") and (op != "not_in" or isinstance(value, list))
     if op == "=":
         return _same(found, value)
     if op == "!=":

@@ -20,8 +20,9 @@ from flowledger.cli.output import (
 )
 from flowledger.errors import InvalidInput
 from flowledger.settings import Settings
+from schemas.codes import RECORD_TOO_DEEP
 from workflows.definitions.canonical import definition_hash
-from workflows.definitions.validate import DefinitionInvalid
+from workflows.definitions.validate import DefinitionInvalid, too_deep_text
 from workflows.definitions.validate import validate as check
 
 FILE_ARGUMENT = typer.Argument(..., help="A definition JSON file.")
@@ -34,14 +35,23 @@ def _load(file: Path, settings: Settings) -> dict[str, Any]:
         raise InvalidInput(f"cannot read {file}: {exc}", path=str(file)) from exc
     # NaN and Infinity are refused (they would make the canonical hash impossible);
     # the definition's own nesting rules are the validator's to check.
-    document = inputs.parse(
-        text,
-        str(file),
-        settings.records,
-        max_bytes=settings.workflows.max_definition_bytes,
-        deep=True,
-        path=str(file),
-    )
+    try:
+        document = inputs.parse(
+            text,
+            str(file),
+            settings.records,
+            max_bytes=settings.workflows.max_definition_bytes,
+            deep=True,
+            path=str(file),
+        )
+    except InvalidInput as exc:
+        # Too deep even to parse: refused like any too-deep definition, at its step path.
+        refusal = (
+            too_deep_text(text, settings) if exc.context.get("reason") == RECORD_TOO_DEEP else None
+        )
+        if refusal is not None:
+            raise refusal from None
+        raise
     if not isinstance(document, dict):
         raise InvalidInput(
             f"{file} must hold a JSON object, not {type(document).__name__}", path=str(file)
@@ -70,7 +80,10 @@ def validate(
 ) -> None:
     """Check a definition and list every problem with its step path."""
     with refusals(as_json):
-        document = _load(file, context.settings(ctx))
+        try:
+            document = _load(file, context.settings(ctx))
+        except DefinitionInvalid as exc:
+            _refuse_invalid(exc, as_json)
         problems = check(document, context.settings(ctx))
     if problems:
         _refuse_invalid(DefinitionInvalid(problems), as_json)
@@ -100,8 +113,8 @@ def publish(
     from workflows.definitions import store
 
     with refusals(as_json):
-        document = _load(file, context.settings(ctx))
         try:
+            document = _load(file, context.settings(ctx))
             outcome = store.publish(context.settings(ctx), document)
         except DefinitionInvalid as exc:
             # Ahead of refusals(): people get the problems as a table, not a repr.

@@ -28,6 +28,7 @@ from workflows.expressions import (
     evaluate,
     format_now,
 )
+from workflows.expressions.validate import MAX_NESTING
 
 CLOCK = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
 
@@ -193,6 +194,102 @@ def test_syntax_errors_say_where() -> None:
 def test_deep_nesting_is_refused_not_crashed() -> None:
     assert code_of("(" * 5000 + "1" + ")" * 5000) == EXPR_SYNTAX
     assert code_of("1" + " + 1" * 3000) == EXPR_SYNTAX
+
+
+def or_chain(count: int) -> str:
+    return " or ".join(f"payload.a = {i}" for i in range(count))
+
+
+def test_long_or_chains_are_within_the_nesting_limit() -> None:
+    assert evaluate(or_chain(199), {"payload": {"a": 198}}, CLOCK) is True
+    assert evaluate(or_chain(199), {"payload": {"a": -1}}, CLOCK) is False
+    assert evaluate(or_chain(MAX_NESTING - 10), {"payload": {"a": 3}}, CLOCK) is True
+
+
+def test_the_nesting_limit_is_stated_in_the_refusal() -> None:
+    source = "(" * (MAX_NESTING + 1) + "1" + ")" * (MAX_NESTING + 1)
+    with pytest.raises(ExpressionError) as caught:
+        compile(source)
+    assert caught.value.code == EXPR_SYNTAX
+    assert str(MAX_NESTING) in caught.value.message
+    assert caught.value.context["max_nesting"] == MAX_NESTING
+    assert evaluate("(" * (MAX_NESTING - 1) + "1" + ")" * (MAX_NESTING - 1), {}, CLOCK) == 1
+
+
+# -- append: JSONata's $append -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "value"),
+    [
+        ("append(1, payload.missing)", 1),
+        ("append(payload.missing, 1)", 1),
+        ("append(payload.missing, payload.missing)", None),
+        ("append(null, 1)", [None, 1]),
+        ("append([1], null)", [1, None]),
+        ("append(null, null)", [None, None]),
+        ("append([1, 2], [3])", [1, 2, 3]),
+        ("append([], [])", []),
+        ("$append('a', 'b')", ["a", "b"]),
+        ("append(payload.list, payload.missing)", [1, 2]),
+    ],
+)
+def test_append_behaves_like_jsonata(source: str, value: Any) -> None:
+    assert evaluate(source, {"payload": {"list": [1, 2]}}, CLOCK) == value
+
+
+def test_append_is_a_function_value_for_allowed_higher_order_builtins() -> None:
+    assert compile("$reduce([[1],[2]], $append)", extra_functions=["reduce"]).evaluate(
+        {}, CLOCK
+    ) == [1, 2]
+    folded = compile("$reduce(payload.parts, $append, [0])", extra_functions=["reduce"])
+    assert folded.evaluate({"payload": {"parts": [[1], 2, [3, 4]]}}, CLOCK) == [0, 1, 2, 3, 4]
+    assert compile("$map([1, 2], $toString)", extra_functions=["map"]).evaluate({}, CLOCK) == [
+        "1",
+        "2",
+    ]
+    # Without the higher-order built-in there is nothing to pass it to.
+    assert code_of("$reduce([[1],[2]], $append)") == EXPR_DISALLOWED_FUNCTION
+
+
+# -- variables bound with := -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "value"),
+    [
+        ("($count := 3; $count * 2)", 6),
+        ("($string := 'x'; $string & $string)", "xx"),
+        ("($count := 3; ($count + 1))", 4),
+        ("($count := 3; $sum := $count + 1; [$count, $sum])", [3, 4]),
+        ("($len := 2; len('abc') + 0)", None),
+    ],
+)
+def test_a_variable_bound_with_assignment_is_not_a_call(source: str, value: Any) -> None:
+    if value is None:
+        # A helper's name shadowed by a variable: the bare call now calls a number.
+        assert code_of(source) == EXPR_EVALUATION
+    else:
+        assert evaluate(source, {}, CLOCK) == value
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # Used before it is bound: the built-in.
+        "($x := $count([1]); $count := 3; $x)",
+        # Bound in an inner block, whose frame ends with it.
+        "(($count := 3); $count([1]))",
+        # Bound in a branch that may not run: not known to be the author's.
+        "(true ? ($count := 3) : 0; $count)",
+        # The value bound is itself checked.
+        "($count := $now; 1)",
+        # Calling what a variable holds is a dynamic call.
+        "($count := 3; $count(1))",
+    ],
+)
+def test_bindings_only_shadow_where_they_certainly_apply(source: str) -> None:
+    assert code_of(source) == EXPR_DISALLOWED_FUNCTION
 
 
 # -- extra functions ---------------------------------------------------------------------

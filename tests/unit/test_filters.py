@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from workflows.filters import all_match, matches
+from workflows.filters import all_match, matches, path_segments
 
 PAYLOAD = {
     "status": "closed",
@@ -78,3 +78,32 @@ def test_all_filters_must_pass() -> None:
         ],
     )
     assert all_match(PAYLOAD, [])
+
+
+@pytest.mark.parametrize(
+    ("path", "segments"),
+    [
+        ("a", ["a"]),
+        ("$.a.b", ["a", "b"]),
+        (".a.b", ["a", "b"]),
+        ("items.0.id", ["items", "0", "id"]),
+        ("a..b", None),
+        ("a.", None),
+        ("$..a", None),
+        ("..a", None),
+        ("$.", None),
+        (".", None),
+        ("", None),
+    ],
+)
+def test_path_segments(path: str, segments: list[str] | None) -> None:
+    assert path_segments(path) == segments
+
+
+def test_a_missing_field_is_unequal_to_everything_and_in_no_list() -> None:
+    assert matches(PAYLOAD, {"path": "missing", "op": "!=", "value": None})
+    assert matches(PAYLOAD, {"path": "$.nested.missing", "op": "not_in", "value": [None]})
+    assert not matches(PAYLOAD, {"path": "missing", "op": "in", "value": [None]})
+    # A path publish refuses matches nothing, whatever the op.
+    assert not matches(PAYLOAD, {"path": "a..b", "op": "!=", "value": 1})
+    assert not matches(PAYLOAD, {"path": "a..b", "op": "not_exists"})

@@ -187,7 +187,9 @@ class Definition(_Strict):
     version: int = Field(ge=1)
     tenant: NonEmptyStr
     name: NonEmptyStr
-    description: str
+    # Optional (§6). The hash is of the document as published, so leaving it out
+    # and writing "" are two contents (docs/decisions.md).
+    description: str = ""
     payload_schema: dict[str, Any] | None = None
     trigger: Trigger | None = None
     steps: list[Step] = Field(min_length=1)

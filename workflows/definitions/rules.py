@@ -31,6 +31,7 @@ from workflows.definitions.checks import (
     is_number,
     loc_path,
 )
+from workflows.filters import path_segments
 
 
 def assign_step(c: Checker, step: dict[str, Any], path: str, handled: set[Any]) -> None:
@@ -153,6 +154,14 @@ def event_wait_step(c: Checker, step: dict[str, Any], path: str, handled: set[An
 
 
 def _event_filter(c: Checker, item: Mapping[str, Any], path: str) -> None:
+    field_path = item.get("path")
+    if isinstance(field_path, str) and field_path and path_segments(field_path) is None:
+        c.add(
+            f"{path}.path",
+            DEFINITION_FILTER_INVALID,
+            f"filter path {field_path!r} has an empty segment "
+            "(after an optional leading `$.` or `.`, names are separated by single dots)",
+        )
     if "op" not in item:
         c.add(f"{path}.op", DEFINITION_FILTER_INVALID, "a filter needs an op")
         return

@@ -26,6 +26,7 @@ from workflows.codes import (
     DEFINITION_INVALID,
     DEFINITION_ON_ERROR_NOT_ALLOWED,
     DEFINITION_RETRY_NOT_ALLOWED,
+    DEFINITION_TOO_DEEP,
     DEFINITION_TOO_LARGE,
     DEFINITION_UNKNOWN_FIELD,
     DEFINITION_UNKNOWN_STEP_TYPE,
@@ -37,7 +38,12 @@ from workflows.definitions.checks import (
     loc_path,
 )
 from workflows.definitions.model import Definition
+from workflows.definitions.nesting import TooDeep, json_depth, scan_text, step_nesting
 from workflows.step_types import STEP_TYPES
+
+# The step-list fields of each step type, and all of their names.
+STEP_CHILDREN: dict[str, tuple[str, ...]] = {name: t.children for name, t in STEP_TYPES.items()}
+CHILD_NAMES: frozenset[str] = frozenset(n for names in STEP_CHILDREN.values() for n in names)
 
 
 class DefinitionInvalid(FlowledgerError):
@@ -63,6 +69,20 @@ def validate(document: Any, settings: Settings | None = None) -> list[Problem]:
     )
     walker.document(document)
     return walker.problems
+
+
+def too_deep_text(text: str, settings: Settings | None = None) -> DefinitionInvalid | None:
+    """The refusal of a definition text too deeply nested to parse, at the same path
+    `validate` names for a document it could parse; None when the text is not that."""
+    workflows = settings.workflows if settings is not None else WorkflowSettings()
+    found = scan_text(text, workflows.max_definition_nesting, CHILD_NAMES)
+    if found is None:
+        return None
+    return DefinitionInvalid([_too_deep_problem(found)])
+
+
+def _too_deep_problem(found: TooDeep) -> Problem:
+    return Problem(found.path, DEFINITION_TOO_DEEP, found.message)
 
 
 def parse(document: Any, settings: Settings | None = None) -> Definition:
@@ -105,6 +125,14 @@ class _Walker(Checker):
         self.step_ids = {}
         if not isinstance(document, dict):
             self.add("root", DEFINITION_FIELD_INVALID, "a definition is a JSON object")
+            return
+        # First, and without recursion: everything after this point recurses, and a
+        # document past either limit could never run anyway.
+        found = step_nesting(
+            document, self.workflows.max_definition_nesting, STEP_CHILDREN
+        ) or json_depth(document, CHILD_NAMES)
+        if found is not None:
+            self.problems.append(_too_deep_problem(found))
             return
         self.size(document)
         steps = document.get("steps")

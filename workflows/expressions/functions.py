@@ -6,6 +6,7 @@ any shared state.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -140,18 +141,28 @@ def helper_functions(clock: datetime, meter: StepMeter) -> dict[str, Callable[..
         meter.charge(len(text) // _CHARS_PER_STEP)
         return text
 
-    def append(*args: Any) -> list[Any]:
+    def append(*args: Any) -> Any:
+        # JSONata's $append: a missing side gives the other one back unchanged; a
+        # null is a value like any other; a non-array side counts as a one-item array.
         arity("append", len(args), 2)
-        out: list[Any] = []
-        for value in args:
-            if _is_null(value):
-                continue
-            if isinstance(value, list):
-                out.extend(value)
-            else:
-                out.append(value)
+        first, second = args
+        if first is None:
+            return second
+        if second is None:
+            return first
+        out = list(first) if isinstance(first, list) else [first]
+        out.extend(second if isinstance(second, list) else [second])
         meter.charge(len(out))
         return out
+
+    # jsonata counts a function's parameters to decide what a higher-order built-in
+    # may pass it ($reduce wants two); `*args` alone would count as one.
+    append.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter("array1", inspect.Parameter.POSITIONAL_ONLY),
+            inspect.Parameter("array2", inspect.Parameter.POSITIONAL_ONLY),
+        ]
+    )
 
     return {
         "nowIso": now_iso,

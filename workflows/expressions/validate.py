@@ -19,9 +19,12 @@ from workflows.expressions.errors import (
     ExpressionError,
 )
 
-# Deeper trees would make evaluation depend on how much Python stack happens to be
-# left, which would break replay determinism; real conditions are far shallower.
-MAX_NESTING: Final = 200
+# jsonata parses and evaluates by recursion, about five Python frames per level of
+# the tree, and raises the interpreter's recursion limit to 10,000 when imported.
+# 500 levels (a chain of 498 `or` comparisons) stay near 2,600 frames, far enough
+# from that limit that the outcome never depends on how much stack the caller (a
+# workflow thread, nested steps) has already used, which replay determinism needs.
+MAX_NESTING: Final = 500
 
 # Built-ins that may never be allowed through settings: `eval` would parse text that
 # this walk never saw; the others read the clock or a random source.
@@ -142,9 +145,11 @@ def validate(
 
     trusted: set[int] = set()
     seen: set[int] = set()
-    stack: list[tuple[Parser.Symbol, int]] = [(ast, 1)]
+    # Each entry carries the names bound with `:=` that are in scope at that node: a
+    # bound name is the author's variable, never a reference to a built-in.
+    stack: list[tuple[Parser.Symbol, int, frozenset[str]]] = [(ast, 1, frozenset())]
     while stack:
-        node, depth = stack.pop()
+        node, depth, bound = stack.pop()
         if id(node) in seen:
             continue
         seen.add(id(node))
@@ -155,6 +160,7 @@ def validate(
                 f"the expression nests more than {MAX_NESTING} levels deep",
                 expression=source,
                 position=position_of(raw) if isinstance(raw, int) and raw >= 0 else None,
+                max_nesting=MAX_NESTING,
             )
         kind = getattr(node, "type", None)
         if kind == "lambda":
@@ -166,10 +172,10 @@ def validate(
         if kind == "condition" and _is_coalescing_exists(node):
             trusted.add(id(node.condition))
         if kind == "function" and id(node) not in trusted:
-            _check_call(node, allowed, builtins, refuse)
+            _check_call(node, allowed, builtins, bound, refuse)
         elif kind == "variable":
             name = str(node.value)
-            if name in builtins and name not in allowed:
+            if name in builtins and name not in allowed and name not in bound:
                 raise refuse(f"function ${name} is not allowed", node, name)
         elif kind == "apply":
             rhs = node.rhs
@@ -178,18 +184,52 @@ def validate(
                 raise refuse(f"dynamic call of ${rhs.value} is not allowed", rhs, str(rhs.value))
             if rhs_kind not in ("function", "variable"):
                 raise refuse("~> must be followed by a call of an allowed function", rhs)
+        statements: list[tuple[Parser.Symbol, int, frozenset[str]]] = []
+        if kind == "block":
+            statements = _block_statements(node, depth + 1, bound)
+            stack.extend(statements)
+        in_block = {id(entry[0]) for entry in statements}
         for child in _children(node):
+            if id(child) in in_block:
+                continue
             if kind == "function" and child is node.procedure:
                 # Checked (and possibly replaced) above, or the parser's own `$exists`.
                 continue
-            stack.append((child, depth + 1))
+            if kind == "bind" and child is node.lhs:
+                # The name being bound, not a use of whatever the name meant before.
+                continue
+            stack.append((child, depth + 1, bound))
     return ast
+
+
+def _block_statements(
+    block: Parser.Symbol, depth: int, bound: frozenset[str]
+) -> list[tuple[Parser.Symbol, int, frozenset[str]]]:
+    """A block's statements, each with the names bound by the statements before it.
+
+    Only a `:=` written as a statement of the block counts: it always runs before the
+    later statements, in the block's own frame, which is all the later statements
+    (and the blocks inside them) can see. A binding anywhere else stays unknown, so a
+    name it binds is still checked as the built-in it would otherwise be.
+    """
+    entries: list[tuple[Parser.Symbol, int, frozenset[str]]] = []
+    names = bound
+    for statement in getattr(block, "expressions", None) or []:
+        if not isinstance(statement, Parser.Symbol):
+            continue
+        entries.append((statement, depth, names))
+        if getattr(statement, "type", None) == "bind":
+            target = getattr(statement, "lhs", None)
+            if target is not None and getattr(target, "type", None) == "variable":
+                names = names | {str(target.value)}
+    return entries
 
 
 def _check_call(
     node: Parser.Symbol,
     allowed: frozenset[str],
     builtins: frozenset[str],
+    bound: frozenset[str],
     refuse: Callable[..., ExpressionError],
 ) -> None:
     procedure = node.procedure
@@ -198,6 +238,10 @@ def _check_call(
         name = str(procedure.value)
         if name in allowed:
             return
+        if name in bound:
+            raise refuse(
+                f"dynamic call of ${name} (a variable bound with :=) is not allowed", node, name
+            )
         if name in builtins:
             raise refuse(f"function ${name} is not allowed", node, name)
         raise refuse(f"dynamic call of ${name} is not allowed", node, name)
