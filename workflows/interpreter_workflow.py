@@ -55,9 +55,11 @@ ACTION_RETRY = RetryPolicy(maximum_attempts=1)
 # Actions heartbeat every few seconds; silence this long means the worker is gone.
 ACTION_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 WORKER_LOST_RETRIES = 10
-# Waits for a held idempotency key: enough for a holder that runs to the action's
-# full timeout, renewing its lease all the while, several times over.
-KEY_BUSY_RETRIES = 20
+# Waits for a held idempotency key, each until the holder's lease runs out or at
+# most KEY_BUSY_POLL_MS, so that a holder's success is seen soon after it lands:
+# enough for a holder that runs to the action's full timeout several times over.
+KEY_BUSY_RETRIES = 60
+KEY_BUSY_POLL_MS = 5_000
 KEY_BUSY_MARGIN_MS = 250
 
 
@@ -113,7 +115,8 @@ class TemporalHost:
                 wait_ms = _key_busy_wait_ms(cause)
                 if wait_ms is not None and busy < KEY_BUSY_RETRIES:
                     busy += 1
-                    await workflow.sleep(timedelta(milliseconds=wait_ms + KEY_BUSY_MARGIN_MS))
+                    pause_ms = min(wait_ms + KEY_BUSY_MARGIN_MS, KEY_BUSY_POLL_MS)
+                    await workflow.sleep(timedelta(milliseconds=pause_ms))
                     continue
                 raise _step_error(failure, request.step_path) from None
         return result.model_dump(mode="json")
