@@ -48,8 +48,9 @@ from workflows.run_state import Outcome, Resume, RunState
 
 Local = dict[str, Any]
 
-# Temporal patch id of the change that made a refused task response fail its step.
+# Temporal patch ids of changes of behaviour (see Host.patched).
 REFUSED_RESPONSE_FAILS = "flowledger.human-task.refused-response-fails"
+UNUSABLE_KEY_FAILS = "flowledger.action.unusable-idempotency-key-fails"
 TASK_NAMESPACE = uuid.UUID("5d0b9f7e-3c2a-5e41-8f6d-2b1a0c9e8d7f")
 CHILD_NAMESPACE = uuid.UUID("8a4e2c6b-1f3d-5b7a-9c0e-4d6f8a2b1c3e")
 
@@ -112,9 +113,11 @@ async def action(
         if authored
         else default_key
     )
-    if authored and (key is None or isinstance(key, dict | list) or key_text(key) == ""):
-        # A ledger key names one effect across runs: a missing or structured value
-        # would make unrelated calls share it.
+    unusable = key is None or isinstance(key, dict | list) or key_text(key) == ""
+    # A ledger key names one effect across runs: a missing or structured value would
+    # make unrelated calls share it. (Asked of Temporal only for such a key, so that
+    # an execution that ran on with one before the check replays as it ran.)
+    if authored and unusable and it.host.patched(UNUSABLE_KEY_FAILS):
         raise StepError(
             "ValidationError",
             ACTION_IDEMPOTENCY_KEY_INVALID,
