@@ -77,6 +77,10 @@ class ActionSettings(_Section):
     # Hosts core.http_request may call; anything else is HTTP_HOST_NOT_ALLOWED.
     http_allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost"])
     http_timeout_s: float = Field(default=10.0, gt=0)
+    # How long an action run under an idempotency key holds the key without renewing
+    # it (the worker renews it every couple of seconds while the action runs). A worker
+    # that dies leaves the key to others only once this has passed.
+    ledger_lease_s: float = Field(default=30.0, ge=5.0)
 
 
 class WorkflowSettings(_Section):

@@ -73,6 +73,7 @@ class RunRow:
     updated_at: datetime | None = None
     last_seq: int = 0
     continued_as_new_count: int = 0
+    semantics_version: int | None = None
     # the record that last changed the row
     source_topic: str = ""
     source_partition: int = 0
@@ -210,6 +211,7 @@ def fold_rows(
             parent_run_id=run_started.parent_run_id,
             root_run_id=run_started.root_run_id or run_started.parent_run_id or event.run_id,
             parent_step_path=run_started.parent_step_path,
+            semantics_version=run_started.semantics_version,
             started_at=when,
         )
     elif isinstance(event, WaitCreated):
@@ -266,6 +268,7 @@ def fold_rows(
                 "status": action_invocation.status,
                 "output": action_invocation.output,
                 "error": _error(action_invocation.error),
+                "cached": action_invocation.cached,
                 "occurred_at": when,
             },
         )
@@ -298,7 +301,7 @@ def fold_rows(
             {
                 **base,
                 "run_id": event.run_id,
-                "status": "COMPLETED",
+                "status": human_task_completed.status,
                 "response": human_task_completed.response,
                 "completed_by": human_task_completed.completed_by,
                 "completed_at": when,

@@ -7,11 +7,17 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, MetaData, text
 
 from projections.db import engine as make_engine
+from projections.tables import metadata
+from workflows.actions.ledger import LEDGER_TABLE, ledger_metadata
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# What the migrations create: the projection tables, and the action ledger, which
+# the worker writes directly and no rebuild, verify or reset touches.
+MIGRATED: tuple[MetaData, ...] = (metadata, ledger_metadata)
+KEPT_BY_REBUILD = frozenset({LEDGER_TABLE})
 MIGRATION_LOCK = 0x666C6F77  # any constant shared by every flowledger process
 
 

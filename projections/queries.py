@@ -63,6 +63,7 @@ RUN_FIELDS = (
     "parent_run_id",
     "root_run_id",
     "last_seq",
+    "semantics_version",
 )
 STEP_FIELDS = (
     "step_path",

@@ -15,6 +15,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -90,6 +91,7 @@ workflow_runs = Table(
     _ts("updated_at"),
     Column("last_seq", BigInteger, nullable=False),
     Column("continued_as_new_count", Integer, nullable=False),
+    Column("semantics_version", Integer),
     *_provenance(),
     Index(None, "tenant", "status", "updated_at"),
     Index(None, "definition_id", "version"),
@@ -219,6 +221,8 @@ workflow_action_invocations = Table(
     Column("status", String(16)),
     Column("output", JSON),
     Column("error", JSON),
+    # The idempotency ledger answered: the action did not run for this attempt.
+    Column("cached", Boolean),
     _ts("occurred_at"),
     *_provenance(),
     Index(None, "invocation_id"),

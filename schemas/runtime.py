@@ -72,6 +72,9 @@ class RunStartedData(Record):
     parent_run_id: str | None = None
     root_run_id: str | None = None
     parent_step_path: str | None = None
+    # The interpreter's semantics version (workflows.semantics); absent on runs
+    # started before runs pinned it.
+    semantics_version: int | None = Field(default=None, ge=1)
 
 
 class StepStartedData(Record):
@@ -124,6 +127,8 @@ class ActionInvocationData(Record):
     status: Literal["SUCCEEDED", "FAILED"]
     output: Any = None
     error: RunError | None = None
+    # The idempotency ledger answered with a recorded output: the action did not run.
+    cached: bool = False
 
 
 class HumanTaskCreatedData(Record):
@@ -140,6 +145,8 @@ class HumanTaskCompletedData(Record):
     task_id: NonEmptyStr
     response: dict[str, Any] = Field(default_factory=dict)
     completed_by: NonEmptyStr
+    # REFUSED: the response broke the task's form schema and failed the step.
+    status: Literal["COMPLETED", "REFUSED"] = "COMPLETED"
 
 
 class RunLogData(Record):

@@ -5,24 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from confluent_kafka import Producer
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from flowledger import retry
 from flowledger.errors import FlowledgerError
 from flowledger.settings import Settings
 from topics import clients
 from topics.catalogue import RUNTIME
 from topics.producing import Outgoing, produce_and_flush
+from workflows.actions.ledger import ActionLedger, LedgerKey, ledger_engine
+from workflows.actions.ledger import now_ms as ledger_now_ms
 from workflows.actions.registry import lookup
-from workflows.actions.spec import ActionContext, ActionFailed
+from workflows.actions.spec import ActionContext, ActionFailed, ActionSpec
 from workflows.codes import (
     ACTION_CRASHED,
     ACTION_INPUT_INVALID,
+    ACTION_KEY_BUSY,
+    ACTION_LEDGER_UNAVAILABLE,
     ACTION_UNKNOWN,
     DEFINITION_NOT_FOUND,
 )
@@ -35,6 +43,7 @@ from workflows.messages import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _failure(
@@ -56,21 +65,51 @@ def _failure(
 HEARTBEAT_EVERY_S = 2.0
 
 
-async def _heartbeating(work: Awaitable[T]) -> T:
+async def _heartbeating(
+    work: Awaitable[T], beat: Callable[[], Awaitable[object]] | None = None
+) -> T:
     """Await `work`, heartbeating meanwhile, so that a worker that dies mid-action
-    is noticed in seconds rather than at the action's full timeout."""
+    is noticed in seconds rather than at the action's full timeout. `beat` runs with
+    each heartbeat (the ledger lease's renewal)."""
     task = asyncio.ensure_future(work)
     while True:
         done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
         if done:
             return task.result()
         activity.heartbeat()
+        if beat is not None:
+            try:
+                await beat()
+            except SQLAlchemyError as exc:
+                # A missed renewal only shortens the lease; the next beat tries again.
+                log.warning("renewing an action's ledger lease failed: %s", exc)
+
+
+def _ledger_down(exc: BaseException) -> ApplicationError:
+    return _failure(
+        "ActionError",
+        ACTION_LEDGER_UNAVAILABLE,
+        f"the idempotency ledger is unavailable: {exc}",
+        retryable=True,
+    )
 
 
 class RuntimeActivities:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ledger: ActionLedger | None = None) -> None:
         self.settings = settings
         self._producer: Producer | None = None
+        self._ledger = ledger
+
+    @property
+    def ledger(self) -> ActionLedger:
+        """The idempotency ledger, in the projection database (its migrations create
+        the table; the worker's composition root runs them)."""
+        if self._ledger is None:
+            self._ledger = ActionLedger(
+                ledger_engine(self.settings.database_url()),
+                lease_ms=int(self.settings.actions.ledger_lease_s * 1000),
+            )
+        return self._ledger
 
     @property
     def producer(self) -> Producer:
@@ -81,6 +120,8 @@ class RuntimeActivities:
     def close(self) -> None:
         if self._producer is not None:
             self._producer.flush(self.settings.kafka.request_timeout_s)
+        if self._ledger is not None:
+            self._ledger.close()
 
     @activity.defn(name="emit_runtime_events")
     async def emit_runtime_events(self, request: EmitRequest) -> int:
@@ -164,31 +205,106 @@ class RuntimeActivities:
             # One producer per worker, not one per emitted event.
             resources={"producer": self.producer},
         )
+        if not request.ledger:
+            return await _execute(spec, data, context, request)
+        return await self._through_ledger(spec, data, context, request)
+
+    async def _through_ledger(
+        self, spec: ActionSpec, data: Any, context: ActionContext, request: ActionRequest
+    ) -> ActionResult:
+        """Run the action only if no attempt, run or rerun has succeeded with its key
+        yet, and never while another attempt holds the key."""
+        ledger = self.ledger
+        key = LedgerKey(request.tenant, request.action, request.version, request.idempotency_key)
+        # Unique per execution of the activity: a re-run of the same attempt after its
+        # worker was lost must not mistake the dead worker's lease for its own.
+        holder = f"{request.run_id}:{request.step_path}#{request.attempt}:{uuid.uuid4().hex}"
         try:
-            output = await _heartbeating(spec.handler(data, context))
-        except ActionFailed as exc:
-            raise _failure(
-                exc.category,
-                exc.code,
-                exc.message,
-                retryable=exc.retryable,
-                details={
-                    k: v for k, v in exc.context.items() if isinstance(v, str | int | float | bool)
-                },
-            ) from None
-        except Exception as exc:  # an action's own bug is still an ActionError to the run
+            claim = await asyncio.to_thread(
+                ledger.claim, key, holder, request.run_id, request.step_path, request.attempt
+            )
+        except SQLAlchemyError as exc:
+            raise _ledger_down(exc) from None
+        if claim.output is not None:
+            return ActionResult(output=claim.output, cached=True)
+        if not claim.held:
+            wait_ms = max(claim.busy_until_ms - ledger_now_ms(), 0)
             raise _failure(
                 "ActionError",
-                ACTION_CRASHED,
-                f"{request.action} raised {type(exc).__name__}: {exc}",
+                ACTION_KEY_BUSY,
+                f"{request.action} v{request.version} with key {request.idempotency_key!r} "
+                f"is being run by {claim.busy_holder or 'another attempt'}",
                 retryable=True,
-            ) from None
-        dumped = output.model_dump(mode="json", by_alias=True, exclude_none=True)
-        result: dict[str, Any] = {"output": dumped}
-        if spec.emits_run_log:
-            result["run_log"] = {
-                "level": dumped.get("level", "INFO"),
-                "message": dumped.get("message", ""),
-                "details": dumped.get("details", {}),
-            }
-        return ActionResult.model_validate(result)
+                details={"retry_after_ms": wait_ms, "holder": claim.busy_holder},
+            )
+        try:
+            result = await _execute(
+                spec,
+                data,
+                context,
+                request,
+                beat=lambda: asyncio.to_thread(ledger.renew, key, holder),
+            )
+        except BaseException:
+            try:
+                await asyncio.to_thread(ledger.release, key, holder)
+            except SQLAlchemyError as exc:
+                # The lease then runs out by itself; the failure is what the run sees.
+                log.warning("releasing an action's ledger lease failed: %s", exc)
+            raise
+        lease_s = self.settings.actions.ledger_lease_s
+        try:
+            recorded = await _heartbeating(
+                asyncio.to_thread(
+                    retry.until_deadline,
+                    lambda: ledger.record(key, holder, result.output),
+                    transient=lambda exc: isinstance(exc, SQLAlchemyError),
+                    seconds=lease_s / 2,
+                )
+            )
+        except SQLAlchemyError as exc:
+            # The action did run: its result goes to the run, and the key stays
+            # leased until it expires, when a later attempt runs the action again.
+            log.warning("recording %s in the idempotency ledger failed: %s", key, exc)
+            return result
+        if recorded != result.output:
+            # A holder that took over our expired lease recorded its result first.
+            return ActionResult(output=recorded, cached=True)
+        return result
+
+
+async def _execute(
+    spec: ActionSpec,
+    data: Any,
+    context: ActionContext,
+    request: ActionRequest,
+    beat: Callable[[], Awaitable[object]] | None = None,
+) -> ActionResult:
+    try:
+        output = await _heartbeating(spec.handler(data, context), beat)
+    except ActionFailed as exc:
+        raise _failure(
+            exc.category,
+            exc.code,
+            exc.message,
+            retryable=exc.retryable,
+            details={
+                k: v for k, v in exc.context.items() if isinstance(v, str | int | float | bool)
+            },
+        ) from None
+    except Exception as exc:  # an action's own bug is still an ActionError to the run
+        raise _failure(
+            "ActionError",
+            ACTION_CRASHED,
+            f"{request.action} raised {type(exc).__name__}: {exc}",
+            retryable=True,
+        ) from None
+    dumped = output.model_dump(mode="json", by_alias=True, exclude_none=True)
+    result: dict[str, Any] = {"output": dumped}
+    if spec.emits_run_log:
+        result["run_log"] = {
+            "level": dumped.get("level", "INFO"),
+            "message": dumped.get("message", ""),
+            "details": dumped.get("details", {}),
+        }
+    return ActionResult.model_validate(result)

@@ -110,6 +110,12 @@ ACTION_CRASHED: Final = "ACTION_CRASHED"
 ACTION_INPUT_INVALID: Final = "ACTION_INPUT_INVALID"
 #: An action that is not registered, at run time.
 ACTION_UNKNOWN: Final = "ACTION_UNKNOWN"
+#: Another attempt holds the action's idempotency key (transient: retried once its lease expires).
+ACTION_KEY_BUSY: Final = "ACTION_KEY_BUSY"
+#: The idempotency ledger's database could not be reached (transient).
+ACTION_LEDGER_UNAVAILABLE: Final = "ACTION_LEDGER_UNAVAILABLE"
+#: An action's idempotency_key gave null, an empty string, an object or an array.
+ACTION_IDEMPOTENCY_KEY_INVALID: Final = "ACTION_IDEMPOTENCY_KEY_INVALID"
 #: An activity timed out.
 ACTIVITY_TIMEOUT: Final = "ACTIVITY_TIMEOUT"
 #: core.emit_event could not publish its event.

@@ -39,6 +39,7 @@ from workflows.messages import (
     run_workflow_id,
 )
 from workflows.run_state import ContinueAsNewRequested, Host, RunState
+from workflows.semantics import SEMANTICS_VERSION
 from workflows.step_types import HANDLERS
 
 _STEPS: TypeAdapter[list[Step]] = TypeAdapter(list[Step])
@@ -47,6 +48,10 @@ _STEPS: TypeAdapter[list[Step]] = TypeAdapter(list[Step])
 class Interpreter(RunState):
     def __init__(self, run: RunInput, host: Host) -> None:
         super().__init__(run, host, HANDLERS)
+        # Pinned at the run's start; a later change of behaviour may branch on it.
+        self.semantics_version = (
+            run.carry.semantics_version if run.carry is not None else SEMANTICS_VERSION
+        )
 
     # -- signals -------------------------------------------------------------
 
@@ -90,6 +95,7 @@ class Interpreter(RunState):
                     parent_run_id=self.run.parent_run_id,
                     root_run_id=self.run.root_run_id or self.run.run_id,
                     parent_step_path=self.run.parent_step_path,
+                    semantics_version=self.semantics_version,
                 )
             )
         output: Any = None
@@ -148,6 +154,7 @@ class Interpreter(RunState):
             delivered_ids=list(self.signals.delivered),
             buffered=list(self.signals.buffer),
             completions=self.signals.all_completions(),
+            semantics_version=self.semantics_version,
         )
         return RunResult(
             run_id=self.run.run_id, status="CONTINUE_AS_NEW", last_seq=self.seq, carry=carry

@@ -20,7 +20,7 @@ from temporalio.exceptions import (
 )
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
-from workflows.codes import ACTION_FAILED, ACTIVITY_TIMEOUT, CHILD_FAILED
+from workflows.codes import ACTION_FAILED, ACTION_KEY_BUSY, ACTIVITY_TIMEOUT, CHILD_FAILED
 
 # Passed through the sandbox: these are deterministic (no I/O at import or in what
 # the workflow calls), and re-importing pydantic models per run would cost more than
@@ -55,6 +55,23 @@ ACTION_RETRY = RetryPolicy(maximum_attempts=1)
 # Actions heartbeat every few seconds; silence this long means the worker is gone.
 ACTION_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 WORKER_LOST_RETRIES = 10
+# Waits for a held idempotency key, each until the holder's lease runs out or at
+# most KEY_BUSY_POLL_MS, so that a holder's success is seen soon after it lands:
+# enough for a holder that runs to the action's full timeout several times over.
+KEY_BUSY_RETRIES = 60
+KEY_BUSY_POLL_MS = 5_000
+KEY_BUSY_MARGIN_MS = 250
+
+
+def _key_busy_wait_ms(cause: BaseException | None) -> int | None:
+    """How long to wait when the activity found the action's key held, else None."""
+    if not isinstance(cause, ApplicationError) or not cause.details:
+        return None
+    details = cause.details[0]
+    if not isinstance(details, dict) or details.get("code") != ACTION_KEY_BUSY:
+        return None
+    wait = (details.get("details") or {}).get("retry_after_ms", 0)
+    return int(wait) if isinstance(wait, int | float) and wait >= 0 else 0
 
 
 class TemporalHost:
@@ -73,7 +90,11 @@ class TemporalHost:
         # An attempt whose worker died (its heartbeats stopped) is run again as the
         # same attempt: a lost process is not a failure of the action, and Temporal's
         # own retries stay off so that authored retries alone decide.
-        for lost in range(WORKER_LOST_RETRIES + 1):
+        # An attempt that finds its idempotency key held by another one (a concurrent
+        # run, or a worker that died holding it) waits for the holder's lease and asks
+        # again: the same attempt, never a second concurrent execution.
+        lost = busy = 0
+        while True:
             try:
                 result = await workflow.execute_activity_method(
                     RuntimeActivities.run_action,
@@ -89,6 +110,13 @@ class TemporalHost:
                     isinstance(cause, ActivityTimeout) and cause.type == TimeoutType.HEARTBEAT
                 )
                 if worker_lost and lost < WORKER_LOST_RETRIES:
+                    lost += 1
+                    continue
+                wait_ms = _key_busy_wait_ms(cause)
+                if wait_ms is not None and busy < KEY_BUSY_RETRIES:
+                    busy += 1
+                    pause_ms = min(wait_ms + KEY_BUSY_MARGIN_MS, KEY_BUSY_POLL_MS)
+                    await workflow.sleep(timedelta(milliseconds=pause_ms))
                     continue
                 raise _step_error(failure, request.step_path) from None
         return result.model_dump(mode="json")
@@ -117,6 +145,9 @@ class TemporalHost:
 
     def continue_as_new_suggested(self) -> bool:
         return workflow.info().is_continue_as_new_suggested()
+
+    def patched(self, change: str) -> bool:
+        return workflow.patched(change)
 
     async def sleep(self, seconds: float) -> None:
         await workflow.sleep(seconds)

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowledger.settings import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_STEP_BUDGET
+from workflows.semantics import UNPINNED_SEMANTICS_VERSION
 
 WORKFLOW_NAME = "flowledger.interpreter"
 
@@ -71,6 +72,7 @@ class Carry(_Message):
     delivered_ids: list[str] = Field(default_factory=list)
     buffered: list[DeliveredEvent] = Field(default_factory=list)
     completions: list[TaskCompletion] = Field(default_factory=list)
+    semantics_version: int = UNPINNED_SEMANTICS_VERSION
 
 
 class RunInput(_Message):
@@ -119,12 +121,16 @@ class ActionRequest(_Message):
     input: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str
     attempt: int = 1
+    # The key was authored: the idempotency ledger answers for it.
+    ledger: bool = False
 
 
 class ActionResult(_Message):
     output: dict[str, Any] = Field(default_factory=dict)
     # Set by actions whose effect is a RunLog entry (core.log); the workflow numbers it.
     run_log: dict[str, Any] | None = None
+    # The idempotency ledger's recorded output; the action did not run.
+    cached: bool = False
 
 
 class DefinitionRequest(_Message):

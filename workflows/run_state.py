@@ -62,6 +62,11 @@ class Host(Protocol):
 
     def continue_as_new_suggested(self) -> bool: ...
 
+    def patched(self, change: str) -> bool:
+        """Whether this run takes the changed behaviour named `change` (Temporal's
+        patching: an execution that already ran the old code keeps it on replay)."""
+        ...
+
 
 @dataclass
 class Outcome:

@@ -18,7 +18,9 @@ from schemas.runtime import (
 )
 from workflows import filters as wait_filters
 from workflows.codes import (
+    ACTION_IDEMPOTENCY_KEY_INVALID,
     CHILD_INPUT_INVALID,
+    HUMAN_TASK_RESPONSE_INVALID,
     RETRY_LOOP_EXHAUSTED,
     WAIT_CORRELATION_KEY_INVALID,
     WAIT_DURATION_INVALID,
@@ -46,6 +48,9 @@ from workflows.run_state import Outcome, Resume, RunState
 
 Local = dict[str, Any]
 
+# Temporal patch ids of changes of behaviour (see Host.patched).
+REFUSED_RESPONSE_FAILS = "flowledger.human-task.refused-response-fails"
+UNUSABLE_KEY_FAILS = "flowledger.action.unusable-idempotency-key-fails"
 TASK_NAMESPACE = uuid.UUID("5d0b9f7e-3c2a-5e41-8f6d-2b1a0c9e8d7f")
 CHILD_NAMESPACE = uuid.UUID("8a4e2c6b-1f3d-5b7a-9c0e-4d6f8a2b1c3e")
 
@@ -102,11 +107,23 @@ async def action(
     name, version = step.action, step.version
     data = it.evaluate(step.input, path, "input", local)
     default_key = f"{it.run.run_id}:{path}:{iteration}:{name}:{version}"
+    authored = step.idempotency_key is not None
     key = (
         it.evaluate(step.idempotency_key, path, "idempotency_key", local)
-        if step.idempotency_key is not None
+        if authored
         else default_key
     )
+    unusable = key is None or isinstance(key, dict | list) or key_text(key) == ""
+    # A ledger key names one effect across runs: a missing or structured value would
+    # make unrelated calls share it. (Asked of Temporal only for such a key, so that
+    # an execution that ran on with one before the check replays as it ran.)
+    if authored and unusable and it.host.patched(UNUSABLE_KEY_FAILS):
+        raise StepError(
+            "ValidationError",
+            ACTION_IDEMPOTENCY_KEY_INVALID,
+            f"idempotency_key gave {key!r}; a ledger key is a non-empty string or number",
+            path,
+        )
     retry = Retry(step.retry)
     for attempt in range(1, retry.attempts + 1):
         await it.flush()
@@ -116,7 +133,7 @@ async def action(
             "action": name,
             "version": version,
             "attempt": attempt,
-            "idempotency_key": str(key),
+            "idempotency_key": key_text(key) if authored else str(key),
             "input": data,
         }
         try:
@@ -129,8 +146,9 @@ async def action(
                     action=name,
                     version=version,
                     input=data,
-                    idempotency_key=str(key),
+                    idempotency_key=key_text(key) if authored else str(key),
                     attempt=attempt,
+                    ledger=authored,
                 )
             )
         except StepError as failure:
@@ -143,7 +161,11 @@ async def action(
                 return Outcome(status="FAILED", error=failure)
             raise
         output = result.get("output", {})
-        it.event(ActionInvocationData(**record, status="SUCCEEDED", output=output))
+        it.event(
+            ActionInvocationData(
+                **record, status="SUCCEEDED", output=output, cached=bool(result.get("cached"))
+            )
+        )
         if result.get("run_log"):
             it.event(RunLogData.model_validate(result["run_log"]))
         if step.save_as:
@@ -306,13 +328,15 @@ async def human_task(
     it.open_wait(WaitCreatedData(wait_id=wid, wait_type="human", step_path=path, task_id=task_id))
     it.open_tasks[task_id] = {"form_schema": form_schema, "step_path": path}
     await it.flush()
+    refusal_fails = it.host.patched(REFUSED_RESPONSE_FAILS)
     while True:
         await it.host.wait_until(lambda: bool(it.signals.completions.get(task_id)), None)
         completion = it.signals.completions[task_id].pop(0)
         problems = schema_problems(form_schema, completion.response)
-        if not problems:
+        if not problems or refusal_fails:
             break
-        # The CLI validates before signalling; this is the authority's own check.
+        # Executions from before the change log the refusal and wait on; replaying
+        # them must take the same path.
         it.event(
             RunLogData(
                 level="WARNING",
@@ -322,6 +346,25 @@ async def human_task(
         )
         await it.flush()
     it.open_tasks.pop(task_id, None)
+    if problems:
+        # The CLI validates before signalling; this is the authority's own check, for
+        # a response that came any other way (a signal sent straight to Temporal).
+        it.event(
+            HumanTaskCompletedData(
+                task_id=task_id,
+                response=completion.response,
+                completed_by=completion.completed_by,
+                status="REFUSED",
+            )
+        )
+        it.close_wait(wid, "CANCELED")
+        raise StepError(
+            "ValidationError",
+            HUMAN_TASK_RESPONSE_INVALID,
+            f"the response to task {task_id} breaks its form schema: {problems[0]['message']}",
+            path,
+            {"task_id": task_id, "completed_by": completion.completed_by, "problems": problems},
+        )
     it.event(
         HumanTaskCompletedData(
             task_id=task_id, response=completion.response, completed_by=completion.completed_by

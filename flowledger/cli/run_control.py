@@ -14,7 +14,7 @@ from flowledger.cli import context, inputs
 from flowledger.cli.output import JSON_FLAG, console, err_console, print_json, refusals
 from flowledger.errors import AuthenticationFailed, InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
-from projections import lookups
+from projections import lookups, migrate
 from workflows import control
 from workflows.client import connect
 from workflows.codes import TEMPORAL_UNAVAILABLE
@@ -145,6 +145,9 @@ def worker(ctx: typer.Context) -> None:
         err_console.print(
             f"worker on {settings.temporal.address}, task queue {settings.temporal.task_queue}"
         )
+        # The worker writes the action ledger, one of the migrated tables, and may
+        # start before any projector has created them.
+        await asyncio.to_thread(migrate.upgrade, settings.database_url())
         await run_worker(settings, stop)
 
     with refusals(False):

@@ -7,13 +7,13 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from projections.tables import metadata
+from projections.migrate import MIGRATED
 
 
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
-        target_metadata=metadata,
+        target_metadata=list(MIGRATED),
         # SQLite alters tables by copy-and-move; batch mode makes later migrations
         # portable without per-dialect branches.
         render_as_batch=True,

@@ -13,7 +13,8 @@ from sqlalchemy import Engine, select
 
 from projections import tables as t
 
-# What a rebuild must reproduce: every projection table and the checkpoints.
+# What a rebuild must reproduce: every projection table and the checkpoints. (The
+# action ledger is in another metadata: it is no projection, so never compared.)
 COMPARED = [table for table in t.metadata.sorted_tables]
 MISSING = "<missing>"
 # Bookkeeping written with the wall clock of the applying process, not from the log.

@@ -20,6 +20,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 
 from flowledger.settings import Settings
+from projections import migrate
 from schemas.definition_record import DefinitionRecord
 from schemas.envelope import EventEnvelope
 from tests.waiting import Timeout
@@ -62,6 +63,8 @@ def record(document: dict[str, Any]) -> DefinitionRecord:
 
 @asynccontextmanager
 async def worker(settings: Settings) -> AsyncIterator[Client]:
+    # As `flowledger worker` does: the action ledger is one of the migrated tables.
+    await asyncio.to_thread(migrate.upgrade, settings.database_url())
     client = await connect(settings)
     activities = RuntimeActivities(settings)
     async with build_worker(client, settings, activities):

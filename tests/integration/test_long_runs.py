@@ -29,6 +29,7 @@ from tests.integration.runtime_support import (
 from workflows import control
 from workflows.definitions import store
 from workflows.messages import DeliveredEvent, TaskCompletion
+from workflows.semantics import SEMANTICS_VERSION
 
 _register()
 
@@ -124,34 +125,73 @@ async def test_human_task_refuses_invalid_then_takes_valid(settings: Settings) -
     assert of_type(events, "HumanTaskCompleted")[0]["data"]["completed_by"] == "ada"
 
 
-async def test_invalid_signal_does_not_fail_the_run(settings: Settings) -> None:
+async def test_an_invalid_response_signalled_straight_to_the_run_is_caught(
+    settings: Settings,
+) -> None:
+    """A response that skipped the CLI's check (a raw Temporal signal) fails the task's
+    step with a catchable ValidationError; the task shows REFUSED, and the run row its
+    pinned semantics version."""
     steps = [
         {
-            "id": "ask",
-            "type": "human.task",
-            "task_type": "t",
-            "title": "T",
-            "form_schema": FORM,
-            "assign": {"vars.d": {"$expr": "task.response.decision"}},
+            "id": "guard",
+            "type": "control.tryCatch",
+            "capture_error_as": "err",
+            "try": [
+                {
+                    "id": "ask",
+                    "type": "human.task",
+                    "task_type": "t",
+                    "title": "T",
+                    "form_schema": FORM,
+                    "assign": {"vars.d": {"$expr": "task.response.decision"}},
+                }
+            ],
+            "catch": [{"id": "c", "type": "assign", "assign": {"vars.d": "refused"}}],
         },
-        {"id": "r", "type": "control.return", "output": {"$expr": "vars.d"}},
+        {
+            "id": "r",
+            "type": "control.return",
+            "output": {
+                "$expr": "{'d': vars.d, 'category': vars.err.category, 'code': vars.err.code}"
+            },
+        },
     ]
-    async with worker(settings) as client:
-        run_id, handle = await start(settings, client, definition(steps))
-        events = await wait_for_events(settings, run_id, "HumanTaskCreated")
-        task_id = of_type(events, "HumanTaskCreated")[0]["data"]["task_id"]
-        # A raw signal that skipped the CLI's check: the workflow refuses it itself.
-        await handle.signal(
-            "complete_human_task",
-            TaskCompletion(task_id=task_id, response={"decision": 5}, completed_by="x"),
-        )
-        await handle.signal(
-            "complete_human_task",
-            TaskCompletion(task_id=task_id, response={"decision": "keep-open"}, completed_by="y"),
-        )
-        assert (await asyncio.wait_for(handle.result(), 30))["output"] == "keep-open"
-    logs = of_type(await wait_for_events(settings, run_id), "RunLog")
-    assert any("refused by its form schema" in e["data"]["message"] for e in logs)
+    with projector(settings):
+        async with worker(settings) as client:
+            run_id, handle = await start(settings, client, definition(steps))
+            events = await wait_for_events(settings, run_id, "HumanTaskCreated")
+            task_id = of_type(events, "HumanTaskCreated")[0]["data"]["task_id"]
+            await handle.signal(
+                "complete_human_task",
+                TaskCompletion(task_id=task_id, response={"decision": 5}, completed_by="x"),
+            )
+            result = await asyncio.wait_for(handle.result(), 30)
+        assert result["output"] == {
+            "d": "refused",
+            "category": "ValidationError",
+            "code": "HUMAN_TASK_RESPONSE_INVALID",
+        }
+
+        def projected() -> tuple[Any, Any] | None:
+            engine = db.engine(settings.database_url())
+            try:
+                with engine.connect() as conn:
+                    run = queries.find_run(conn, run_id)
+                    tasks = queries.list_tasks(conn, run_id=run_id)
+            finally:
+                engine.dispose()
+            if run is None or run["status"] != "SUCCEEDED" or not tasks:
+                return None
+            return run, tasks[0]
+
+        run, task = await until(projected, what="the run and its task in the tables")
+    assert run["semantics_version"] == SEMANTICS_VERSION
+    assert (task["status"], task["completed_by"]) == ("REFUSED", "x")
+    events = await wait_for_events(settings, run_id)
+    assert events[0]["data"]["semantics_version"] == SEMANTICS_VERSION
+    refused = of_type(events, "HumanTaskCompleted")[0]["data"]
+    assert refused["status"] == "REFUSED" and refused["response"] == {"decision": 5}
+    assert of_type(events, "WaitResolved")[0]["data"]["resolution"] == "CANCELED"
 
 
 def publish(settings: Settings, document: dict[str, Any]) -> None:

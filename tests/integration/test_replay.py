@@ -27,6 +27,7 @@ from schemas.runtime import RUNTIME_EVENT_ADAPTER, runtime_event_id
 from tests.waiting import wait_for
 from topics import clients
 from topics.catalogue import RUNTIME
+from workflows.actions.ledger import ActionLedger, LedgerKey, ledger_engine
 
 _register()
 FLOWLEDGER = str(Path(sys.executable).parent / "flowledger")
@@ -105,6 +106,11 @@ def test_rebuild_verify_swap_after_duplicates_and_a_kill(settings: Settings) -> 
     # Redeliveries: a slice of the log published again.
     produce(settings, records[100:400])
     project_until_idle(settings)
+    # The action ledger is no projection: verify ignores it and swap keeps it.
+    ledger = ActionLedger(ledger_engine(settings.database_url()), lease_ms=30_000)
+    kept = LedgerKey("acme", "core.noop", 1, "order-1")
+    assert ledger.claim(kept, "h", "run-1", "root.steps[0]", 1).held
+    ledger.record(kept, "h", {"value": 1})
 
     verified = cli(settings, "replay", "verify", "--shadow", "--json")
     assert verified.exit_code == 0, verified.stdout
@@ -142,6 +148,8 @@ def test_rebuild_verify_swap_after_duplicates_and_a_kill(settings: Settings) -> 
     assert json.loads(again.stdout)["identical"] is True
     swapped = cli(settings, "replay", "swap", "--json")
     assert swapped.exit_code == 0 and json.loads(swapped.stdout)["forced"] is False
+    assert ledger.claim(kept, "h2", "run-2", "root.steps[0]", 1).output == {"value": 1}
+    ledger.close()
 
 
 def one_run(run_id: str) -> list[Generated]:

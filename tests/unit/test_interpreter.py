@@ -47,6 +47,9 @@ class MemoryHost:
     def continue_as_new_suggested(self) -> bool:
         return False
 
+    def patched(self, change: str) -> bool:
+        return True
+
     async def sleep(self, seconds: float) -> None:
         self.clock += timedelta(seconds=seconds)
 
@@ -284,32 +287,114 @@ async def test_many_signals_switch_to_a_new_execution_before_temporal_limits() -
     assert result.carry.cursor == [{"index": 0}]
 
 
-async def test_a_refused_completion_does_not_hide_a_valid_one_received_with_it() -> None:
-    """Two completions of one task arrive before the step reads either (one workflow
-    task): the refused one is logged, the valid one completes the task."""
+async def test_a_refused_completion_fails_the_step_with_a_catchable_validation_error() -> None:
+    """A response that breaks the form schema (one that bypassed the CLI) fails the
+    task's step; a tryCatch sees HUMAN_TASK_RESPONSE_INVALID, the task is REFUSED
+    and its wait closed."""
     from workflows.messages import TaskCompletion
     from workflows.steps_effects import task_id_for
 
+    ask = {
+        "id": "ask",
+        "type": "human.task",
+        "task_type": "t",
+        "title": "T",
+        "form_schema": {
+            "type": "object",
+            "properties": {"decision": {"type": "string"}},
+            "required": ["decision"],
+        },
+        "assign": {"vars.d": {"$expr": "task.response.decision"}},
+    }
     steps = [
         {
-            "id": "ask",
-            "type": "human.task",
-            "task_type": "t",
-            "title": "T",
-            "form_schema": {
-                "type": "object",
-                "properties": {"decision": {"type": "string"}},
-                "required": ["decision"],
-            },
-            "assign": {"vars.d": {"$expr": "task.response.decision"}},
+            "id": "guard",
+            "type": "control.tryCatch",
+            "capture_error_as": "err",
+            "try": [ask],
+            "catch": [{"id": "c", "type": "assign", "assign": {"vars.d": "refused"}}],
         },
-        {"id": "r", "type": "control.return", "output": {"$expr": "vars.d"}},
+        {
+            "id": "r",
+            "type": "control.return",
+            "output": {"$expr": "{'d': vars.d, 'err': vars.err}"},
+        },
     ]
-    interpreter = Interpreter(run_input(steps), MemoryHost())
-    task_id = task_id_for("r1", "root.steps[0]", "")
-    for response, by in (({"decision": 5}, "x"), ({"decision": "keep"}, "y")):
-        interpreter.complete_task(
-            TaskCompletion(task_id=task_id, response=response, completed_by=by)
-        )
+    host = MemoryHost()
+    interpreter = Interpreter(run_input(steps), host)
+    task_id = task_id_for("r1", "root.steps[0].try.steps[0]", "")
+    interpreter.complete_task(
+        TaskCompletion(task_id=task_id, response={"decision": 5}, completed_by="x")
+    )
     result = await interpreter.execute()
-    assert result.status == "SUCCEEDED" and result.output == "keep"
+    assert result.status == "SUCCEEDED"
+    assert result.output["d"] == "refused"
+    err = result.output["err"]
+    assert err["category"] == "ValidationError"
+    assert err["code"] == "HUMAN_TASK_RESPONSE_INVALID"
+    assert err["step_path"] == "root.steps[0].try.steps[0]"
+    assert err["details"]["task_id"] == task_id and err["details"]["problems"]
+    done = [e for e in host.emitted if e["type"] == "HumanTaskCompleted"]
+    assert [e["data"]["status"] for e in done] == ["REFUSED"]
+    resolved = [e["data"] for e in host.emitted if e["type"] == "WaitResolved"]
+    assert [w["resolution"] for w in resolved] == ["CANCELED"]
+    assert not interpreter.open_tasks and not interpreter.open_waits
+
+
+async def test_run_started_records_the_semantics_version_and_the_carry_keeps_it() -> None:
+    from workflows.messages import Carry
+    from workflows.semantics import SEMANTICS_VERSION
+
+    steps = [{"id": "a", "type": "assign", "assign": {"vars.x": 1}}]
+    host = MemoryHost()
+    await Interpreter(run_input(steps), host).execute()
+    started = [e for e in host.emitted if e["type"] == "RunStarted"]
+    assert started[0]["data"]["semantics_version"] == SEMANTICS_VERSION
+    pinned = run_input(steps).model_copy(update={"carry": Carry(semantics_version=7)})
+    assert Interpreter(pinned, MemoryHost()).semantics_version == 7
+
+
+async def test_an_authored_idempotency_key_goes_to_the_ledger_and_a_cached_answer_shows() -> None:
+    class CachedHost(MemoryHost):
+        async def call_action(self, request: ActionRequest) -> dict[str, Any]:
+            self.calls.append(request)
+            return {"output": {"n": 1}, "cached": request.ledger}
+
+    steps = [
+        {"id": "a", "type": "action.call", "action": "core.noop", "version": 1},
+        {
+            "id": "b",
+            "type": "action.call",
+            "action": "core.noop",
+            "version": 1,
+            "idempotency_key": {"$expr": "'order-' & toString(payload.n)"},
+        },
+    ]
+    host = CachedHost()
+    result = await Interpreter(run_input(steps, {"n": 42}), host).execute()
+    assert result.status == "SUCCEEDED"
+    assert [(c.ledger, c.idempotency_key) for c in host.calls][1] == (True, "order-42")
+    assert host.calls[0].ledger is False
+    invocations = [e["data"] for e in host.emitted if e["type"] == "ActionInvocation"]
+    assert [i["cached"] for i in invocations] == [False, True]
+    assert invocations[1]["idempotency_key"] == "order-42"
+
+
+async def test_an_idempotency_key_that_names_nothing_is_a_validation_error() -> None:
+    for key in (None, "", {"$expr": "payload.missing"}, {"$expr": "[1, 2]"}):
+        steps = [
+            {
+                "id": "a",
+                "type": "action.call",
+                "action": "core.noop",
+                "version": 1,
+                "idempotency_key": key if key is not None else {"$expr": "null"},
+            }
+        ]
+        host = MemoryHost()
+        result = await Interpreter(run_input(steps), host).execute()
+        assert result.status == "FAILED", key
+        assert result.error is not None
+        assert result.error["code"] == "ACTION_IDEMPOTENCY_KEY_INVALID", key
+        assert result.error["category"] == "ValidationError"
+        assert host.calls == []

@@ -169,6 +169,71 @@ def test_waiting_while_any_wait_is_open_then_timed_out() -> None:
     assert (w2["status"], w2["matched_event_id"], w2["resolved_seq"]) == ("RESOLVED", "e9", 5)
 
 
+def test_the_semantics_version_of_run_started_is_on_the_run_row() -> None:
+    pinned = runtime_event(
+        RUN,
+        1,
+        "RunStarted",
+        {
+            "definition_id": "orders",
+            "version": 3,
+            "definition_hash": "a" * 64,
+            "semantics_version": 4,
+        },
+    )
+    _, changes, _ = fold_all([pinned])
+    assert row(changes, "workflow_runs", RUN)["semantics_version"] == 4
+    # A run started before runs pinned their semantics has none.
+    _, changes, _ = fold_all([started()])
+    assert row(changes, "workflow_runs", RUN)["semantics_version"] is None
+
+
+def test_a_cached_invocation_says_so() -> None:
+    data = {
+        "invocation_id": "inv-1",
+        "step_path": "root.steps[0]",
+        "action": "core.noop",
+        "version": 1,
+        "idempotency_key": "order-7",
+        "status": "SUCCEEDED",
+        "output": {"value": 1},
+    }
+    events = [
+        started(),
+        runtime_event(RUN, 2, "ActionInvocation", data),
+        runtime_event(RUN, 3, "ActionInvocation", {**data, "cached": True}),
+    ]
+    _, changes, _ = fold_all(events)
+    assert row(changes, "workflow_action_invocations", RUN, 2)["cached"] is False
+    assert row(changes, "workflow_action_invocations", RUN, 3)["cached"] is True
+
+
+def test_a_refused_task_response_is_recorded_as_refused() -> None:
+    events = [
+        started(),
+        runtime_event(
+            RUN,
+            2,
+            "HumanTaskCreated",
+            {
+                "task_id": "t1",
+                "step_path": "root.steps[0]",
+                "task_type": "approve",
+                "title": "Approve?",
+            },
+        ),
+        runtime_event(
+            RUN,
+            3,
+            "HumanTaskCompleted",
+            {"task_id": "t1", "response": {"ok": 5}, "completed_by": "eve", "status": "REFUSED"},
+        ),
+    ]
+    _, changes, _ = fold_all(events)
+    task = row(changes, "workflow_human_tasks", "t1")
+    assert (task["status"], task["completed_by"]) == ("REFUSED", "eve")
+
+
 def test_action_invocations_are_a_ledger() -> None:
     data = {
         "invocation_id": "inv-1",

@@ -24,6 +24,8 @@ def test_histories_are_committed() -> None:
         "event-wait",
         "canceled",
         "human-task",
+        "human-task-refused",
+        "action-ledger",
         "child",
         "continue-as-new",
     } <= names
