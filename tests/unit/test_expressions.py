@@ -238,6 +238,24 @@ def test_append_behaves_like_jsonata(source: str, value: Any) -> None:
     assert evaluate(source, {"payload": {"list": [1, 2]}}, CLOCK) == value
 
 
+@pytest.mark.parametrize(
+    ("source", "value"),
+    [
+        ("append(payload.none, 1)", [1]),
+        ("append(1, payload.none)", [1]),
+        ("append(payload.none, null)", [None]),
+        ("append(payload.missing, null)", None),
+        ("{'a': append(null, payload.none)}", {"a": [None]}),
+    ],
+)
+def test_a_null_read_from_the_data_is_an_empty_list_a_written_one_an_item(
+    source: str, value: Any
+) -> None:
+    # The public contract's "append to null" (a null field) and the issue's
+    # `append(null, 1)` (a written null) both hold.
+    assert evaluate(source, {"payload": {"none": None}}, CLOCK) == value
+
+
 def test_append_is_a_function_value_for_allowed_higher_order_builtins() -> None:
     assert compile("$reduce([[1],[2]], $append)", extra_functions=["reduce"]).evaluate(
         {}, CLOCK

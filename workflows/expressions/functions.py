@@ -28,6 +28,16 @@ _CHARS_PER_STEP: Final = 1024
 _EXACT_INT_LIMIT: Final = 2**53
 
 
+class _WrittenNull:
+    """A `null` written as an argument of `append` (see validate._mark_written_nulls)."""
+
+    def __repr__(self) -> str:
+        return "null"
+
+
+WRITTEN_NULL: Final = _WrittenNull()
+
+
 class NotSerializable(Exception):
     """A value with no JSON form (a function, a regex, NaN...)."""
 
@@ -141,17 +151,26 @@ def helper_functions(clock: datetime, meter: StepMeter) -> dict[str, Callable[..
         meter.charge(len(text) // _CHARS_PER_STEP)
         return text
 
+    def items(side: Any) -> list[Any]:
+        if side is WRITTEN_NULL:
+            return [Utils.NULL_VALUE]
+        if side is Utils.NULL_VALUE:
+            return []
+        return list(side) if isinstance(side, list) else [side]
+
     def append(*args: Any) -> Any:
-        # JSONata's $append: a missing side gives the other one back unchanged; a
-        # null is a value like any other; a non-array side counts as a one-item array.
+        # JSONata's $append: a missing side gives the other one back unchanged and a
+        # non-array side counts as a one-item array. A null written in the expression
+        # is an item, as in JSONata; a null read from the data is an empty list, as
+        # the public contract's "append to null" vector says.
         arity("append", len(args), 2)
         first, second = args
         if first is None:
-            return second
+            return Utils.NULL_VALUE if second is WRITTEN_NULL else second
         if second is None:
-            return first
-        out = list(first) if isinstance(first, list) else [first]
-        out.extend(second if isinstance(second, list) else [second])
+            return Utils.NULL_VALUE if first is WRITTEN_NULL else first
+        out = items(first)
+        out.extend(items(second))
         meter.charge(len(out))
         return out
 

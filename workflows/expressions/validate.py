@@ -18,6 +18,7 @@ from workflows.expressions.errors import (
     EXPR_SYNTAX,
     ExpressionError,
 )
+from workflows.expressions.functions import WRITTEN_NULL
 
 # jsonata parses and evaluates by recursion, about five Python frames per level of
 # the tree, and raises the interpreter's recursion limit to 10,000 when imported.
@@ -173,6 +174,7 @@ def validate(
             trusted.add(id(node.condition))
         if kind == "function" and id(node) not in trusted:
             _check_call(node, allowed, builtins, bound, refuse)
+            _mark_written_nulls(node)
         elif kind == "variable":
             name = str(node.value)
             if name in builtins and name not in allowed and name not in bound:
@@ -223,6 +225,18 @@ def _block_statements(
             if target is not None and getattr(target, "type", None) == "variable":
                 names = names | {str(target.value)}
     return entries
+
+
+def _mark_written_nulls(node: Parser.Symbol) -> None:
+    """`append` tells a null written in the expression (an item, as in JSONata) from a
+    null read from the data (an empty list, the public contract's "append to null");
+    jsonata gives both the same value, so the written ones are marked here."""
+    procedure = node.procedure
+    if getattr(procedure, "type", None) != "variable" or procedure.value != "append":
+        return
+    for argument in node.arguments or []:
+        if getattr(argument, "type", None) == "value" and argument.value is None:
+            argument.value = WRITTEN_NULL
 
 
 def _check_call(
