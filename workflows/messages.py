@@ -3,6 +3,7 @@ results. pydantic models, carried by temporalio's pydantic data converter."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +52,10 @@ class RunOptions(_Message):
     # Stay well under Temporal's per-execution signal limit (10,000 by default).
     continue_as_new_signals: int = 2_000
     delivered_ids_limit: int = 1_000
+    # Routed events kept for a wait to come; past this the oldest go (with a RunLog).
+    buffered_events_limit: int = 1_000
+    # The processor's clock_skew_tolerance_s: both sides apply one rule with one value.
+    clock_skew_tolerance_s: float = 2.0
 
 
 class CancelRequest(_Message):
@@ -71,6 +76,9 @@ class Carry(_Message):
     delivered_ids: list[str] = Field(default_factory=list)
     buffered: list[DeliveredEvent] = Field(default_factory=list)
     completions: list[TaskCompletion] = Field(default_factory=list)
+    # Where the run's next wait may take events from (workflows/wait_rule.py): the
+    # first execution's start request, or the last wait's resolution.
+    wait_from: datetime | None = None
 
 
 class RunInput(_Message):
