@@ -26,6 +26,7 @@ def test_histories_are_committed() -> None:
         "human-task",
         "child",
         "continue-as-new",
+        "wait-continue-as-new",
     } <= names
 
 
