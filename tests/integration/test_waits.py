@@ -5,6 +5,7 @@ worker polls), and a run parked in one wait on a busy key stays small."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from temporalio.client import Client
 
 from flowledger.settings import Settings
 from processors.app import Processor
+from processors.audit import HELD_HEADER
 from schemas.envelope import EventEnvelope
 from tests.integration.runtime_support import (
     definition,
@@ -27,6 +29,8 @@ from tests.integration.runtime_support import (
     wait_for_events,
     worker,
 )
+from topics.catalogue import AUDIT
+from topics.reader import ReadRecord, read_all
 from workflows import control
 from workflows.client import connect
 from workflows.wait_rule import received_time
@@ -44,7 +48,7 @@ async def processing(settings: Settings) -> AsyncIterator[Processor]:
         await task
 
 
-def doc_event(doc: str, payload: dict[str, Any]) -> EventEnvelope:
+def doc_event(doc: str | None, payload: dict[str, Any]) -> EventEnvelope:
     return EventEnvelope(
         event_id=uuid.uuid4(),
         event_type="doc.changed",
@@ -160,6 +164,32 @@ async def test_a_run_started_while_no_worker_polls_takes_the_event_sent_meanwhil
     assert point is not None and opened is not None
     assert opened - point > timedelta(seconds=skew), "the wait opened soon after the start"
     assert of_type(events, "WaitResolved")[0]["data"]["matched_event_id"] == str(event.event_id)
+
+
+async def test_a_held_event_no_wait_takes_is_audited_when_its_window_ends(
+    settings: Settings,
+) -> None:
+    settings = with_processor(settings, early_event_window_s=2.0)
+    event = doc_event("D4", {"state": "draft"})
+    async with processing(settings) as runner:
+        # An event read later than its window is not held at all: first make sure the
+        # processor reads as events come (an uncorrelated one is never held).
+        await asyncio.to_thread(send, settings, [doc_event(None, {})])
+        await until(lambda: runner.stats.records >= 1, 60, "the processor to read")
+        await asyncio.to_thread(send, settings, [event])
+        await until(lambda: runner.stats.held >= 1, 30, "the event to be held")
+        await until(lambda: runner.stats.expired >= 1, 30, "the held event to expire")
+
+    def audits() -> list[ReadRecord]:
+        return [
+            r
+            for r in read_all(settings, settings.topic(AUDIT))
+            if json.loads(r.value).get("event_id") == str(event.event_id)
+        ]
+
+    held, done = await until(lambda: (found := audits()) and len(found) == 2 and found, 30)
+    assert held.headers.get(HELD_HEADER) == "true" and HELD_HEADER not in done.headers
+    assert json.loads(done.value)["deliveries"] == []
 
 
 async def history_chain(client: Client, workflow_id: str) -> list[int]:
