@@ -86,7 +86,14 @@ class ActionSettings(_Section):
 class WorkflowSettings(_Section):
     # Continue-as-new after this many executed steps (Temporal may ask sooner).
     continue_as_new_steps: int = Field(default=250, ge=10)
+    # Continue-as-new after this many signals in one execution, also while a run sits
+    # in one wait (Temporal refuses signals past 10,000 per execution by default).
+    continue_as_new_signals: int = Field(default=2000, ge=10)
     delivered_ids_limit: int = Field(default=1000, ge=10)
+    # Routed events a run keeps for a wait that may still take them (carried across
+    # continue-as-new, so this times the event size bounds the carried state); past
+    # it the oldest are dropped with a RunLog entry.
+    buffered_events_limit: int = Field(default=1000, ge=1)
     max_definition_bytes: int = Field(default=512 * 1024, ge=1024)
     # Steps inside steps (then/else, body, try/catch), the top-level steps being level
     # 1. Past 60 a step's own fields could no longer fit the document's 128 JSON levels

@@ -15,6 +15,7 @@ from typing import Any
 from processors.bounded import BoundedDict
 from schemas.runtime import RunCompleted, RunStarted, RuntimeEvent, WaitCreated, WaitResolved
 from workflows.messages import run_workflow_id
+from workflows.wait_rule import may_take
 
 WaitKey = tuple[str, str, str]
 
@@ -27,6 +28,8 @@ class OpenWait:
     event_type: str
     correlation_key: str
     created_at: datetime
+    # From the WaitCreated event (its own time for events written before the field).
+    eligible_from: datetime
 
     @property
     def key(self) -> WaitKey:
@@ -34,10 +37,10 @@ class OpenWait:
 
 
 def eligible(wait: OpenWait, received_at: datetime, skew: timedelta) -> bool:
-    """A wait may take an event only if it was open (within the clock-skew tolerance)
-    when Kafka received the event; a wait created later never takes an older event,
-    however late the processor reads it, so routing does not depend on lag."""
-    return wait.created_at <= received_at + skew
+    """The workflow's own rule (workflows.wait_rule), judged on the broker's receipt
+    time, so routing depends neither on the processor's lag nor on when a worker got
+    round to creating the wait."""
+    return may_take(received_at, wait.eligible_from, skew)
 
 
 @dataclass
@@ -71,6 +74,7 @@ class RouterIndex:
                 data.event_type,
                 data.correlation_key,
                 event.occurred_at,
+                data.eligible_from or event.occurred_at,
             )
             self.waits[wait.wait_id] = wait
             self.by_key.setdefault(wait.key, {})[wait.wait_id] = wait

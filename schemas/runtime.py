@@ -108,6 +108,11 @@ class WaitCreatedData(Record):
     filters: list[EventFilter] = Field(default_factory=list)
     timeout_at: Timestamp | None = None
     task_id: str | None = None
+    # Events Kafka received from this time on (less the clock-skew tolerance) are the
+    # wait's to take: the run's start request for its first wait, the resolution of
+    # its previous wait after that (workflows/wait_rule.py). None in events written
+    # before it existed; readers then use the event's own time.
+    eligible_from: Timestamp | None = None
 
 
 class WaitResolvedData(Record):

@@ -94,7 +94,11 @@ class StartedRun:
 def run_options(settings: Settings) -> RunOptions:
     w = settings.workflows
     return RunOptions(
-        continue_as_new_steps=w.continue_as_new_steps, delivered_ids_limit=w.delivered_ids_limit
+        continue_as_new_steps=w.continue_as_new_steps,
+        continue_as_new_signals=w.continue_as_new_signals,
+        delivered_ids_limit=w.delivered_ids_limit,
+        buffered_events_limit=w.buffered_events_limit,
+        clock_skew_tolerance_s=settings.processor.clock_skew_tolerance_s,
     )
 
 

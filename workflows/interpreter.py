@@ -56,7 +56,9 @@ class Interpreter(RunState):
     # -- signals -------------------------------------------------------------
 
     def deliver(self, event: DeliveredEvent) -> bool:
-        """Buffer a routed event; False when its id was seen already."""
+        """Buffer a routed event; False when its id was seen already. The buffer keeps
+        the newest ``buffered_events_limit`` events: a run parked on a busy key stays
+        small, and what it lets go is logged."""
         self.signals.received += 1
         delivered = self.signals.delivered
         if event.event_id in delivered:
@@ -64,7 +66,13 @@ class Interpreter(RunState):
         delivered[event.event_id] = None
         while len(delivered) > self.run.options.delivered_ids_limit:
             delivered.popitem(last=False)
-        self.signals.buffer.append(event)
+        buffer = self.signals.buffer
+        buffer.append(event)
+        excess = len(buffer) - self.run.options.buffered_events_limit
+        if excess > 0:
+            for old in buffer[:excess]:
+                self.drop_buffered(old, "buffer_full")
+            del buffer[:excess]
         return True
 
     def complete_task(self, completion: TaskCompletion) -> None:
@@ -142,6 +150,7 @@ class Interpreter(RunState):
             ) from None
 
     async def _continue_as_new(self, cursor: list[dict[str, Any]]) -> RunResult:
+        self.log_dropped()
         self.event(RunContinuedAsNewData(next_seq=self.seq + 2, steps_executed=self.steps_total))
         await self.flush()
         carry = Carry(
@@ -155,6 +164,7 @@ class Interpreter(RunState):
             buffered=list(self.signals.buffer),
             completions=self.signals.all_completions(),
             semantics_version=self.semantics_version,
+            wait_from=self.wait_from,
         )
         return RunResult(
             run_id=self.run.run_id, status="CONTINUE_AS_NEW", last_seq=self.seq, carry=carry

@@ -78,6 +78,11 @@ class TemporalHost:
     def now(self) -> datetime:
         return workflow.now()
 
+    def start_time(self) -> datetime:
+        # The start request's time (WorkflowExecutionStarted), not the first task's:
+        # a run started while no worker polls still takes the events sent meanwhile.
+        return workflow.info().workflow_start_time
+
     async def emit(self, run_id: str, events: list[dict[str, Any]]) -> None:
         await workflow.execute_activity_method(
             RuntimeActivities.emit_runtime_events,

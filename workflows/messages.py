@@ -3,6 +3,7 @@ results. pydantic models, carried by temporalio's pydantic data converter."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,6 +53,10 @@ class RunOptions(_Message):
     # Stay well under Temporal's per-execution signal limit (10,000 by default).
     continue_as_new_signals: int = 2_000
     delivered_ids_limit: int = 1_000
+    # Routed events kept for a wait to come; past this the oldest go (with a RunLog).
+    buffered_events_limit: int = 1_000
+    # The processor's clock_skew_tolerance_s: both sides apply one rule with one value.
+    clock_skew_tolerance_s: float = 2.0
 
 
 class CancelRequest(_Message):
@@ -73,6 +78,9 @@ class Carry(_Message):
     buffered: list[DeliveredEvent] = Field(default_factory=list)
     completions: list[TaskCompletion] = Field(default_factory=list)
     semantics_version: int = UNPINNED_SEMANTICS_VERSION
+    # Where the run's next wait may take events from (workflows/wait_rule.py): the
+    # first execution's start request, or the last wait's resolution.
+    wait_from: datetime | None = None
 
 
 class RunInput(_Message):

@@ -11,7 +11,7 @@ import copy
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from schemas.base import Record
 from schemas.runtime import (
     EVENT_MODEL_FOR_DATA,
+    RunLogData,
     StepCompletedData,
     StepStartedData,
     WaitCreatedData,
@@ -44,9 +45,20 @@ from workflows.messages import (
 
 FLUSH_EVERY = 200
 
+# Why a buffered event was let go, as the RunLog entry says it.
+DROP_REASONS = {
+    "before_wait": "received before the point the open wait may take events from",
+    "not_taken": "the open wait did not take it, and no later wait may",
+    "buffer_full": "the buffer is at its limit (buffered_events_limit)",
+}
+
 
 class Host(Protocol):
     def now(self) -> datetime: ...
+
+    def start_time(self) -> datetime:
+        """When the run's start was requested (this execution's, for a continued one)."""
+        ...
 
     async def emit(self, run_id: str, events: list[dict[str, Any]]) -> None: ...
 
@@ -91,6 +103,16 @@ class ContinueAsNewRequested(Exception):
         # Set by the container step that is unwinding, consumed by its step list.
         self.container_state: dict[str, Any] | None = None
 
+    @classmethod
+    def inside_step(cls, state: dict[str, Any]) -> ContinueAsNewRequested:
+        """Raised by a step that is itself in progress (a wait): its list records the
+        step's index with ``state`` as the last cursor entry, and the next execution
+        hands that state back to the same step instead of starting it again."""
+        switch = cls(0)
+        switch.cursor = []
+        switch.container_state = state
+        return switch
+
 
 # (run, typed step, step path, iteration, loop locals, resume) -> outcome
 StepHandler = Callable[
@@ -102,6 +124,9 @@ StepHandler = Callable[
 class Signals:
     delivered: OrderedDict[str, None] = field(default_factory=OrderedDict)
     buffer: list[DeliveredEvent] = field(default_factory=list)
+    # Buffered events let go (reason, event) and not logged yet; a RunLog entry goes
+    # out for them with the next emission, so none disappears silently.
+    dropped: list[tuple[str, DeliveredEvent]] = field(default_factory=list)
     # Per task, every completion in the order received: a refused one must not hide a
     # valid one that arrived in the same workflow task.
     completions: dict[str, list[TaskCompletion]] = field(default_factory=dict)
@@ -148,6 +173,9 @@ class RunState:
         self.steps_total = carry.steps_executed if carry else 0
         self.steps_this_execution = 0
         self.executions = carry.executions if carry else 1
+        # The point the run last reached before a wait (workflows/wait_rule.py); None
+        # until asked, then the start request (read from the host inside the workflow).
+        self._wait_from: datetime | None = carry.wait_from if carry else None
         self.system = {
             "run_id": run.run_id,
             "tenant": run.tenant,
@@ -172,11 +200,49 @@ class RunState:
         self.pending.append(envelope.model_dump(mode="json"))
 
     async def flush(self) -> None:
+        self.log_dropped()
         if self.pending:
             batch, self.pending = self.pending, []
             await self.host.emit(self.run.run_id, batch)
 
+    def drop_buffered(self, event: DeliveredEvent, reason: str) -> None:
+        self.signals.dropped.append((reason, event))
+
+    def log_dropped(self) -> None:
+        """One RunLog entry per reason for the buffered events dropped since the last."""
+        if not self.signals.dropped:
+            return
+        dropped, self.signals.dropped = self.signals.dropped, []
+        by_reason: dict[str, list[dict[str, Any]]] = {}
+        for reason, e in dropped:
+            by_reason.setdefault(reason, []).append(
+                {
+                    "event_id": e.event_id,
+                    "event_type": e.event_type,
+                    "correlation_key": e.correlation_key,
+                    "received_at": e.received_at,
+                }
+            )
+        for reason, events in by_reason.items():
+            self.event(
+                RunLogData(
+                    level="WARNING",
+                    message=f"{len(events)} buffered event(s) dropped: {DROP_REASONS[reason]}",
+                    details={"action": "drop_buffered", "reason": reason, "events": events},
+                )
+            )
+
     # -- waits ---------------------------------------------------------------
+
+    @property
+    def wait_from(self) -> datetime:
+        if self._wait_from is None:
+            self._wait_from = self.host.start_time()
+        return self._wait_from
+
+    @property
+    def skew(self) -> timedelta:
+        return timedelta(seconds=self.run.options.clock_skew_tolerance_s)
 
     def open_wait(self, data: WaitCreatedData) -> None:
         self.open_waits[data.wait_id] = data.model_dump(
@@ -185,12 +251,21 @@ class RunState:
         self.status = "WAITING"
         self.event(data)
 
+    def reopen_wait(self, data: WaitCreatedData) -> None:
+        """A wait carried across continue-as-new: open again, not created again (its
+        WaitCreated is in the log already, and the router still has it)."""
+        self.open_waits[data.wait_id] = data.model_dump(
+            mode="json", exclude={"wait_id"}, exclude_unset=True
+        )
+        self.status = "WAITING"
+
     def close_wait(
         self, wait_id: str, resolution: WaitResolution, matched: str | None = None
     ) -> None:
         self.open_waits.pop(wait_id, None)
         if not self.open_waits:
             self.status = "RUNNING"
+        self._wait_from = self.host.now()
         self.event(
             WaitResolvedData(wait_id=wait_id, resolution=resolution, matched_event_id=matched)
         )
@@ -269,10 +344,16 @@ class RunState:
     # -- walking the steps ---------------------------------------------------
 
     def _switch_due(self) -> bool:
-        options = self.run.options
         return (
-            self.steps_this_execution >= options.continue_as_new_steps
-            or self.signals.received >= options.continue_as_new_signals
+            self.steps_this_execution >= self.run.options.continue_as_new_steps
+            or self.switch_due_while_waiting()
+        )
+
+    def switch_due_while_waiting(self) -> bool:
+        """A wait switches on signals and on Temporal's word, never on steps: no step
+        runs while it waits."""
+        return (
+            self.signals.received >= self.run.options.continue_as_new_signals
             or self.host.continue_as_new_suggested()
         )
 
@@ -287,7 +368,8 @@ class RunState:
         start = int(cursor[0]["index"]) if cursor else 0
         for index in range(start, len(steps)):
             resume: Resume | None = None
-            if cursor and index == start and len(cursor) > 1:
+            # A last entry with a state is a step that switched while in progress.
+            if cursor and index == start and (len(cursor) > 1 or cursor[0].get("state")):
                 resume = Resume(state=dict(cursor[0].get("state") or {}), inner=cursor[1:])
             elif self._switch_due() and not (cursor and index == start):
                 raise ContinueAsNewRequested(index)

@@ -44,13 +44,17 @@ from workflows.messages import (
     RunResult,
     run_workflow_id,
 )
-from workflows.run_state import Outcome, Resume, RunState
+from workflows.run_state import ContinueAsNewRequested, Outcome, Resume, RunState
+from workflows.wait_rule import may_take, received_time
 
 Local = dict[str, Any]
 
 # Temporal patch ids of changes of behaviour (see Host.patched).
 REFUSED_RESPONSE_FAILS = "flowledger.human-task.refused-response-fails"
 UNUSABLE_KEY_FAILS = "flowledger.action.unusable-idempotency-key-fails"
+# Dropped buffered events logged at most this many to an entry while a run waits.
+DROPS_PER_LOG = 100
+
 TASK_NAMESPACE = uuid.UUID("5d0b9f7e-3c2a-5e41-8f6d-2b1a0c9e8d7f")
 CHILD_NAMESPACE = uuid.UUID("8a4e2c6b-1f3d-5b7a-9c0e-4d6f8a2b1c3e")
 
@@ -184,52 +188,98 @@ async def event_wait(
     local: Local,
     resume: Resume | None,
 ) -> Outcome:
-    event_type = step.event_type
-    key = it.evaluate(step.correlation_key, path, "correlation_key", local)
-    if key is None or isinstance(key, dict | list) or key_text(key) == "":
-        raise StepError(
-            "ValidationError",
-            WAIT_CORRELATION_KEY_INVALID,
-            f"correlation_key gave {key!r}; a wait needs a key",
-            path,
-        )
-    key_str = key_text(key)
-    filters = it.evaluate(step.filters, path, "filters", local)
-    timeout_ms = step.timeout_ms
-    timeout_at = it.host.now() + timedelta(milliseconds=float(timeout_ms)) if timeout_ms else None
     wid = wait_id(it.run.run_id, path, iteration)
-    it.open_wait(
-        WaitCreatedData(
+    deadline: datetime | None
+    if resume is not None:
+        # Carried across continue-as-new while waiting: the same wait, its deadline.
+        data = WaitCreatedData.model_validate(resume.state["wait"])
+        filters: Any = resume.state["filters"]
+        deadline = _time(resume.state.get("deadline"))
+        it.reopen_wait(data)
+    else:
+        key = it.evaluate(step.correlation_key, path, "correlation_key", local)
+        if key is None or isinstance(key, dict | list) or key_text(key) == "":
+            raise StepError(
+                "ValidationError",
+                WAIT_CORRELATION_KEY_INVALID,
+                f"correlation_key gave {key!r}; a wait needs a key",
+                path,
+            )
+        filters = it.evaluate(step.filters, path, "filters", local)
+        timeout_ms = step.timeout_ms
+        timeout = timedelta(milliseconds=float(timeout_ms)) if timeout_ms else None
+        data = WaitCreatedData(
             wait_id=wid,
             wait_type="event",
             step_path=path,
-            event_type=event_type,
-            correlation_key=key_str,
+            event_type=step.event_type,
+            correlation_key=key_text(key),
             filters=filters,
-            timeout_at=timeout_at,
+            timeout_at=it.host.now() + timeout if timeout else None,
+            eligible_from=it.wait_from,
         )
-    )
-    await it.flush()
+        it.open_wait(data)
+        await it.flush()
+        # The timer starts once the wait is announced, as it always has.
+        deadline = it.host.now() + timeout if timeout else None
+    event_type, key_str = step.event_type, data.correlation_key
+    eligible_from = data.eligible_from or it.wait_from
+    skew = it.skew
     found: list[DeliveredEvent] = []
 
     def ready() -> bool:
-        for index, candidate in enumerate(it.signals.buffer):
-            if (
+        """Take the first buffered event this wait may take; let go of the ones no
+        wait of the run may take any more (the next wait starts no earlier than now)."""
+        if found:
+            return True
+        buffer = it.signals.buffer
+        now = it.host.now()
+        keep: list[DeliveredEvent] = []
+        for index, candidate in enumerate(buffer):
+            received = received_time(candidate.received_at)
+            if not may_take(received, eligible_from, skew):
+                it.drop_buffered(candidate, "before_wait")
+            elif (
                 candidate.event_type == event_type
                 and candidate.correlation_key == key_str
                 and wait_filters.all_match(candidate.payload, filters)
             ):
-                found.append(it.signals.buffer.pop(index))
-                return True
-        return False
+                found.append(candidate)
+                keep.extend(buffer[index + 1 :])
+                break
+            elif not may_take(received, now, skew):
+                it.drop_buffered(candidate, "not_taken")
+            else:
+                keep.append(candidate)
+        if len(keep) != len(buffer):
+            buffer[:] = keep
+        return bool(found)
 
-    timeout_s = float(timeout_ms) / 1000.0 if timeout_ms else None
-    if not ready() and not await it.host.wait_until(ready, timeout_s):
+    def wake() -> bool:
+        return ready() or it.switch_due_while_waiting() or len(it.signals.dropped) >= DROPS_PER_LOG
+
+    while not ready():
+        left = None if deadline is None else (deadline - it.host.now()).total_seconds()
+        if left is not None and left <= 0:
+            break
+        if it.switch_due_while_waiting():
+            raise ContinueAsNewRequested.inside_step(
+                {
+                    "wait": data.model_dump(mode="json"),
+                    "filters": filters,
+                    "deadline": deadline.isoformat() if deadline else None,
+                }
+            )
+        if not await it.host.wait_until(wake, left):
+            break
+        if not found and len(it.signals.dropped) >= DROPS_PER_LOG:
+            await it.flush()
+    if not found:
         it.close_wait(wid, "TIMED_OUT")
         raise StepError(
             "TimeoutError",
             WAIT_TIMED_OUT,
-            f"no {event_type} event for key {key_str} within {timeout_ms} ms",
+            f"no {event_type} event for key {key_str} within {step.timeout_ms} ms",
             path,
             {"wait_id": wid},
         )
@@ -244,6 +294,10 @@ async def event_wait(
     }
     it.assign_map(step.assign, path, local, {"event": context_event})
     return Outcome(output={"event_id": event.event_id})
+
+
+def _time(text: Any) -> datetime | None:
+    return datetime.fromisoformat(str(text)) if text else None
 
 
 async def time_wait(

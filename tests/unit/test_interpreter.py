@@ -22,12 +22,16 @@ from workflows.messages import (
 class MemoryHost:
     def __init__(self, fail_actions: int = 0) -> None:
         self.clock = datetime(2026, 1, 1, tzinfo=UTC)
+        self.started = self.clock
         self.emitted: list[dict[str, Any]] = []
         self.calls: list[ActionRequest] = []
         self.fail_actions = fail_actions
 
     def now(self) -> datetime:
         return self.clock
+
+    def start_time(self) -> datetime:
+        return self.started
 
     async def emit(self, run_id: str, events: list[dict[str, Any]]) -> None:
         self.emitted.extend(events)

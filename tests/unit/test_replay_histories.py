@@ -28,6 +28,7 @@ def test_histories_are_committed() -> None:
         "action-ledger",
         "child",
         "continue-as-new",
+        "wait-continue-as-new",
     } <= names
 
 
