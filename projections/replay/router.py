@@ -14,6 +14,7 @@ from flowledger.settings import Settings
 from processors.correlation import CorrelationPaths, resolve
 from topics.catalogue import AUDIT, EVENTS, RUNTIME
 from topics.reader import read_json
+from workflows.wait_rule import may_take
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class WaitSpan:
     correlation_key: str
     created_at: datetime
     resolved_at: datetime | None = None
+    # What the wait may take events from (workflows.wait_rule); its creation time for
+    # waits written before WaitCreated carried it.
+    eligible_from: datetime | None = None
 
 
 @dataclass
@@ -87,6 +91,7 @@ def wait_spans(runtime: Iterable[Mapping[str, Any]]) -> list[WaitSpan]:
                 str(data.get("event_type")),
                 str(data.get("correlation_key")),
                 at,
+                eligible_from=_time(data.get("eligible_from")) or at,
             )
         elif event.get("type") == "WaitResolved":
             closed.setdefault(str(data.get("wait_id")), at)
@@ -103,8 +108,9 @@ def route(
     skew: timedelta,
 ) -> tuple[dict[str, Any], list[WaitSpan]]:
     """Pure: the correlation an event gets and the waits it would wake. A wait takes
-    the event when it was created no later than the event's broker time (within the
-    skew tolerance) and was still open then, the processor's own rule."""
+    the event when the processor's own rule lets it (workflows.wait_rule: received
+    after the point the wait may take events from, within the skew tolerance) and it
+    was still open then."""
     correlation = resolve(event, paths)
     found = {"key": correlation.key, "source": correlation.source, "detail": correlation.detail}
     if correlation.key is None:
@@ -114,7 +120,7 @@ def route(
         for s in spans
         if (s.tenant, s.event_type, s.correlation_key)
         == (event.get("tenant"), event.get("event_type"), correlation.key)
-        and s.created_at <= received_at + skew
+        and may_take(received_at, s.eligible_from or s.created_at, skew)
         and (s.resolved_at is None or s.resolved_at >= received_at - skew)
     ]
     return found, woken

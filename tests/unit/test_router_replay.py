@@ -66,3 +66,25 @@ def test_a_wait_takes_no_event_from_before_it_opened_or_after_it_closed() -> Non
     assert route(EVENT, T0 + timedelta(minutes=6), SPANS, paths, SKEW)[1] == []
     other_tenant = {**EVENT, "tenant": "globex"}
     assert route(other_tenant, T0 + timedelta(minutes=1), SPANS, paths, SKEW)[1] == []
+
+
+def test_a_wait_takes_what_the_processor_rule_lets_it_take() -> None:
+    # Created late (its worker was away), eligible from the run's start request.
+    late = wait_spans(
+        [
+            runtime(
+                "WaitCreated",
+                T0 + timedelta(minutes=3),
+                wait_id="w2",
+                wait_type="event",
+                event_type="ticket.updated",
+                correlation_key="T-5",
+                eligible_from=T0.isoformat(),
+            )
+        ]
+    )
+    paths = load_paths({"ticket.updated": "ticketId"})
+    assert [w.wait_id for w in route(EVENT, T0 + timedelta(minutes=1), late, paths, SKEW)[1]] == [
+        "w2"
+    ]
+    assert route(EVENT, T0 - timedelta(minutes=1), late, paths, SKEW)[1] == []
