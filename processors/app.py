@@ -384,6 +384,8 @@ class Processor:
     async def _expire(self) -> None:
         gone = self.holding.expire(datetime.now(UTC))
         if gone:
+            for plan in gone:
+                plan.audit = plan.audit.model_copy(update={"expired": True})
             await self._audit_again(gone)
             self.stats.expired += len(gone)
 

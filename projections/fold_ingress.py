@@ -59,10 +59,12 @@ def delivery_key(delivery: Delivery) -> str:
     return f"{delivery.kind}:{delivery.run_id}:{delivery.wait_id or ''}"
 
 
-def audit_status(error_code: str | None, delivery_count: int) -> str:
+def audit_status(error_code: str | None, delivery_count: int, expired: bool = False) -> str:
     if error_code:
         return "error"
-    return "matched" if delivery_count else "unmatched"
+    if delivery_count:
+        return "matched"
+    return "expired" if expired else "unmatched"
 
 
 def _after(at: Coordinates, partition: int, offset: int) -> bool:
@@ -135,7 +137,7 @@ def fold_audit(record: AuditRecord, at: Coordinates, state: AuditState | None) -
                 "correlation_detail": record.correlation_detail,
                 "error_code": record.error_code,
                 "error_message": record.error_message,
-                "status": audit_status(record.error_code, len(all_keys)),
+                "status": audit_status(record.error_code, len(all_keys), record.expired),
                 "delivery_count": len(all_keys),
                 "audit_count": count,
                 "received_at": first_received,

@@ -172,7 +172,8 @@ workflow_runtime_events = Table(
     Column("correlation_detail", Text),
     Column("error_code", String(64)),
     Column("error_message", Text),
-    # matched | unmatched | error, derived from error_code and the deliveries
+    # matched | unmatched | expired | error, derived from error_code, the deliveries
+    # and whether the event was held past its window
     Column("status", String(16), nullable=False),
     Column("delivery_count", Integer, nullable=False),
     Column("audit_count", Integer, nullable=False),

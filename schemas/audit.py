@@ -45,6 +45,10 @@ class AuditRecord(Record):
     error_code: str | None = None
     error_message: str | None = None
     deliveries: list[Delivery] = Field(default_factory=list)
+    expired: bool = Field(
+        default=False,
+        description="held for the early-event window, and no wait took it within it",
+    )
     received_at: Timestamp
     source_topic: str
     source_partition: int = Field(ge=0)

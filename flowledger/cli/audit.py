@@ -17,6 +17,7 @@ app = typer.Typer(help="The audit of every event the processor ingested.")
 class AuditStatus(StrEnum):
     matched = "matched"
     unmatched = "unmatched"
+    expired = "expired"
     error = "error"
 
 
@@ -35,8 +36,9 @@ def list_(
     status: AuditStatus | None = typer.Option(
         None,
         "--status",
-        help="matched: delivered to or started a run; unmatched: no delivery; error: "
-        "the processor reported an error code.",
+        help="matched: delivered to or started a run; unmatched: no delivery; expired: "
+        "held for the early-event window and taken by no wait; error: the processor "
+        "reported an error code.",
     ),
     limit: int = typer.Option(queries.DEFAULT_LIMIT, "--limit", min=1),
     database: str | None = DATABASE,

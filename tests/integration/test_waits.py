@@ -190,6 +190,7 @@ async def test_a_held_event_no_wait_takes_is_audited_when_its_window_ends(
     held, done = await until(lambda: (found := audits()) and len(found) == 2 and found, 30)
     assert held.headers.get(HELD_HEADER) == "true" and HELD_HEADER not in done.headers
     assert json.loads(done.value)["deliveries"] == []
+    assert json.loads(done.value)["expired"] is True and not json.loads(held.value)["expired"]
 
 
 async def history_chain(client: Client, workflow_id: str) -> list[int]:

@@ -411,6 +411,19 @@ def test_audit_error_and_unmatched_status() -> None:
     assert isinstance(values, Upsert) and values.values["status"] == "unmatched"
 
 
+def test_an_expired_held_event_is_audited_expired_unless_something_took_it() -> None:
+    expired = audit_record(4, None).model_copy(update={"error_code": None, "expired": True})
+    values = next(
+        c for c in fold_audit(expired, at(1), None).changes if c.table == "workflow_runtime_events"
+    )
+    assert isinstance(values, Upsert) and values.values["status"] == "expired"
+    started = audit_record(5, "run-s").model_copy(update={"error_code": None, "expired": True})
+    values = next(
+        c for c in fold_audit(started, at(2), None).changes if c.table == "workflow_runtime_events"
+    )
+    assert isinstance(values, Upsert) and values.values["status"] == "matched"
+
+
 def test_definitions_and_tombstones() -> None:
     record = definition_record("acme", "orders", 2)
     folded = fold_definition(record, at(4, topic="flowledger.definitions.v1"), None)
