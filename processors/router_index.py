@@ -12,8 +12,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from processors.bounded import BoundedDict
-from schemas.runtime import RunCompleted, RunStarted, RuntimeEvent, WaitCreated, WaitResolved
+from schemas.runtime import (
+    RUNTIME_EVENT_ADAPTER,
+    RunCompleted,
+    RunReconciled,
+    RunReset,
+    RunStarted,
+    RuntimeEvent,
+    WaitCreated,
+    WaitResolved,
+)
 from workflows.messages import run_workflow_id
 
 WaitKey = tuple[str, str, str]
@@ -80,11 +91,26 @@ class RouterIndex:
             if matched:
                 found = self.resolved_by.get(matched, [])
                 self.resolved_by[matched] = [*found, (event.run_id, event.data.wait_id)]
-        elif isinstance(event, RunCompleted):
-            for wait_id in [w for w, wait in self.waits.items() if wait.run_id == event.run_id]:
-                self._close(wait_id)
+        elif isinstance(event, RunCompleted | RunReconciled):
+            # A run Temporal closed (its own end, or a verdict such as a terminate)
+            # takes no more events.
+            self._close_run(event.run_id)
             self.workflow_ids.pop(event.run_id, None)
+        elif isinstance(event, RunReset):
+            # The waits are what the reset execution's history says they are.
+            self._close_run(event.run_id)
+            for raw in sorted(event.data.events, key=lambda e: int(e.get("seq", 0))):
+                try:
+                    inner = RUNTIME_EVENT_ADAPTER.validate_python(raw)
+                except ValidationError:
+                    continue
+                if inner.run_id == event.run_id and not isinstance(inner, RunReset):
+                    self.apply(inner)
         return None
+
+    def _close_run(self, run_id: str) -> None:
+        for wait_id in [w for w, wait in self.waits.items() if wait.run_id == run_id]:
+            self._close(wait_id)
 
     def _close(self, wait_id: str) -> None:
         wait = self.waits.pop(wait_id, None)
