@@ -79,6 +79,12 @@ def current(
     return reconcile.Current(execution, RUN, "acme", tuple(events), reset, "back to wait 1")
 
 
+def decided(c: reconcile.Closed, cur: reconcile.Current) -> RunReconciled | RunReset:
+    record = reconcile.decide(c, cur)
+    assert record is not None
+    return record
+
+
 def fold_events(events: list[Any], state: RunState | None = None) -> tuple[RunState, ChangeSet]:
     changes = ChangeSet()
     for offset, event in enumerate(events):
@@ -142,7 +148,7 @@ def test_the_visibility_query_names_our_runs_only() -> None:
 def test_reconciled_ends_the_run_and_cancels_its_open_waits_once() -> None:
     state, _ = fold_events([typed(e) for e in HISTORY])
     assert state.row.status == "WAITING"
-    record = reconcile.decide(closed(), current(HISTORY))
+    record = decided(closed(), current(HISTORY))
     folded = fold_runtime(record, Coordinates("rt", 0, 99), state)
     assert folded.applied and folded.state is not None
     assert folded.state.row.status == "TERMINATED"
@@ -161,13 +167,13 @@ def test_reconciled_ends_the_run_and_cancels_its_open_waits_once() -> None:
 def test_reconciled_leaves_a_run_that_finished_itself() -> None:
     done = typed(ev(8, "RunCompleted", {"status": "SUCCEEDED"}))
     state, _ = fold_events([*(typed(e) for e in HISTORY), done])
-    record = reconcile.decide(closed(), current(HISTORY))
+    record = decided(closed(), current(HISTORY))
     assert not fold_runtime(record, Coordinates("rt", 0, 99), state).applied
 
 
 def test_reset_rebuilds_the_run_from_temporals_history() -> None:
     state, _ = fold_events([typed(e) for e in HISTORY])
-    record = reconcile.decide(closed(), current(HISTORY[:3], "e2", reset=True))
+    record = decided(closed(), current(HISTORY[:3], "e2", reset=True))
     folded = fold_runtime(record, Coordinates("rt", 0, 99), state)
     assert folded.applied and folded.state is not None
     assert folded.state.row.status == "WAITING"
