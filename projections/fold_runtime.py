@@ -386,9 +386,15 @@ def _fold_reconciled(
         Upsert(
             STEPS,
             {"run_id": event.run_id, "started_seq": started_seq},
-            {**base, "status": data.status, "completed_at": when, "completed_seq": event.seq},
+            {
+                **base,
+                "step_path": path,
+                "status": data.status,
+                "completed_at": when,
+                "completed_seq": event.seq,
+            },
         )
-        for _path, started_seq in state.open_steps
+        for path, started_seq in state.open_steps
     )
     new_row = _evolve(
         row,

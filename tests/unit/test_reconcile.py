@@ -225,6 +225,27 @@ def test_reset_in_the_database_removes_what_came_after_the_reset_point(engine: E
     assert [(w["wait_id"], w["status"]) for w in shown["waits"]] == [("w1", "RESOLVED")]
 
 
+def test_reconciled_in_the_database_ends_the_run_and_its_open_rows(engine: Engine) -> None:
+    raw = [encode_runtime(typed(e)) for e in HISTORY]
+    record = decided(closed(), current(HISTORY))
+    with engine.begin() as conn:
+        apply_batch(conn, [_runtime(i, v) for i, v in enumerate(raw)])
+    with engine.begin() as conn:
+        result = apply_batch(conn, [_runtime(7, encode_runtime(record))])
+    assert result.errors == 0 and result.applied == 1
+    with db.reading(engine.url.render_as_string(hide_password=False)) as conn:
+        shown = queries.show_run(conn, RUN)
+    assert shown["run"]["status"] == "TERMINATED"
+    assert [(w["wait_id"], w["status"]) for w in shown["waits"]] == [
+        ("w1", "RESOLVED"),
+        ("w2", "CANCELED"),
+    ]
+    assert [(s["started_seq"], s["status"]) for s in shown["steps"]] == [
+        (2, "SUCCEEDED"),
+        (6, "TERMINATED"),
+    ]
+
+
 def test_operator_actions_are_projected(engine: Engine) -> None:
     action = OperatorAction(
         action_id=uuid.uuid4(),
