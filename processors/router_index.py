@@ -2,7 +2,8 @@
 each run's Temporal workflow id, and the early events held for a wait not seen yet.
 
 Built only from runtime events (WaitCreated / WaitResolved / RunStarted /
-RunCompleted), never from the projection database, so every processor instance can
+RunCompleted, and the reconciler's RunReconciled / RunReset), never from the projection
+database, so every processor instance can
 rebuild it from the runtime topic on its own."""
 
 from __future__ import annotations

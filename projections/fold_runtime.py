@@ -327,7 +327,8 @@ def fold_rows(
         )
     elif isinstance(event, RunLog):
         # Run-control requests (e.g. a cancel request) arrive here too: they are
-        # recorded, never turned into a status; only the workflow's RunCompleted is.
+        # recorded, never turned into a status; only the workflow's RunCompleted is (or
+        # Temporal's own verdict, RunReconciled).
         run_log = event.data
         change = Upsert(
             LOGS,

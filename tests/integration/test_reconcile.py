@@ -326,21 +326,42 @@ async def test_runs_terminate_and_the_operator_audit(settings: Settings) -> None
             )
             assert again.exit_code == 2
             assert json.loads(again.stdout)["error"]["code"] == "WORKFLOW_TEMPORAL_TERMINATE_FAILED"
+            late = await asyncio.to_thread(
+                cli, settings, "runs", "cancel", run_id, "--reason", "too late", "--json"
+            )
+            assert late.exit_code == 2
+            task_id = f"task-{uuid.uuid4().hex[:8]}"
+            unknown = await asyncio.to_thread(
+                cli, settings, "tasks", "complete", task_id, "--data", "{}", "--json"
+            )
+            assert unknown.exit_code == 2
+
+            def task_listed() -> list[dict[str, Any]] | None:
+                result = cli(settings, "audit", "operators", "--action", "task_complete", "--json")
+                found: list[dict[str, Any]] = json.loads(result.stdout)
+                return found or None
+
+            tasks = await until(task_listed, REFLECTED_S, "the task completion's audit")
+            assert [(i["task_id"], i["outcome"], i["code"]) for i in tasks] == [
+                (task_id, "refused", "HUMAN_TASK_NOT_FOUND")
+            ]
+            assert tasks[0]["requested_by"]  # the OS user when --by is not given
 
             def listed() -> list[dict[str, Any]] | None:
                 result = cli(settings, "audit", "operators", "--run", run_id, "--json")
                 if result.exit_code != 0:
                     return None
                 items: list[dict[str, Any]] = json.loads(result.stdout)
-                return items if len(items) == 5 else None
+                return items if len(items) == 6 else None
 
-            items = await until(listed, REFLECTED_S, "five operator actions")
+            items = await until(listed, REFLECTED_S, "six operator actions")
     assert [(i["action"], i["outcome"], i["code"]) for i in items] == [
         ("start", "accepted", None),
         ("resume", "refused", "WORKFLOW_TEMPORAL_ACTION_UNSUPPORTED"),
         ("terminate", "refused", "WORKFLOW_TEMPORAL_TERMINATE_FAILED"),
         ("terminate", "accepted", None),
         ("terminate", "refused", "WORKFLOW_TEMPORAL_TERMINATE_FAILED"),
+        ("cancel", "refused", "WORKFLOW_TEMPORAL_CANCEL_FAILED"),
     ]
     assert [i["requested_by"] for i in items[:2]] == ["alice", "bob"]
     assert items[3]["requested_by"] == "carol" and items[3]["reason"] == "operator stop"
