@@ -186,6 +186,9 @@ class ReconcilerSettings(_Section):
     # How far back a (re)started reconciler looks for closed executions; what it
     # already published within this window is published again and changes nothing.
     lookback_s: float = Field(default=24 * 3600.0, gt=0)
+    # How often an execution already recorded is looked at again, in case it was reset
+    # after its terminate (one describe call each).
+    recheck_interval_s: float = Field(default=60.0, gt=0)
 
 
 class ExpressionSettings(_Section):

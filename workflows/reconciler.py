@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,6 +62,7 @@ class Reconciler:
         # reset later). A restart publishes those within the lookback again; the
         # projector lets the copies change nothing.
         self._done: dict[str, str] = {}
+        self._checked: dict[str, float] = {}  # closed execution -> monotonic time
 
     @property
     def producer(self) -> Producer:
@@ -80,9 +82,19 @@ class Reconciler:
         found = [e async for e in self.client.list_workflows(query)]
         found.sort(key=lambda e: e.close_time or since)
         published: list[RunReconciled | RunReset] = []
+        recheck = self.settings.reconciler.recheck_interval_s
+        now = time.monotonic()
+        listed = {e.run_id for e in found}
+        for gone in [e for e in self._done if e not in listed]:
+            # Past the lookback: forgotten, so the bookkeeping stays bounded by it.
+            self._done.pop(gone, None)
+            self._checked.pop(gone, None)
         for execution in found:
             if execution.status not in _VERDICTS:
                 continue
+            if execution.run_id in self._done and now - self._checked[execution.run_id] < recheck:
+                continue
+            self._checked[execution.run_id] = now
             latest = (await self.client.get_workflow_handle(execution.id).describe()).run_id
             latest = latest or execution.run_id
             if self._done.get(execution.run_id) == latest:
