@@ -11,7 +11,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from typer.testing import CliRunner
@@ -21,12 +21,15 @@ from flowledger.settings import Settings
 from flowledger.stack import temporal as temporal_stack
 from processors.app import Processor
 from schemas.envelope import EventEnvelope
-from tests.integration.runtime_support import definition, projector, start, worker
+from tests.integration.runtime_support import definition, projector, record, start, worker
 from tests.waiting import until
 from topics.catalogue import AUDIT
 from topics.publisher import publish
 from topics.reader import read_all
+from workflows import control
+from workflows.client import connect
 from workflows.definitions import store
+from workflows.interpreter_workflow import InterpreterWorkflow
 from workflows.messages import DeliveredEvent, run_workflow_id
 from workflows.reconciler import Reconciler
 
@@ -67,8 +70,6 @@ def temporal_cli(settings: Settings, *args: str) -> None:
 
 @asynccontextmanager
 async def reconciling(settings: Settings) -> AsyncIterator[Reconciler]:
-    from workflows.client import connect
-
     instance = Reconciler(settings, await connect(settings))
     stop = asyncio.Event()
     task = asyncio.create_task(instance.run(stop))
@@ -251,6 +252,29 @@ async def test_reset_through_the_temporal_cli_shows_temporals_history(
             )
     # Replay gives the same tables: the reset record rebuilds the same way from the log.
     assert_rebuild_is_identical(settings)
+
+
+async def test_an_execution_timeout_ends_the_run_timed_out(settings: Settings) -> None:
+    document = waiting_twice(f"k-{uuid.uuid4().hex[:8]}")
+    run_id = str(uuid.uuid4())
+    async with worker(settings) as client, reconciling(settings):
+        with projector(settings):
+            # An execution timeout is Temporal's to enforce: no workflow code sees it.
+            await client.start_workflow(
+                InterpreterWorkflow.run,
+                control.run_input_for(settings, record(document), {}, run_id=run_id),
+                id=run_workflow_id(run_id),
+                task_queue=settings.temporal.task_queue,
+                execution_timeout=timedelta(seconds=3),
+            )
+
+            def timed_out() -> dict[str, Any] | None:
+                found = shown(settings, run_id)
+                return found if found and found["run"]["status"] == "TIMED_OUT" else None
+
+            found = await until(timed_out, REFLECTED_S, "TIMED_OUT in runs show")
+    assert [w["status"] for w in found["waits"]] == ["CANCELED"]
+    assert found["run"]["completed_at"] is not None
 
 
 async def test_runs_terminate_and_the_operator_audit(settings: Settings) -> None:
