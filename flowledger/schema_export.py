@@ -17,6 +17,7 @@ from flowledger.errors import FlowledgerError
 from schemas.audit import AuditRecord
 from schemas.definition_record import DefinitionRecord
 from schemas.envelope import EventEnvelope
+from schemas.operator import OperatorAction
 from schemas.runtime import RuntimeEvent
 from workflows.definitions.model import definition_json_schema
 
@@ -33,6 +34,7 @@ EXPORTS: dict[str, Callable[[], dict[str, Any]]] = {
     "runtime-event.schema.json": _runtime,
     "definition-record.schema.json": DefinitionRecord.model_json_schema,
     "definition.schema.json": definition_json_schema,
+    "operator-action.schema.json": OperatorAction.model_json_schema,
 }
 
 

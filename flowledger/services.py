@@ -1,4 +1,4 @@
-"""The runtime's own components (processor, worker, projector) as child processes of
+"""The runtime's own components (processor, worker, projector, reconciler) as child processes of
 `flowledger up`, recorded in <state>/services.json next to stack.json so that `down`
 (or `up` again) finds them."""
 
@@ -18,6 +18,7 @@ COMPONENTS: dict[str, list[str]] = {
     "worker": ["worker"],
     "projector": ["projector"],
     "processor": ["processor"],
+    "reconciler": ["reconciler"],
 }
 FILE = "services.json"
 # Long enough for the processor to finish its batches in flight and commit.

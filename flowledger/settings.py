@@ -195,6 +195,17 @@ class ProjectorSettings(_Section):
     batch_size: int = Field(default=10_000, ge=1)
 
 
+class ReconcilerSettings(_Section):
+    # How often Temporal's visibility is asked for runs it closed on its own.
+    poll_interval_s: float = Field(default=2.0, gt=0)
+    # How far back a (re)started reconciler looks for closed executions; what it
+    # already published within this window is published again and changes nothing.
+    lookback_s: float = Field(default=24 * 3600.0, gt=0)
+    # How often an execution already recorded is looked at again, in case it was reset
+    # after its terminate (one describe call each).
+    recheck_interval_s: float = Field(default=60.0, gt=0)
+
+
 class ExpressionSettings(_Section):
     extra_functions: list[str] = Field(default_factory=list)
     step_budget: int = Field(default=DEFAULT_STEP_BUDGET, ge=1)
@@ -224,6 +235,7 @@ class Settings(BaseSettings):
     stack: StackSettings = Field(default_factory=StackSettings)
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     projector: ProjectorSettings = Field(default_factory=ProjectorSettings)
+    reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
     expressions: ExpressionSettings = Field(default_factory=ExpressionSettings)
     actions: ActionSettings = Field(default_factory=ActionSettings)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)

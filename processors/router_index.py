@@ -2,7 +2,8 @@
 each run's Temporal workflow id, and the early events held for a wait not seen yet.
 
 Built only from runtime events (WaitCreated / WaitResolved / RunStarted /
-RunCompleted), never from the projection database, so every processor instance can
+RunCompleted, and the reconciler's RunReconciled / RunReset), never from the projection
+database, so every processor instance can
 rebuild it from the runtime topic on its own."""
 
 from __future__ import annotations
@@ -12,8 +13,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from processors.bounded import BoundedDict
-from schemas.runtime import RunCompleted, RunStarted, RuntimeEvent, WaitCreated, WaitResolved
+from schemas.runtime import (
+    RUNTIME_EVENT_ADAPTER,
+    RunCompleted,
+    RunReconciled,
+    RunReset,
+    RunStarted,
+    RuntimeEvent,
+    WaitCreated,
+    WaitResolved,
+)
 from workflows.messages import run_workflow_id
 from workflows.wait_rule import may_take
 
@@ -86,11 +98,26 @@ class RouterIndex:
                 key = (event.tenant, matched)
                 found = self.resolved_by.get(key, [])
                 self.resolved_by[key] = [*found, (event.run_id, event.data.wait_id)]
-        elif isinstance(event, RunCompleted):
-            for wait_id in [w for w, wait in self.waits.items() if wait.run_id == event.run_id]:
-                self._close(wait_id)
+        elif isinstance(event, RunCompleted | RunReconciled):
+            # A run Temporal closed (its own end, or a verdict such as a terminate)
+            # takes no more events.
+            self._close_run(event.run_id)
             self.workflow_ids.pop(event.run_id, None)
+        elif isinstance(event, RunReset):
+            # The waits are what the reset execution's history says they are.
+            self._close_run(event.run_id)
+            for raw in sorted(event.data.events, key=lambda e: int(e.get("seq", 0))):
+                try:
+                    inner = RUNTIME_EVENT_ADAPTER.validate_python(raw)
+                except ValidationError:
+                    continue
+                if inner.run_id == event.run_id and not isinstance(inner, RunReset):
+                    self.apply(inner)
         return None
+
+    def _close_run(self, run_id: str) -> None:
+        for wait_id in [w for w, wait in self.waits.items() if wait.run_id == run_id]:
+            self._close(wait_id)
 
     def _close(self, wait_id: str) -> None:
         wait = self.waits.pop(wait_id, None)

@@ -103,6 +103,9 @@ _RUN_PROGRESS_COLUMNS = frozenset(
 def _writes(dialect: Dialect, folded: Folded) -> Writes:
     changes = folded.changes
     out = Writes(rows=len(changes) + len(folded.touched))
+    for table_name, run_id in sorted(changes.run_deletes):
+        table = t.TABLES[table_name]
+        out.deletes.append(delete(table).where(table.c.run_id == run_id))
     for (table_name, _), key in changes.deletes.items():
         table = t.TABLES[table_name]
         out.deletes.append(delete(table).where(and_(*(table.c[k] == v for k, v in key.items()))))

@@ -24,6 +24,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "workflow_definitions": ("tenant", "definition_id", "version"),
     "workflow_event_deliveries": ("audit_id", "delivery_key"),
     "workflow_human_tasks": ("task_id",),
+    "workflow_operator_actions": ("action_id",),
     "workflow_run_logs": ("run_id", "seq"),
     "workflow_run_steps": ("run_id", "started_seq"),
     "workflow_run_waits": ("run_id", "wait_id"),
@@ -72,7 +73,14 @@ class Delete(NamedTuple):
     key: Mapping[str, Any]
 
 
-Change = Upsert | Delete
+class DeleteRun(NamedTuple):
+    """Delete every row of one run in ``table`` (a reset rebuilds the run's rows)."""
+
+    table: str
+    run_id: str
+
+
+Change = Upsert | Delete | DeleteRun
 
 
 @dataclass
@@ -82,8 +90,13 @@ class ChangeSet:
 
     upserts: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = field(default_factory=dict)
     deletes: dict[tuple[str, tuple[Any, ...]], Mapping[str, Any]] = field(default_factory=dict)
+    # (table, run_id) of DeleteRun changes; they run before every upsert of the batch
+    run_deletes: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, change: Change) -> None:
+        if isinstance(change, DeleteRun):
+            self._delete_run(change)
+            return
         table, key = change[0], change[1]
         slot = (table, _KEY_OF[table](key))
         if isinstance(change, Delete):
@@ -96,9 +109,26 @@ class ChangeSet:
         else:
             row.update(change.values)
 
+    def _delete_run(self, change: DeleteRun) -> None:
+        # Rows of the run changed earlier in the batch go too; the statement itself
+        # removes those written by earlier batches.
+        for slot in [
+            s
+            for s, row in self.upserts.items()
+            if s[0] == change.table and row.get("run_id") == change.run_id
+        ]:
+            del self.upserts[slot]
+        for slot in [
+            s
+            for s, key in self.deletes.items()
+            if s[0] == change.table and key.get("run_id") == change.run_id
+        ]:
+            del self.deletes[slot]
+        self.run_deletes.add((change.table, change.run_id))
+
     def extend(self, changes: Iterable[Change]) -> None:
         for change in changes:
             self.add(change)
 
     def __len__(self) -> int:
-        return len(self.upserts) + len(self.deletes)
+        return len(self.upserts) + len(self.deletes) + len(self.run_deletes)

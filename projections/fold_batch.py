@@ -15,19 +15,21 @@ from projections.fold_ingress import (
     fold_audit,
     fold_definition,
     fold_definition_tombstone,
+    fold_operator_action,
     parse_definition_key,
 )
 from projections.fold_runtime import RunState, fold_rows
 from projections.records import Decoded, Incoming, Slot
 from schemas.audit import AuditRecord
 from schemas.definition_record import DefinitionRecord
+from schemas.operator import OperatorAction
 from schemas.runtime import RuntimeEvent
 
 DefinitionKey = tuple[str, str, int]
 AuditStates = dict[str, AuditState]
 DefinitionStates = dict[DefinitionKey, DefinitionState]
 RunStates = dict[str, RunState | None]  # None: the run is not in the database
-_FULL_ROW_EVENTS = frozenset({"RunStarted", "RunCompleted"})
+_FULL_ROW_EVENTS = frozenset({"RunStarted", "RunCompleted", "RunReconciled", "RunReset"})
 
 
 @dataclass
@@ -92,6 +94,10 @@ def fold_batch(
             applied += 1
             for change in run_changes:
                 changes.add(change)
+            continue
+        if isinstance(record, OperatorAction):
+            applied += 1
+            changes.extend(fold_operator_action(record, item.at))
             continue
         if isinstance(record, AuditRecord):
             key = audit_id(record)

@@ -22,10 +22,12 @@ from projections.changes import Change, Coordinates, Delete, Upsert
 from schemas.audit import AuditRecord, Delivery
 from schemas.definition_record import DefinitionRecord
 from schemas.definition_record import parse_definition_key as parse_key
+from schemas.operator import OperatorAction
 
 AUDIT = "workflow_runtime_events"
 DELIVERIES = "workflow_event_deliveries"
 DEFINITIONS = "workflow_definitions"
+OPERATOR_ACTIONS = "workflow_operator_actions"
 
 
 @dataclass(frozen=True)
@@ -221,3 +223,28 @@ def fold_definition_tombstone(
         return DefinitionFolded(state, (), applied=False)
     gone = DefinitionState(at.partition, at.offset, None)
     return DefinitionFolded(gone, (Delete(DEFINITIONS, row_key),), True)
+
+
+def fold_operator_action(record: OperatorAction, at: Coordinates) -> tuple[Change, ...]:
+    """One row per request, keyed by its action_id: a copy of the record (a producer
+    retry, a replay) writes the same row again."""
+    return (
+        Upsert(
+            OPERATOR_ACTIONS,
+            {"action_id": str(record.action_id)},
+            {
+                "action": record.action,
+                "tenant": record.tenant,
+                "run_id": record.run_id,
+                "task_id": record.task_id,
+                "requested_by": record.requested_by,
+                "requested_at": record.requested_at.astimezone(UTC),
+                "reason": record.reason,
+                "outcome": record.outcome,
+                "code": record.code,
+                "message": record.message,
+                "details": record.details,
+                **at.provenance(str(record.action_id)),
+            },
+        ),
+    )

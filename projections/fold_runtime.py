@@ -3,7 +3,14 @@ changes). No I/O; the applier loads the state of the runs a batch touches and wr
 changes.
 
 Idempotency rests on the per-run ``seq``: an event whose seq is not above the run's last
-applied seq (a redelivery, an activity retry, a replayed partition) changes nothing."""
+applied seq (a redelivery, an activity retry, a replayed partition) changes nothing.
+
+The two events the reconciler writes (Temporal's verdict, not workflow code's) have
+their own rules, both deterministic in partition order: ``RunReconciled`` applies once,
+to a run not yet closed, whatever its seq; ``RunReset`` applies unless the run was
+already rebuilt from the same execution through the same seq or further, and replaces
+the run's rows by the fold of the events it carries (Temporal's history of the new
+execution), so that live events of that execution after it are accepted by seq."""
 
 from __future__ import annotations
 
@@ -11,8 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from projections.changes import Change, Coordinates, Upsert
+from pydantic import ValidationError
+
+from projections.changes import Change, Coordinates, DeleteRun, Upsert
 from schemas.runtime import (
+    RUNTIME_EVENT_ADAPTER,
     TERMINAL_STATUSES,
     ActionInvocation,
     HumanTaskCompleted,
@@ -21,6 +31,8 @@ from schemas.runtime import (
     RunContinuedAsNew,
     RunError,
     RunLog,
+    RunReconciled,
+    RunReset,
     RunStarted,
     RuntimeEvent,
     StepCompleted,
@@ -36,6 +48,8 @@ WAITS = "workflow_run_waits"
 TASKS = "workflow_human_tasks"
 LOGS = "workflow_run_logs"
 ACTIONS = "workflow_action_invocations"
+# The tables holding a run's rows besides workflow_runs: what a reset rebuilds.
+RUN_CHILD_TABLES = (STEPS, WAITS, TASKS, LOGS, ACTIONS)
 
 
 _ZERO = timedelta(0)
@@ -74,6 +88,9 @@ class RunRow:
     last_seq: int = 0
     continued_as_new_count: int = 0
     semantics_version: int | None = None
+    # the Temporal execution and seq a RunReset last rebuilt the run from
+    reset_execution_id: str | None = None
+    reset_through_seq: int = 0
     # the record that last changed the row
     source_topic: str = ""
     source_partition: int = 0
@@ -130,6 +147,10 @@ def fold_rows(
 ) -> tuple[RunState, tuple[Change, ...]] | None:
     """``fold_runtime`` without the ``workflow_runs`` change, which the applier writes
     once per run and batch from the final state; None when the event is stale."""
+    if isinstance(event, RunReconciled):
+        return _fold_reconciled(event, at, state)
+    if isinstance(event, RunReset):
+        return _fold_reset(event, at, state)
     if state is not None and event.seq <= state.row.last_seq:
         return None
     if state is None:
@@ -309,7 +330,8 @@ def fold_rows(
         )
     elif isinstance(event, RunLog):
         # Run-control requests (e.g. a cancel request) arrive here too: they are
-        # recorded, never turned into a status; only the workflow's RunCompleted is.
+        # recorded, never turned into a status; only the workflow's RunCompleted is (or
+        # Temporal's own verdict, RunReconciled).
         run_log = event.data
         change = Upsert(
             LOGS,
@@ -339,6 +361,98 @@ def fold_rows(
         upd["status"] = "WAITING" if open_waits else "RUNNING"
     new_state = RunState(_evolve(row, **upd), open_waits, open_steps)
     return new_state, (() if change is None else (change,))
+
+
+def _fold_reconciled(
+    event: RunReconciled, at: Coordinates, state: RunState | None
+) -> tuple[RunState, tuple[Change, ...]] | None:
+    """Temporal closed the run: it ends with Temporal's status, its open waits are
+    CANCELED and its open steps end with the same status. A run already closed keeps
+    its end (a copy of the record, or a verdict on a run that did finish)."""
+    if state is None:
+        state = RunState(RunRow(run_id=event.run_id, tenant=event.tenant))
+    row = state.row
+    if row.status in TERMINAL:
+        return None
+    data = event.data
+    when = utc(data.closed_at)
+    event_id = str(event.event_id)
+    base = {"tenant": event.tenant, **at.provenance(event_id)}
+    changes: list[Change] = [
+        Upsert(
+            WAITS,
+            {"run_id": event.run_id, "wait_id": wait_id},
+            {**base, "status": "CANCELED", "resolved_at": when, "resolved_seq": event.seq},
+        )
+        for wait_id in sorted(state.open_waits)
+    ]
+    changes.extend(
+        Upsert(
+            STEPS,
+            {"run_id": event.run_id, "started_seq": started_seq},
+            {
+                **base,
+                "step_path": path,
+                "status": data.status,
+                "completed_at": when,
+                "completed_seq": event.seq,
+            },
+        )
+        for path, started_seq in state.open_steps
+    )
+    new_row = _evolve(
+        row,
+        status=data.status,
+        error={
+            "category": "Temporal",
+            "code": data.status,
+            "message": data.reason or f"Temporal closed the run: {data.status}",
+            "details": {"identity": data.identity, "execution_id": data.execution_id},
+        },
+        completed_at=when,
+        updated_at=when,
+        current_step_path=None,
+        last_seq=max(row.last_seq, event.seq),
+        **at.provenance(event_id),
+    )
+    return RunState(new_row), tuple(changes)
+
+
+def _fold_reset(
+    event: RunReset, at: Coordinates, state: RunState | None
+) -> tuple[RunState, tuple[Change, ...]] | None:
+    """Rebuild the run from the events of Temporal's history that the record carries."""
+    data = event.data
+    if (
+        state is not None
+        and state.row.reset_execution_id == data.execution_id
+        and state.row.reset_through_seq >= data.through_seq
+    ):
+        return None
+    rebuilt = RunState(RunRow(run_id=event.run_id, tenant=event.tenant))
+    changes: list[Change] = [DeleteRun(table, event.run_id) for table in RUN_CHILD_TABLES]
+    for raw in sorted(data.events, key=lambda e: int(e.get("seq", 0))):
+        try:
+            inner = RUNTIME_EVENT_ADAPTER.validate_python(raw)
+        except ValidationError:
+            # The history is Temporal's and was valid when emitted; a record that
+            # breaks the schema now changes nothing rather than stopping the rebuild.
+            continue
+        if isinstance(inner, RunReconciled | RunReset) or inner.run_id != event.run_id:
+            continue
+        folded = fold_rows(inner, at, rebuilt)
+        if folded is None:
+            continue
+        rebuilt, inner_changes = folded
+        changes.extend(inner_changes)
+    new_row = _evolve(
+        rebuilt.row,
+        reset_execution_id=data.execution_id,
+        reset_through_seq=data.through_seq,
+        last_seq=max(rebuilt.row.last_seq, data.through_seq),
+        **at.provenance(str(event.event_id)),
+    )
+    return RunState(new_row, rebuilt.open_waits, rebuilt.open_steps), tuple(changes)
 
 
 def run_values(row: RunRow) -> dict[str, Any]:

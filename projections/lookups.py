@@ -24,6 +24,17 @@ def find_task(database_url: str, task_id: str) -> dict[str, Any]:
     return dict(row)
 
 
+def tenant_of(database_url: str, run_id: str) -> str | None:
+    """The run's tenant as projected, for the operator audit; None when unknown."""
+    query = select(workflow_runs.c.tenant).where(workflow_runs.c.run_id == run_id)
+    try:
+        with db.reading(database_url) as conn:
+            found = conn.execute(query).scalar()
+    except ServiceUnavailable:
+        found = None
+    return str(found) if found else None
+
+
 def workflow_id_of(database_url: str, run_id: str) -> str:
     """Runs started by an event have a trigger workflow id, which the run projection
     knows; with no projection yet, a run started by `runs start` has the plain id."""

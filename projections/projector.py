@@ -31,7 +31,7 @@ from projections.codes import KAFKA_FATAL
 from projections.pipeline import Pipeline, retry_database
 from projections.records import Incoming, Kind
 from topics import admin, clients
-from topics.catalogue import AUDIT, DEFINITIONS, RUNTIME
+from topics.catalogue import AUDIT, DEFINITIONS, OPERATORS, RUNTIME
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ def topic_kinds(settings: Settings) -> dict[str, Kind]:
         settings.topic(RUNTIME): "runtime",
         settings.topic(AUDIT): "audit",
         settings.topic(DEFINITIONS): "definitions",
+        settings.topic(OPERATORS): "operators",
     }
 
 

@@ -254,6 +254,38 @@ def list_audit(
     return out
 
 
+OPERATOR_FIELDS = (
+    "action_id",
+    "action",
+    "outcome",
+    "code",
+    "requested_by",
+    "requested_at",
+    "tenant",
+    "run_id",
+    "task_id",
+    "reason",
+    "message",
+    "details",
+)
+
+
+def list_operator_actions(
+    conn: Connection,
+    *,
+    tenant: str | None = None,
+    run_id: str | None = None,
+    action: str | None = None,
+    outcome: str | None = None,
+    limit: int | None = DEFAULT_LIMIT,
+) -> list[dict[str, Any]]:
+    """Operator requests, oldest first."""
+    o = t.workflow_operator_actions
+    query = select(o).order_by(o.c.requested_at, o.c.action_id)
+    query = _narrowed(query, o, limit, tenant=tenant, run_id=run_id, action=action, outcome=outcome)
+    return _rows(conn, query, OPERATOR_FIELDS)
+
+
 def list_definitions(
     conn: Connection, *, tenant: str | None = None, limit: int | None = DEFAULT_LIMIT
 ) -> list[dict[str, Any]]:

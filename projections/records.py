@@ -16,10 +16,17 @@ from projections.fold_ingress import fold_definition_tombstone
 from schemas.audit import AuditRecord
 from schemas.codes import RECORD_EMPTY
 from schemas.definition_record import DefinitionRecord
+from schemas.operator import OperatorAction
 from schemas.runtime import RUNTIME_EVENT_ADAPTER, RuntimeEvent
-from topics.serde import RecordRefused, decode_audit, decode_definition, decode_runtime
+from topics.serde import (
+    RecordRefused,
+    decode_audit,
+    decode_definition,
+    decode_operator_action,
+    decode_runtime,
+)
 
-Kind = Literal["runtime", "audit", "definitions"]
+Kind = Literal["runtime", "audit", "definitions", "operators"]
 Slot = tuple[str, int]  # (topic, partition)
 
 
@@ -42,7 +49,7 @@ class Refusal:
     problems: list[dict[str, Any]] | None = None
 
 
-Decoded = tuple[Incoming, RuntimeEvent | AuditRecord | DefinitionRecord | None]
+Decoded = tuple[Incoming, RuntimeEvent | AuditRecord | DefinitionRecord | OperatorAction | None]
 
 
 def slot(record: Incoming) -> Slot:
@@ -58,7 +65,9 @@ def ends(records: Sequence[Incoming]) -> dict[Slot, int]:
     return out
 
 
-def _decode(item: Incoming) -> RuntimeEvent | AuditRecord | DefinitionRecord | None:
+def _decode(
+    item: Incoming,
+) -> RuntimeEvent | AuditRecord | DefinitionRecord | OperatorAction | None:
     """The typed record; None for a definitions tombstone; raises RecordRefused."""
     value = item.value
     if value is None:
@@ -72,11 +81,15 @@ def _decode(item: Incoming) -> RuntimeEvent | AuditRecord | DefinitionRecord | N
             return RUNTIME_EVENT_ADAPTER.validate_json(value)
         if item.kind == "audit":
             return AuditRecord.model_validate_json(value)
+        if item.kind == "operators":
+            return OperatorAction.model_validate_json(value)
         return DefinitionRecord.model_validate_json(value)
     if item.kind == "runtime":
         return decode_runtime(value)
     if item.kind == "audit":
         return decode_audit(value)
+    if item.kind == "operators":
+        return decode_operator_action(value)
     return decode_definition(value)
 
 

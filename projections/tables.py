@@ -92,6 +92,8 @@ workflow_runs = Table(
     Column("last_seq", BigInteger, nullable=False),
     Column("continued_as_new_count", Integer, nullable=False),
     Column("semantics_version", Integer),
+    Column("reset_execution_id", String(64)),
+    Column("reset_through_seq", BigInteger, nullable=False, server_default="0"),
     *_provenance(),
     Index(None, "tenant", "status", "updated_at"),
     Index(None, "definition_id", "version"),
@@ -263,6 +265,27 @@ workflow_run_logs = Table(
     Column("details", JSON),
     _ts("occurred_at"),
     *_provenance(),
+)
+
+workflow_operator_actions = Table(
+    "workflow_operator_actions",
+    metadata,
+    # One row per run-control request an operator made, accepted or refused.
+    Column("action_id", String(64), primary_key=True),
+    Column("action", String(32), nullable=False),
+    Column("tenant", String(NAME)),
+    Column("run_id", String(ID)),
+    Column("task_id", String(ID)),
+    Column("requested_by", String(NAME), nullable=False),
+    _ts("requested_at"),
+    Column("reason", Text),
+    Column("outcome", String(16), nullable=False),
+    Column("code", String(64)),
+    Column("message", Text),
+    Column("details", JSON),
+    *_provenance(),
+    Index(None, "tenant", "requested_at"),
+    Index(None, "run_id"),
 )
 
 projection_checkpoints = Table(

@@ -16,9 +16,15 @@ from schemas.base import NonEmptyStr, Record, Timestamp
 
 RUNTIME_NAMESPACE = uuid.UUID("6b1f3c1e-2a57-5d0e-9a3c-4f6e0f1a7d21")
 
-RunStatus = Literal["RUNNING", "WAITING", "SUCCEEDED", "FAILED", "CANCELED"]
+RunStatus = Literal[
+    "RUNNING", "WAITING", "SUCCEEDED", "FAILED", "CANCELED", "TERMINATED", "TIMED_OUT"
+]
 TerminalStatus = Literal["SUCCEEDED", "FAILED", "CANCELED"]
-TERMINAL_STATUSES: frozenset[str] = frozenset(get_args(TerminalStatus))
+# Temporal's verdicts on a run its workflow code never got to finish (RunReconciled).
+ReconciledStatus = Literal["TERMINATED", "TIMED_OUT"]
+TERMINAL_STATUSES: frozenset[str] = frozenset(get_args(TerminalStatus)) | frozenset(
+    get_args(ReconciledStatus)
+)
 WaitResolution = Literal["RESOLVED", "TIMED_OUT", "CANCELED"]
 WaitType = Literal["event", "time", "human"]
 FilterOp = Literal[
@@ -171,6 +177,33 @@ class RunContinuedAsNewData(Record):
     steps_executed: int = Field(default=0, ge=0)
 
 
+class RunReconciledData(Record):
+    """Temporal closed the run without its workflow code finishing it (terminated in the
+    UI or CLI, `runs terminate`, an execution timeout). Written by the reconciler, never
+    by workflow code: it records Temporal's decision."""
+
+    status: ReconciledStatus
+    closed_at: Timestamp
+    reason: str | None = None
+    identity: str | None = None
+    execution_id: NonEmptyStr
+
+
+class RunResetData(Record):
+    """Temporal reset the run: ``events`` are every runtime event the current execution
+    (with the executions it continued from) has emitted, as its history shows them; the
+    run's rows are rebuilt from them. ``through_seq`` is the highest seq among them, so
+    a later reset record of the same execution that knows more supersedes this one and
+    a copy of it changes nothing."""
+
+    execution_id: NonEmptyStr
+    reset_from_execution_id: NonEmptyStr
+    through_seq: int = Field(ge=0)
+    reason: str | None = None
+    identity: str | None = None
+    events: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class _RuntimeEventBase(Record):
     event_id: uuid.UUID
     run_id: NonEmptyStr
@@ -234,6 +267,16 @@ class RunContinuedAsNew(_RuntimeEventBase):
     data: RunContinuedAsNewData
 
 
+class RunReconciled(_RuntimeEventBase):
+    type: Literal["RunReconciled"] = "RunReconciled"
+    data: RunReconciledData
+
+
+class RunReset(_RuntimeEventBase):
+    type: Literal["RunReset"] = "RunReset"
+    data: RunResetData
+
+
 RuntimeEvent = Annotated[
     RunStarted
     | StepStarted
@@ -245,7 +288,9 @@ RuntimeEvent = Annotated[
     | HumanTaskCompleted
     | RunLog
     | RunCompleted
-    | RunContinuedAsNew,
+    | RunContinuedAsNew
+    | RunReconciled
+    | RunReset,
     Field(discriminator="type"),
 ]
 

@@ -13,6 +13,7 @@ AUDIT = "flowledger.audit.v1"
 RUNTIME = "flowledger.runtime.v1"
 DEFINITIONS = "flowledger.definitions.v1"
 DEADLETTER = "flowledger.deadletter.v1"
+OPERATORS = "flowledger.operators.v1"
 INTERNAL_PREFIX = "flowledger.internal."
 
 _THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
@@ -64,6 +65,13 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "delete", "retention.ms": str(_THIRTY_DAYS_MS)},
             key="original key",
             purpose="records the processor refused, with reason headers",
+        ),
+        TopicSpec(
+            settings.topic(OPERATORS),
+            1,
+            {"cleanup.policy": "delete", "retention.ms": "-1"},
+            key="action_id",
+            purpose="every run-control request an operator made, accepted or refused",
         ),
     ]
     # Set on every topic alike: a record one topic takes, the next one takes too.

@@ -12,6 +12,7 @@ from schemas.audit import AuditRecord
 from schemas.bounded_json import RecordRefused, parse_json
 from schemas.definition_record import DefinitionRecord
 from schemas.envelope import EventEnvelope
+from schemas.operator import OperatorAction
 from schemas.runtime import RUNTIME_EVENT_ADAPTER, RuntimeEvent
 
 M = TypeVar("M", bound=BaseModel)
@@ -23,6 +24,7 @@ __all__ = [
     "decode_audit",
     "decode_definition",
     "decode_envelope",
+    "decode_operator_action",
     "decode_runtime",
     "encode",
     "encode_runtime",
@@ -109,3 +111,7 @@ def decode_audit(raw: bytes | str) -> AuditRecord:
 
 def decode_definition(raw: bytes | str) -> DefinitionRecord:
     return _validate(DefinitionRecord, _parse_json(raw), "definition record")
+
+
+def decode_operator_action(raw: bytes | str) -> OperatorAction:
+    return _validate(OperatorAction, _parse_json(raw), "operator action")

@@ -76,6 +76,8 @@ RUN_CANCELED: Final = "RUN_CANCELED"
 WORKFLOW_TEMPORAL_ACTION_UNSUPPORTED: Final = "WORKFLOW_TEMPORAL_ACTION_UNSUPPORTED"
 #: Temporal refused the cancel; nothing changed (409).
 WORKFLOW_TEMPORAL_CANCEL_FAILED: Final = "WORKFLOW_TEMPORAL_CANCEL_FAILED"
+#: Temporal refused the terminate (unreachable, or the run already closed); nothing changed.
+WORKFLOW_TEMPORAL_TERMINATE_FAILED: Final = "WORKFLOW_TEMPORAL_TERMINATE_FAILED"
 #: Temporal refused the signal; nothing changed.
 WORKFLOW_TEMPORAL_SIGNAL_FAILED: Final = "WORKFLOW_TEMPORAL_SIGNAL_FAILED"
 #: Workflow code built a runtime event that breaks its schema.

@@ -1,5 +1,6 @@
-"""Run control: start, cancel and rerun go to Temporal, the only execution authority;
-resume, retry and requeue exist only to refuse, since Temporal owns those decisions."""
+"""Run control: start, cancel, terminate and rerun go to Temporal, the only execution
+authority; resume, retry and requeue exist only to refuse, since Temporal owns those
+decisions."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from workflows.codes import (
     RUN_NOT_FOUND,
     WORKFLOW_TEMPORAL_ACTION_UNSUPPORTED,
     WORKFLOW_TEMPORAL_CANCEL_FAILED,
+    WORKFLOW_TEMPORAL_TERMINATE_FAILED,
 )
 from workflows.interpreter_workflow import InterpreterWorkflow
 from workflows.messages import (
@@ -284,6 +286,52 @@ async def cancel(
         "run_id": run_id,
         "reason": reason,
         "note": "the run turns CANCELED once its workflow has stopped",
+    }
+
+
+async def terminate(
+    settings: Settings,
+    client: Client | None,
+    run_id: str,
+    reason: str,
+    requested_by: str | None = None,
+    *,
+    workflow_id: str | None = None,
+) -> dict[str, Any]:
+    """Temporal first, as for cancel; but no workflow code runs: Temporal closes the
+    execution, and the reconciler publishes that verdict (RunReconciled), which turns
+    the run TERMINATED in the tables."""
+    _check_reason("terminate", run_id, reason)
+
+    def refused(why: str) -> RunControlError:
+        return RunControlError(
+            f"Temporal did not accept the terminate: {why}",
+            code=WORKFLOW_TEMPORAL_TERMINATE_FAILED,
+            status=409,
+            action="terminate",
+            run_id=run_id,
+            hint="check that Temporal is reachable and the run is still open; nothing changed",
+        )
+
+    if client is None:
+        raise refused(f"Temporal at {settings.temporal.address} is unreachable")
+    try:
+        handle, info = await _describe(client, "terminate", run_id, workflow_id)
+        if info.status != WorkflowExecutionStatus.RUNNING:
+            raise refused(f"the run is already {info.status.name if info.status else 'closed'}")
+        text = reason if requested_by is None else f"{reason} (by {requested_by})"
+        await handle.terminate(reason=text)
+    except RunControlError:
+        raise
+    except Exception as exc:  # unreachable, refused: either way nothing changed
+        raise refused(str(exc)) from exc
+    return {
+        "ok": True,
+        "action": "terminate",
+        "engine": ENGINE,
+        "run_id": run_id,
+        "reason": reason,
+        "note": "the run turns TERMINATED once the reconciler has recorded Temporal's verdict",
     }
 
 

@@ -60,6 +60,10 @@ def _register() -> None:
     app.add_typer(replay_cmd.app, name="replay")
     audit.app.command("why")(replay_cmd.why)
     app.command("worker")(run_control.worker)
+    app.command("reconciler")(run_control.reconciler)
+    from flowledger.cli import operators
+
+    audit.app.command("operators")(operators.operators)
     from flowledger.cli import processor_cmd
 
     app.add_typer(processor_cmd.app, name="processor")

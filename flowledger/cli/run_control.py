@@ -1,4 +1,5 @@
-"""`flowledger runs start|cancel|resume|retry|requeue|rerun` and `flowledger worker`."""
+"""`flowledger runs start|cancel|terminate|resume|retry|requeue|rerun` and `flowledger
+worker`. Every run-control request goes to the operator audit (flowledger.cli.operators)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import typer
 from temporalio.client import Client
 
 from flowledger.cli import context, inputs
+from flowledger.cli.operators import Request, audited, by_option, default_operator
 from flowledger.cli.output import JSON_FLAG, console, err_console, print_json, refusals
 from flowledger.errors import AuthenticationFailed, InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
@@ -18,6 +20,7 @@ from projections import lookups, migrate
 from workflows import control
 from workflows.client import connect
 from workflows.codes import TEMPORAL_UNAVAILABLE
+from workflows.reconciler import run_reconciler
 from workflows.worker import run_worker
 
 REASON = typer.Option(..., "--reason", help="Why (recorded with the request).")
@@ -36,11 +39,18 @@ def start(
     tenant: str = typer.Option(..., "--tenant"),
     input_json: str = typer.Option("{}", "--input", help="The run input as a JSON object."),
     version: int | None = typer.Option(None, "--version", help="Pin a version (else latest)."),
+    by: str | None = by_option(),
     as_json: bool = JSON_FLAG,
 ) -> None:
     """Start a run of a published definition."""
     settings = context.settings(ctx)
-    with refusals(as_json):
+    request = Request(
+        "start",
+        by or default_operator(),
+        tenant=tenant,
+        details={"definition_id": definition_id, "version": version},
+    )
+    with refusals(as_json), audited(settings, request):
         data = inputs.parse(input_json, "--input", settings.records, field="--input")
         if not isinstance(data, dict):
             raise InvalidInput("--input must be a JSON object", field="--input")
@@ -51,6 +61,8 @@ def start(
             return await control.start(settings, client, record, data)
 
         started = asyncio.run(go())
+        request.run_id = started.run_id
+        request.details["version"] = started.version
     _report(as_json, started.as_dict())
 
 
@@ -67,19 +79,27 @@ def _located(settings: Settings, run_id: str) -> str:
     return lookups.workflow_id_of(settings.database_url(), run_id)
 
 
-Call = Callable[[Settings, Client | None, str, str], Awaitable[dict[str, Any]]]
+Call = Callable[[Settings, Client | None, str, str, str], Awaitable[dict[str, Any]]]
 
 
 async def _cancel(
-    settings: Settings, client: Client | None, run_id: str, reason: str
+    settings: Settings, client: Client | None, run_id: str, reason: str, by: str
 ) -> dict[str, Any]:
     return await control.cancel(
-        settings, client, run_id, reason, workflow_id=_located(settings, run_id)
+        settings, client, run_id, reason, by, workflow_id=_located(settings, run_id)
+    )
+
+
+async def _terminate(
+    settings: Settings, client: Client | None, run_id: str, reason: str, by: str
+) -> dict[str, Any]:
+    return await control.terminate(
+        settings, client, run_id, reason, by, workflow_id=_located(settings, run_id)
     )
 
 
 async def _rerun(
-    settings: Settings, client: Client | None, run_id: str, reason: str
+    settings: Settings, client: Client | None, run_id: str, reason: str, by: str
 ) -> dict[str, Any]:
     if client is None:
         raise ServiceUnavailable(
@@ -92,7 +112,7 @@ async def _rerun(
 
 def _refusal(action: str) -> Call:
     async def call(
-        settings: Settings, client: Client | None, run_id: str, reason: str
+        settings: Settings, client: Client | None, run_id: str, reason: str, by: str
     ) -> dict[str, Any]:
         return await control.unsupported(
             settings, client, action, run_id, reason, workflow_id=_located(settings, run_id)
@@ -106,15 +126,20 @@ def _command(action: str, call: Call, doc: str) -> Callable[..., None]:
         ctx: typer.Context,
         run_id: str = typer.Argument(..., help="The run."),
         reason: str = REASON,
+        by: str | None = by_option(),
         as_json: bool = JSON_FLAG,
     ) -> None:
         settings = context.settings(ctx)
+        who = by or default_operator()
+        request = Request(action, who, reason=reason, run_id=run_id)
 
         async def go() -> dict[str, Any]:
-            return await call(settings, await _maybe_client(settings), run_id, reason)
+            return await call(settings, await _maybe_client(settings), run_id, reason, who)
 
-        with refusals(as_json):
+        with refusals(as_json), audited(settings, request):
             document = asyncio.run(go())
+            if action == "rerun":
+                request.details["new_run_id"] = document.get("run_id")
         _report(as_json, document)
 
     command.__doc__ = doc
@@ -125,6 +150,13 @@ def register(runs_app: typer.Typer) -> None:
     runs_app.command("start")(start)
     runs_app.command("cancel")(
         _command("cancel", _cancel, "Ask Temporal to cancel a run; it turns CANCELED once stopped.")
+    )
+    runs_app.command("terminate")(
+        _command(
+            "terminate",
+            _terminate,
+            "Ask Temporal to terminate a run (no workflow code runs); it turns TERMINATED.",
+        )
     )
     runs_app.command("rerun")(
         _command("rerun", _rerun, "Start a new run with the original input on the pinned version.")
@@ -149,6 +181,25 @@ def worker(ctx: typer.Context) -> None:
         # start before any projector has created them.
         await asyncio.to_thread(migrate.upgrade, settings.database_url())
         await run_worker(settings, stop)
+
+    with refusals(False):
+        asyncio.run(go())
+
+
+def reconciler(ctx: typer.Context) -> None:
+    """Publish Temporal's verdict on runs it closed on its own (terminate, timeout, reset)."""
+    settings = context.settings(ctx)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        err_console.print(
+            f"reconciler on {settings.temporal.address}, task queue {settings.temporal.task_queue}"
+        )
+        client = await connect(settings)
+        await run_reconciler(settings, client, stop)
 
     with refusals(False):
         asyncio.run(go())

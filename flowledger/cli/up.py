@@ -61,7 +61,7 @@ def up(
     detach: bool = typer.Option(False, "--detach", help="Leave everything running and return."),
     as_json: bool = JSON_FLAG,
 ) -> None:
-    """Start what is not running: the stack, the topics, the worker, projector, processor."""
+    """Start what is not running: the stack, topics, worker, projector, processor, reconciler."""
     from topics import admin
 
     settings = settings_with_state_dir(ctx, state_dir)
@@ -120,11 +120,11 @@ def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = 
 
 def restart(
     ctx: typer.Context,
-    component: str = typer.Argument(..., help="processor, worker or projector."),
+    component: str = typer.Argument(..., help="processor, worker, projector or reconciler."),
     state_dir: Path | None = StateDir,
     as_json: bool = JSON_FLAG,
 ) -> None:
-    """Restart one of the processor, worker and projector; everything else keeps running."""
+    """Restart one of the processor, worker, projector, reconciler; the rest keeps running."""
     settings = settings_with_state_dir(ctx, state_dir)
     with refusals(as_json):
         # Refused before looking at the stack: a wrong name is wrong either way.

@@ -26,7 +26,7 @@ from topics import clients
 
 BATCH = 20_000
 # Definitions first, so runs can refer to them; then what the runs did; then audits.
-_ORDER = {"definitions": 0, "runtime": 1, "audit": 2}
+_ORDER = {"definitions": 0, "runtime": 1, "audit": 2, "operators": 3}
 Progress = Callable[[int, int], None]
 
 

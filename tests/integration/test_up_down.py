@@ -38,10 +38,18 @@ def test_up_detach_then_down(tmp_path: Path) -> None:
     services = up["services"]
     assert isinstance(services, dict)
     try:
-        for name in ("kafka", "temporal", "database", "processor", "worker", "projector"):
+        for name in (
+            "kafka",
+            "temporal",
+            "database",
+            "processor",
+            "worker",
+            "projector",
+            "reconciler",
+        ):
             assert services[name]["state"] == "up", (name, services[name])
         recorded = json.loads((state / "services.json").read_text())["components"]
-        assert set(recorded) == {"processor", "worker", "projector"}
+        assert set(recorded) == {"processor", "worker", "projector", "reconciler"}
         pids = [recorded[name]["pid"] for name in recorded]
         assert all(processes.alive(pid) for pid in pids)
     finally:

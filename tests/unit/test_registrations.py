@@ -79,6 +79,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "RunLog": {"message": "m"},
     "RunCompleted": {"status": "SUCCEEDED"},
     "RunContinuedAsNew": {"next_seq": 3},
+    "RunReconciled": {
+        "status": "TERMINATED",
+        "closed_at": "2026-01-01T00:00:00Z",
+        "execution_id": "e1",
+    },
+    "RunReset": {"execution_id": "e2", "reset_from_execution_id": "e1", "through_seq": 0},
 }
 BOOKKEEPING = {"last_seq", "updated_at", "source_offset", "source_event_id", "status"}
 
