@@ -120,6 +120,8 @@ class RuntimeActivities:
     def close(self) -> None:
         if self._producer is not None:
             self._producer.flush(self.settings.kafka.request_timeout_s)
+            # Dropped, so the client goes now rather than whenever this object does.
+            self._producer = None
         if self._ledger is not None:
             self._ledger.close()
 

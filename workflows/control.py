@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -240,6 +241,43 @@ async def _describe(
         raise
 
 
+def _refusal(action: str, code: str, run_id: str) -> Callable[[str], RunControlError]:
+    def refused(why: str) -> RunControlError:
+        return RunControlError(
+            f"Temporal did not accept the {action}: {why}",
+            code=code,
+            status=409,
+            action=action,
+            run_id=run_id,
+            hint="check that Temporal is reachable and the run is still open; nothing changed",
+        )
+
+    return refused
+
+
+async def _open_run(
+    settings: Settings,
+    client: Client | None,
+    action: str,
+    run_id: str,
+    workflow_id: str | None,
+    refused: Callable[[str], RunControlError],
+) -> Any:
+    """The handle of a run that is still open, or the action's refusal: Temporal
+    unreachable, the run unknown (404) or already closed."""
+    if client is None:
+        raise refused(f"Temporal at {settings.temporal.address} is unreachable")
+    try:
+        handle, info = await _describe(client, action, run_id, workflow_id)
+    except RunControlError:
+        raise
+    except Exception as exc:  # unreachable, refused: either way nothing changed
+        raise refused(str(exc)) from exc
+    if info.status != WorkflowExecutionStatus.RUNNING:
+        raise refused(f"the run is already {info.status.name if info.status else 'closed'}")
+    return handle
+
+
 async def cancel(
     settings: Settings,
     client: Client | None,
@@ -254,29 +292,14 @@ async def cancel(
     projection knows it); otherwise the run's own id is used."""
     _check_reason("cancel", run_id, reason)
 
-    def refused(why: str) -> RunControlError:
-        return RunControlError(
-            f"Temporal did not accept the cancel: {why}",
-            code=WORKFLOW_TEMPORAL_CANCEL_FAILED,
-            status=409,
-            action="cancel",
-            run_id=run_id,
-            hint="check that Temporal is reachable and the run is still open; nothing changed",
-        )
-
-    if client is None:
-        raise refused(f"Temporal at {settings.temporal.address} is unreachable")
+    refused = _refusal("cancel", WORKFLOW_TEMPORAL_CANCEL_FAILED, run_id)
+    handle = await _open_run(settings, client, "cancel", run_id, workflow_id, refused)
     try:
-        handle, info = await _describe(client, "cancel", run_id, workflow_id)
-        if info.status != WorkflowExecutionStatus.RUNNING:
-            raise refused(f"the run is already {info.status.name if info.status else 'closed'}")
         await handle.signal(
             InterpreterWorkflow.request_cancel,
             CancelRequest(reason=reason, requested_by=requested_by),
         )
         await handle.cancel()
-    except RunControlError:
-        raise
     except Exception as exc:  # unreachable, refused: either way nothing changed
         raise refused(str(exc)) from exc
     return {
@@ -303,26 +326,11 @@ async def terminate(
     the run TERMINATED in the tables."""
     _check_reason("terminate", run_id, reason)
 
-    def refused(why: str) -> RunControlError:
-        return RunControlError(
-            f"Temporal did not accept the terminate: {why}",
-            code=WORKFLOW_TEMPORAL_TERMINATE_FAILED,
-            status=409,
-            action="terminate",
-            run_id=run_id,
-            hint="check that Temporal is reachable and the run is still open; nothing changed",
-        )
-
-    if client is None:
-        raise refused(f"Temporal at {settings.temporal.address} is unreachable")
+    refused = _refusal("terminate", WORKFLOW_TEMPORAL_TERMINATE_FAILED, run_id)
+    handle = await _open_run(settings, client, "terminate", run_id, workflow_id, refused)
     try:
-        handle, info = await _describe(client, "terminate", run_id, workflow_id)
-        if info.status != WorkflowExecutionStatus.RUNNING:
-            raise refused(f"the run is already {info.status.name if info.status else 'closed'}")
         text = reason if requested_by is None else f"{reason} (by {requested_by})"
         await handle.terminate(reason=text)
-    except RunControlError:
-        raise
     except Exception as exc:  # unreachable, refused: either way nothing changed
         raise refused(str(exc)) from exc
     return {

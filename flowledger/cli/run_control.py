@@ -165,9 +165,10 @@ def register(runs_app: typer.Typer) -> None:
         runs_app.command(action)(_command(action, _refusal(action), f"Refused (409): {hint}."))
 
 
-def worker(ctx: typer.Context) -> None:
-    """Run the Temporal worker in the foreground (Ctrl-C stops it cleanly)."""
-    settings = context.settings(ctx)
+def _until_signalled(
+    settings: Settings, name: str, body: Callable[[asyncio.Event], Awaitable[None]]
+) -> None:
+    """A Temporal-side component in the foreground, until SIGINT or SIGTERM."""
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -175,31 +176,32 @@ def worker(ctx: typer.Context) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         err_console.print(
-            f"worker on {settings.temporal.address}, task queue {settings.temporal.task_queue}"
+            f"{name} on {settings.temporal.address}, task queue {settings.temporal.task_queue}"
         )
+        await body(stop)
+
+    with refusals(False):
+        asyncio.run(go())
+
+
+def worker(ctx: typer.Context) -> None:
+    """Run the Temporal worker in the foreground (Ctrl-C stops it cleanly)."""
+    settings = context.settings(ctx)
+
+    async def body(stop: asyncio.Event) -> None:
         # The worker writes the action ledger, one of the migrated tables, and may
         # start before any projector has created them.
         await asyncio.to_thread(migrate.upgrade, settings.database_url())
         await run_worker(settings, stop)
 
-    with refusals(False):
-        asyncio.run(go())
+    _until_signalled(settings, "worker", body)
 
 
 def reconciler(ctx: typer.Context) -> None:
     """Publish Temporal's verdict on runs it closed on its own (terminate, timeout, reset)."""
     settings = context.settings(ctx)
 
-    async def go() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        err_console.print(
-            f"reconciler on {settings.temporal.address}, task queue {settings.temporal.task_queue}"
-        )
-        client = await connect(settings)
-        await run_reconciler(settings, client, stop)
+    async def body(stop: asyncio.Event) -> None:
+        await run_reconciler(settings, await connect(settings), stop)
 
-    with refusals(False):
-        asyncio.run(go())
+    _until_signalled(settings, "reconciler", body)

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import flowledger.cli
+from schemas.runtime import FILTER_OPS
 from workflows.definitions.validate import validate
 from workflows.filters import matches
 
@@ -49,21 +50,7 @@ def waiting_on(flt: dict[str, Any]) -> dict[str, Any]:
 
 def test_every_op_and_both_outcomes_are_covered() -> None:
     ops = {case["filter"]["op"] for case in MATCH_CASES}
-    assert ops == {
-        "=",
-        "!=",
-        "in",
-        "not_in",
-        "exists",
-        "not_exists",
-        ">",
-        ">=",
-        "<",
-        "<=",
-        "contains",
-        "starts_with",
-        "ends_with",
-    }
+    assert ops == set(FILTER_OPS)
     assert {case["expect"]["match"] for case in MATCH_CASES} == {True, False}
     assert len(MATCH_CASES) < len(CASES)
 

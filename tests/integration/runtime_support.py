@@ -20,6 +20,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 
 from flowledger.settings import Settings
+from processors.app import Processor
 from projections import migrate
 from schemas.definition_record import DefinitionRecord
 from schemas.envelope import EventEnvelope
@@ -134,6 +135,19 @@ until = wait_until
 
 # A killed component's partitions move on within seconds, not 45.
 SESSION_TIMEOUT_S = 6
+
+
+@asynccontextmanager
+async def processing(settings: Settings) -> AsyncIterator[Processor]:
+    """The ingress processor in this test's event loop, stopped (and awaited) on exit."""
+    stop = threading.Event()
+    runner = Processor(settings, stop)
+    task = asyncio.create_task(runner.run())
+    try:
+        yield runner
+    finally:
+        stop.set()
+        await task
 
 
 def component_env(settings: Settings) -> dict[str, str]:

@@ -10,8 +10,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from projections.tables import workflow_runtime_events
 from schemas.envelope import EventEnvelope
 from tests.integration.runtime_support import (
     definition,
+    processing,
     record,
     spawn_processor,
     stop_process,
@@ -90,18 +89,6 @@ def send_raw(settings: Settings, values: list[bytes]) -> None:
         # One key: all three land on one partition, in this order.
         producer.produce(settings.topic(EVENTS), key=b"same", value=value)
     assert producer.flush(10) == 0
-
-
-@asynccontextmanager
-async def processing(settings: Settings) -> AsyncIterator[Processor]:
-    stop = threading.Event()
-    runner = Processor(settings, stop)
-    task = asyncio.create_task(runner.run())
-    try:
-        yield runner
-    finally:
-        stop.set()
-        await task
 
 
 eventually = until

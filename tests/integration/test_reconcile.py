@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,9 +18,15 @@ from typer.testing import CliRunner
 from flowledger.cli import _register, app
 from flowledger.settings import Settings
 from flowledger.stack import temporal as temporal_stack
-from processors.app import Processor
 from schemas.envelope import EventEnvelope
-from tests.integration.runtime_support import definition, projector, record, start, worker
+from tests.integration.runtime_support import (
+    definition,
+    processing,
+    projector,
+    record,
+    start,
+    worker,
+)
 from tests.waiting import until
 from topics.catalogue import AUDIT
 from topics.publisher import publish
@@ -79,18 +84,6 @@ async def reconciling(settings: Settings) -> AsyncIterator[Reconciler]:
         stop.set()
         await task
         instance.close()
-
-
-@asynccontextmanager
-async def processing(settings: Settings) -> AsyncIterator[Processor]:
-    stop = threading.Event()
-    runner = Processor(settings, stop)
-    task = asyncio.create_task(runner.run())
-    try:
-        yield runner
-    finally:
-        stop.set()
-        await task
 
 
 def waiting_twice(key: str) -> dict[str, Any]:

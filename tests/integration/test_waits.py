@@ -6,23 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.client import Client
 
 from flowledger.settings import Settings
-from processors.app import Processor
 from processors.audit import HELD_HEADER
 from schemas.envelope import EventEnvelope
 from tests.integration.runtime_support import (
     definition,
     events_of,
     of_type,
+    processing,
     record,
     send,
     until,
@@ -34,18 +31,6 @@ from topics.reader import ReadRecord, read_all
 from workflows import control
 from workflows.client import connect
 from workflows.wait_rule import received_time
-
-
-@asynccontextmanager
-async def processing(settings: Settings) -> AsyncIterator[Processor]:
-    stop = threading.Event()
-    runner = Processor(settings, stop)
-    task = asyncio.create_task(runner.run())
-    try:
-        yield runner
-    finally:
-        stop.set()
-        await task
 
 
 def doc_event(doc: str | None, payload: dict[str, Any]) -> EventEnvelope:

@@ -73,6 +73,14 @@ class LedgerKey:
     version: int
     idempotency_key: str
 
+    def columns(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "action": self.action,
+            "version": self.version,
+            "idempotency_key": self.idempotency_key,
+        }
+
     def where(self) -> Any:
         c = action_ledger.c
         return (
@@ -139,14 +147,7 @@ class ActionLedger:
             with self.engine.begin() as conn:
                 inserted = conn.execute(
                     self._insert()
-                    .values(
-                        tenant=key.tenant,
-                        action=key.action,
-                        version=key.version,
-                        idempotency_key=key.idempotency_key,
-                        created_at=datetime.now(UTC),
-                        **lease,
-                    )
+                    .values(**key.columns(), created_at=datetime.now(UTC), **lease)
                     .on_conflict_do_nothing()
                 )
             if inserted.rowcount == 1:
@@ -202,10 +203,7 @@ class ActionLedger:
             conn.execute(
                 self._insert()
                 .values(
-                    tenant=key.tenant,
-                    action=key.action,
-                    version=key.version,
-                    idempotency_key=key.idempotency_key,
+                    **key.columns(),
                     holder=holder,
                     lease_expires_ms=0,
                     created_at=datetime.now(UTC),

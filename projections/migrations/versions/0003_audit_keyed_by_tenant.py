@@ -21,9 +21,9 @@ depends_on = None
 TABLES = ("workflow_runtime_events", "workflow_event_deliveries")
 
 
-def upgrade() -> None:
-    # Rows keyed by their bare event id become tenant:event_id; rows named by their
-    # ingress coordinates (records that had no id) keep their key.
+def _rekey(to_tenant_key: bool) -> None:
+    # Rows keyed by their bare event id become tenant:event_id (and back); rows named
+    # by their ingress coordinates (records that had no id) keep their key.
     for name in TABLES:
         table = sa.table(
             name,
@@ -31,27 +31,21 @@ def upgrade() -> None:
             sa.column("event_id", sa.String),
             sa.column("tenant", sa.String),
         )
+        tenant_key = sa.func.coalesce(table.c.tenant, "") + ":" + table.c.event_id
+        old, new = (
+            (table.c.event_id, tenant_key) if to_tenant_key else (tenant_key, table.c.event_id)
+        )
         op.execute(
             table.update()
-            .where(table.c.event_id.is_not(None), table.c.audit_id == table.c.event_id)
-            .values(audit_id=sa.func.coalesce(table.c.tenant, "") + ":" + table.c.event_id)
+            .where(table.c.event_id.is_not(None), table.c.audit_id == old)
+            .values(audit_id=new)
         )
+
+
+def upgrade() -> None:
+    _rekey(to_tenant_key=True)
 
 
 def downgrade() -> None:
     # Only possible while no two tenants share an id; the primary key refuses otherwise.
-    for name in TABLES:
-        table = sa.table(
-            name,
-            sa.column("audit_id", sa.String),
-            sa.column("event_id", sa.String),
-            sa.column("tenant", sa.String),
-        )
-        op.execute(
-            table.update()
-            .where(
-                table.c.event_id.is_not(None),
-                table.c.audit_id == sa.func.coalesce(table.c.tenant, "") + ":" + table.c.event_id,
-            )
-            .values(audit_id=table.c.event_id)
-        )
+    _rekey(to_tenant_key=False)
