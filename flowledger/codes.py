@@ -22,6 +22,8 @@ AUTH_FAILED: Final = "AUTH_FAILED"
 SERVICE_UNAVAILABLE: Final = "SERVICE_UNAVAILABLE"
 #: A file named on the command line does not exist.
 FILE_NOT_FOUND: Final = "FILE_NOT_FOUND"
+#: A `--traceparent` given on the command line is not a valid W3C traceparent.
+TRACEPARENT_INVALID: Final = "TRACEPARENT_INVALID"
 #: No such component: processor, worker or projector.
 SERVICE_UNKNOWN: Final = "SERVICE_UNKNOWN"
 #: A record's JSON Schema could not be built (schemas check fails).

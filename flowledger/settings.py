@@ -219,6 +219,25 @@ class CorrelationSettings(_Section):
     paths_file: Path | None = None
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry traces, off unless an exporter is configured: an OTLP endpoint, or
+    `enabled` for a process that installs its own tracer provider (a test, an embedding
+    application)."""
+
+    # The OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (/v1/traces is added).
+    otlp_endpoint: str | None = None
+    # Only OTLP over HTTP with protobuf bodies is built in (no gRPC stack to install).
+    otlp_protocol: Literal["http/protobuf"] = "http/protobuf"
+    otlp_headers: dict[str, str] = Field(default_factory=dict)
+    service_name: str = "flowledger"
+    # None: on exactly when otlp_endpoint is set.
+    enabled: bool | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.enabled if self.enabled is not None else bool(self.otlp_endpoint)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FLOWLEDGER_",
@@ -241,6 +260,7 @@ class Settings(BaseSettings):
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
     records: RecordSettings = Field(default_factory=RecordSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     def database_url(self) -> str:
         """The projection database to connect to: the configured URL with the TLS

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from temporalio.client import Client
 
+from flowledger import tracing
 from flowledger.errors import FlowledgerError
 from flowledger.settings import Settings
 from processors import audit as audits
@@ -315,6 +316,10 @@ class Processor:
             key if isinstance(key, bytes) else None,
             value if isinstance(value, bytes) else None,
             utc_from_ms(msg.timestamp()[1]),
+            tuple(
+                (name, raw.encode() if isinstance(raw, str) else raw)
+                for name, raw in tracing.pairs(msg.headers())
+            ),
         )
 
     def _decide(self, batch: list[Message]) -> tuple[list[Plan], list[Plan]]:

@@ -1,5 +1,5 @@
-"""Dead letters: the refused record unchanged, under its original key, with headers
-saying why and where it came from. A record over the ingress size limit is replaced by
+"""Dead letters: the refused record unchanged, under its original key and headers, with
+headers added saying why and where it came from. A record over the ingress size limit is replaced by
 its digest and an excerpt (the original stays on the ingress topic, at the source
 coordinates), so that its dead letter is never too large for the topic."""
 
@@ -50,7 +50,12 @@ def value(record: IngressRecord, limits: RecordSettings) -> bytes | None:
 def headers(
     record: IngressRecord, refused: RecordRefused, limits: RecordSettings
 ) -> list[tuple[str, str | bytes | None]]:
+    # The original headers first (its traceparent among them), then why and whence;
+    # a record refused before is refused again with fresh reasons, not two sets.
     out: list[tuple[str, str | bytes | None]] = [
+        (name, raw) for name, raw in record.headers if not name.startswith("flowledger.")
+    ]
+    out += [
         (REASON, refused.code.encode()),
         (ERROR, refused.message[:MESSAGE_CHARS].encode("utf-8", "replace")),
         (SOURCE_TOPIC, record.topic.encode()),

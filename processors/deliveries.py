@@ -10,8 +10,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
 from temporalio.client import Client
 
+from flowledger import tracing
 from flowledger.settings import Settings
 from processors import effects
 from processors.effects import Backoff, StartRefused, Stopped, Transient
@@ -39,6 +42,26 @@ class Deliveries:
         self.stats = stats
         self.lanes = effects.Lanes(settings.processor.max_in_flight)
         self.client: Client | None = None
+        self.tracer = tracing.tracer(settings.tracing)
+
+    def _span(self, plan: Plan, name: str = "flowledger.process_record") -> Span:
+        """The processor's span for one ingress record, continuing the trace in its
+        `traceparent` header; its signals and starts (the SDK's interceptor) are its
+        children."""
+        r = plan.record
+        attributes: dict[str, str | int] = {
+            "messaging.destination": r.topic,
+            "messaging.kafka.partition": r.partition,
+            "messaging.kafka.offset": r.offset,
+        }
+        if plan.envelope is not None:
+            attributes["flowledger.event_id"] = str(plan.envelope.event_id)
+        return self.tracer.start_span(
+            name,
+            context=tracing.context_of(r.traceparent),
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        )
 
     async def run(self, plans: list[Plan], finished: Callable[[Plan], None]) -> None:
         """Signals and starts of a batch; each plan's audit gets their outcomes, then
@@ -48,17 +71,29 @@ class Deliveries:
         left: dict[int, int] = {
             id(p): (len(p.signals) + len(p.starts)) if p.envelope is not None else 0 for p in plans
         }
+        spans = {id(p): self._span(p) for p in plans}
+
+        def end(plan: Plan) -> None:
+            span = spans[id(plan)]
+            if plan.rejected is not None:
+                span.set_attribute("flowledger.refused", plan.rejected.code)
+            span.end()
 
         def done(plan: Plan, delivery: Delivery) -> None:
             outcomes[id(plan)].append(delivery)
+            spans[id(plan)].add_event(
+                f"{delivery.kind} {delivery.outcome}", {"flowledger.run_id": delivery.run_id}
+            )
             left[id(plan)] -= 1
             if left[id(plan)] == 0:
                 with_deliveries(plan, outcomes[id(plan)])
+                end(plan)
                 finished(plan)
 
         for plan in plans:
             if left[id(plan)] == 0:
                 with_deliveries(plan, outcomes[id(plan)])
+                end(plan)
                 finished(plan)
 
         for plan in plans:
@@ -74,7 +109,8 @@ class Deliveries:
                 async def do_signal(
                     plan: Plan = plan, target: SignalTarget = target, ev: Any = event
                 ) -> None:
-                    outcome = await self._signal(plan, target, ev)
+                    with trace.use_span(spans[id(plan)], end_on_exit=False):
+                        outcome = await self._signal(plan, target, ev)
                     done(
                         plan,
                         Delivery(
@@ -89,7 +125,8 @@ class Deliveries:
             for start_target in plan.starts:
 
                 async def do_start(plan: Plan = plan, target: StartTarget = start_target) -> None:
-                    outcome = await guarded(plan, lambda: self._start(plan, target))
+                    with trace.use_span(spans[id(plan)], end_on_exit=False):
+                        outcome = await guarded(plan, lambda: self._start(plan, target))
                     self.stats.starts += outcome == "started"
                     done(plan, Delivery(run_id=target.run_id, kind="start", outcome=outcome))
 
@@ -105,7 +142,13 @@ class Deliveries:
         for plan, target in pairs:
 
             async def deliver(plan: Plan = plan, target: SignalTarget = target) -> None:
-                outcome = await self._signal(plan, target, plan.delivered_event())
+                with self.tracer.start_as_current_span(
+                    "flowledger.release_held",
+                    context=tracing.context_of(plan.record.traceparent),
+                    kind=SpanKind.CONSUMER,
+                    attributes={"flowledger.run_id": target.run_id},
+                ):
+                    outcome = await self._signal(plan, target, plan.delivered_event())
                 delivery = Delivery(
                     run_id=target.run_id, wait_id=target.wait_id, kind="signal", outcome=outcome
                 )

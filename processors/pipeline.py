@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from flowledger import tracing
 from flowledger.settings import RecordSettings
 from processors.codes import CORRELATION_MISSING, PROCESSING_FAILED, TRIGGER_MAPPING_FAILED
 from processors.correlation import Correlation, CorrelationPaths, resolve
@@ -40,6 +41,12 @@ class IngressRecord:
     # The broker's timestamp: when Kafka received the event. Used as received_at, so
     # a redelivered record produces exactly the same audit and signal.
     timestamp: datetime
+    # The record's Kafka headers, as they came (a dead letter keeps them).
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+    @property
+    def traceparent(self) -> str | None:
+        return tracing.header(self.headers)
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,7 @@ class Plan:
             correlation_key=self.correlation.key,
             payload=self.envelope.payload,
             received_at=self.audit.received_at.isoformat(),
+            traceparent=self.record.traceparent,
         )
 
     def trigger_context(self) -> dict[str, Any]:

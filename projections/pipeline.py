@@ -14,12 +14,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
+from opentelemetry import trace
+from opentelemetry.trace import Span, Tracer
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from flowledger import retry
+from flowledger import retry, tracing
 from flowledger.errors import ServiceUnavailable
 from projections.apply import Applier, BatchResult, Plan
 from projections.codes import DATABASE_UNAVAILABLE
@@ -64,8 +67,10 @@ class Pipeline:
         retry_timeout_s: float,
         on_batch: OnBatch | None = None,
         thread_name: str = "projection-writer",
+        tracer: Tracer | None = None,
     ) -> None:
         self.engine = engine
+        self.tracer = tracer or trace.NoOpTracer()
         self.applier = applier
         self.positions: dict[Slot, int] = {}
         self._retry_timeout_s = retry_timeout_s
@@ -112,7 +117,8 @@ class Pipeline:
             with self.engine.begin() as conn:
                 return self.applier.apply(conn, batch)
 
-        result = retry_database(work, self._retry_timeout_s)
+        with self._batch_span(batch):
+            result = retry_database(work, self._retry_timeout_s)
         self.applier.committed(result)
         self._account(result, len(batch))
         return result
@@ -134,8 +140,18 @@ class Pipeline:
 
     def _write(self, plan: Plan) -> None:
         # runs on the writer thread
-        with self.engine.begin() as conn:
+        with self._batch_span(plan.records), self.engine.begin() as conn:
             self.applier.write(conn, plan)
+
+    def _batch_span(self, batch: Sequence[Incoming]) -> AbstractContextManager[Span]:
+        """A span per transaction, linked to the trace of every record it applies
+        (one batch carries many traces, so links rather than a parent)."""
+        links = [link for r in batch if (link := tracing.link_to(r.traceparent)) is not None]
+        return self.tracer.start_as_current_span(
+            "flowledger.projector.batch",
+            links=links,
+            attributes={"flowledger.records": len(batch), "flowledger.traced_records": len(links)},
+        )
 
     def _account(self, result: BatchResult, records: int) -> None:
         self.positions.update(result.next_offsets)

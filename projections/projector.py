@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 
+from flowledger import tracing
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from projections import db, migrate
@@ -132,6 +133,7 @@ class Projector:
             retry_timeout_s=settings.kafka.request_timeout_s,
             on_batch=self._account,
             thread_name="projector-writer",
+            tracer=tracing.tracer(settings.tracing),
         )
         # the next offset applied, per owned partition
         self._next = self._pipeline.positions
@@ -242,6 +244,7 @@ class Projector:
                     Coordinates(topic, partition, offset),
                     msg.key(),
                     msg.value(),
+                    tracing.header(msg.headers()),
                 )
             )
         if batch:

@@ -37,6 +37,8 @@ class Incoming(NamedTuple):
     at: Coordinates
     key: bytes | None
     value: bytes | None
+    # The record's `traceparent` header: the projector's batch span links to it.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,20 +8,23 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from confluent_kafka import Producer
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanKind
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from flowledger import retry
+from flowledger import retry, tracing
 from flowledger.errors import FlowledgerError
 from flowledger.settings import Settings
 from topics import clients
 from topics.catalogue import RUNTIME
-from topics.producing import Outgoing, produce_and_flush
+from topics.producing import Header, Outgoing, produce_and_flush
 from workflows.actions.ledger import ActionLedger, LedgerKey, ledger_engine
 from workflows.actions.ledger import now_ms as ledger_now_ms
 from workflows.actions.registry import lookup
@@ -131,14 +134,19 @@ class RuntimeActivities:
         partition) and return only once Kafka has acknowledged all of them."""
         topic = self.settings.topic(RUNTIME)
         key = request.run_id.encode("utf-8")
-        items = [
-            Outgoing(topic, key, json.dumps(event, separators=(",", ":")).encode("utf-8"))
-            for event in request.events
-        ]
-        # Off the event loop: the flush waits for Kafka, heartbeats must not.
-        done = await asyncio.to_thread(
-            produce_and_flush, self.producer, items, self.settings.kafka.request_timeout_s
-        )
+        with self._emit_span(request) as span:
+            header = tracing.traceparent_of(span)
+            headers: list[Header] = [(tracing.TRACEPARENT, header.encode())] if header else []
+            items = [
+                Outgoing(
+                    topic, key, json.dumps(event, separators=(",", ":")).encode("utf-8"), headers
+                )
+                for event in request.events
+            ]
+            # Off the event loop: the flush waits for Kafka, heartbeats must not.
+            done = await asyncio.to_thread(
+                produce_and_flush, self.producer, items, self.settings.kafka.request_timeout_s
+            )
         if done.failed:
             # Retryable: Temporal calls again and the deterministic event ids let
             # consumers drop whatever did land the first time.
@@ -148,6 +156,26 @@ class RuntimeActivities:
                 type="KafkaUnavailable",
             )
         return len(request.events)
+
+    def _emit_span(self, request: EmitRequest) -> AbstractContextManager[Span]:
+        """The step evidence of a trace: the events of the steps a delivered event
+        resumed go out in a span of that event's trace (linked to the activity's own
+        span, which belongs to the run's trace); the records carry it as `traceparent`."""
+        current = trace.get_current_span().get_span_context()
+        parent = tracing.context_of(request.traceparent)
+        links = [Link(current)] if parent is not None and current.is_valid else []
+        types = sorted({str(e.get("type")) for e in request.events})
+        return tracing.tracer(self.settings.tracing).start_as_current_span(
+            "flowledger.emit_runtime_events",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            links=links,
+            attributes={
+                "flowledger.run_id": request.run_id,
+                "flowledger.events": len(request.events),
+                "flowledger.event_types": types,
+            },
+        )
 
     @activity.defn(name="load_definition")
     async def load_definition(self, request: DefinitionRequest) -> DefinitionReply:

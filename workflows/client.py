@@ -9,10 +9,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
+from flowledger import tracing
 from flowledger.codes import CONFIG_FILE_UNREADABLE
 from flowledger.errors import AuthenticationFailed, ConfigError, ServiceUnavailable
 from flowledger.settings import Settings, TemporalSettings
@@ -77,11 +79,21 @@ def connect_options(temporal: TemporalSettings) -> dict[str, Any]:
     return options
 
 
+def interceptors(settings: Settings) -> list[Interceptor]:
+    """The SDK's OpenTelemetry interceptor when tracing is on. Given to the client, it
+    also serves every worker built on that client (workflow and activity spans)."""
+    if not settings.tracing.active:
+        return []
+    return [TracingInterceptor(tracing.tracer(settings.tracing))]
+
+
 async def connect(settings: Settings) -> Client:
     address = settings.temporal.address
     options = connect_options(settings.temporal)
     try:
-        return await Client.connect(**options, data_converter=pydantic_data_converter)
+        return await Client.connect(
+            **options, data_converter=pydantic_data_converter, interceptors=interceptors(settings)
+        )
     except RPCError as exc:
         if exc.status in (RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED):
             raise AuthenticationFailed(

@@ -75,6 +75,11 @@ def _key_busy_wait_ms(cause: BaseException | None) -> int | None:
 
 
 class TemporalHost:
+    def __init__(self) -> None:
+        # The traceparent of the last event delivered to the run: what it emits from
+        # then on continues that event's trace (set from signal input: deterministic).
+        self.cause: str | None = None
+
     def now(self) -> datetime:
         return workflow.now()
 
@@ -86,7 +91,7 @@ class TemporalHost:
     async def emit(self, run_id: str, events: list[dict[str, Any]]) -> None:
         await workflow.execute_activity_method(
             RuntimeActivities.emit_runtime_events,
-            EmitRequest(run_id=run_id, events=events),
+            EmitRequest(run_id=run_id, events=events, traceparent=self.cause),
             start_to_close_timeout=EMIT_TIMEOUT,
             retry_policy=EMIT_RETRY,
         )
@@ -219,7 +224,8 @@ def _step_error(failure: ActivityError, step_path: str) -> BaseException:
 class InterpreterWorkflow:
     @workflow.init
     def __init__(self, run: RunInput) -> None:
-        self.interpreter = Interpreter(run, TemporalHost())
+        self.host = TemporalHost()
+        self.interpreter = Interpreter(run, self.host)
 
     @workflow.run
     async def run(self, run: RunInput) -> RunResult:
@@ -247,6 +253,8 @@ class InterpreterWorkflow:
 
     @workflow.signal
     def deliver_event(self, event: DeliveredEvent) -> None:
+        if event.traceparent is not None:
+            self.host.cause = event.traceparent
         self.interpreter.deliver(event)
 
     @workflow.signal

@@ -36,6 +36,9 @@ class DeliveredEvent(_Message):
     correlation_key: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
     received_at: str | None = None
+    # The ingress record's W3C traceparent: the runtime events the run emits after
+    # this event carry its trace on.
+    traceparent: str | None = None
 
 
 class TaskCompletion(_Message):
@@ -117,6 +120,8 @@ class EmitRequest(_Message):
 
     run_id: str
     events: list[dict[str, Any]]
+    # The trace of the event that last resumed the run (DeliveredEvent.traceparent).
+    traceparent: str | None = None
 
 
 class ActionRequest(_Message):

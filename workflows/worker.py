@@ -26,6 +26,9 @@ PASSTHROUGH_MODULES: tuple[str, ...] = (
     "pydantic_core",
     "jsonata",
     "jsonschema",
+    # The tracing interceptor's workflow side keeps OpenTelemetry's context inside the
+    # sandbox; one copy of the module is what makes that context the worker's own.
+    "opentelemetry",
     "schemas",
     "workflows",
 )

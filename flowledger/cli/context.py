@@ -11,6 +11,7 @@ import os
 import typer
 from pydantic import ValidationError
 
+from flowledger import tracing
 from flowledger.errors import ConfigError
 from flowledger.settings import Settings
 from flowledger.stack import state as stack_state
@@ -50,6 +51,8 @@ def settings(ctx: typer.Context) -> Settings:
         except ValidationError as exc:
             raise ConfigError(f"settings from FLOWLEDGER_* are invalid: {exc}") from exc
         root.obj["settings"] = current
+        # The composition root: the process's tracer provider, once, from the settings.
+        tracing.install(current.tracing)
     assert isinstance(current, Settings)
     return current
 
