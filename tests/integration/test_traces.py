@@ -5,6 +5,7 @@ step evidence, see docs/architecture.md) and the projector batch that applied th
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -180,3 +181,31 @@ async def test_dead_letter_keeps_the_records_traceparent(settings: Settings) -> 
         tracing_support.of_trace(tracing.trace_id(given)), "flowledger.process_record"
     )
     assert (record_span.attributes or {})["flowledger.refused"] == "RECORD_NOT_JSON"
+
+
+def test_publish_json_prints_the_trace_each_record_carries(settings: Settings) -> None:
+    from typer.testing import CliRunner
+
+    from flowledger.cli import _register, app
+
+    if not any(c.name == "publish" for c in app.registered_commands):
+        _register()
+    lines = "".join(paid(f"k-{n}").model_dump_json() + "\n" for n in range(3))
+    result = CliRunner().invoke(
+        app,
+        ["publish", "-", "--json"],
+        input=lines,
+        obj={"settings": settings},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.stdout
+    printed = {r["event_id"]: r["trace_id"] for r in json.loads(result.stdout)}
+    # Tracing off: a fresh trace per event all the same.
+    assert len(set(printed.values())) == 3
+    records = read_all(settings, settings.topic(EVENTS))
+    carried = {
+        json.loads(r.value)["event_id"]: tracing.trace_id(r.headers[tracing.TRACEPARENT])
+        for r in records
+        if r.value
+    }
+    assert carried == printed
