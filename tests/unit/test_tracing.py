@@ -180,3 +180,56 @@ def test_traceparent_text() -> None:
     assert tracing.span_context_of("00-" + "0" * 32 + "-" + "0" * 16 + "-01") is None
     assert tracing.header({"traceparent": given.encode()}) == given
     assert tracing.header([("other", b"1")]) is None
+
+
+def test_an_otlp_endpoint_installs_an_exporter_that_sends_to_it(tmp_path: Any) -> None:
+    """In a process of its own (a provider is installed once per process): the spans
+    reach the configured collector's /v1/traces, with the service name."""
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    received: list[tuple[str, bytes]] = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append((self.path, body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            return None
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    script = (
+        "from opentelemetry import trace\n"
+        "from flowledger import tracing\n"
+        "from flowledger.settings import Settings\n"
+        "s = Settings().tracing\n"
+        "assert tracing.install(s) and not tracing.install(s)\n"
+        "with tracing.tracer(s).start_as_current_span('probe-span'):\n"
+        "    pass\n"
+        "trace.get_tracer_provider().shutdown()\n"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "FLOWLEDGER_TRACING__OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+        "FLOWLEDGER_TRACING__SERVICE_NAME": "probe-service",
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, timeout=60, cwd=tmp_path
+        )
+    finally:
+        server.shutdown()
+        thread.join(10)
+    assert done.returncode == 0, done.stderr.decode()
+    assert [path for path, _ in received] == ["/v1/traces"]
+    body = received[0][1]
+    assert b"probe-span" in body and b"probe-service" in body
