@@ -71,6 +71,11 @@ class TemporalSettings(_Section):
     tls_server_name: str | None = None
     api_key: SecretStr | None = None
     grpc_meta: dict[str, str] = Field(default_factory=dict)
+    # The cluster has flowledger's custom search attributes (the local stack registers
+    # them, `flowledger temporal ensure` on any other): runs are started with them and
+    # upsert their correlation keys. Off: neither, for a cluster without them, where
+    # Temporal would refuse the start.
+    search_attributes: bool = True
 
 
 class ActionSettings(_Section):
