@@ -246,6 +246,9 @@ class Settings(BaseSettings):
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
     records: RecordSettings = Field(default_factory=RecordSettings)
+    # How the long-running commands log (flowledger/logs.py): text, or JSON lines with
+    # run_id, event_id and trace_id where known.
+    log_format: Literal["text", "json"] = "text"
 
     def database_url(self) -> str:
         """The projection database to connect to: the configured URL with the TLS
