@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from flowledger.errors import FlowledgerError, InvalidInput
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
+from workflows import visibility
 from workflows.codes import (
     DEFINITION_NOT_FOUND,
     INVALID_REQUEST,
@@ -30,7 +31,6 @@ from workflows.codes import (
     WORKFLOW_TEMPORAL_CANCEL_FAILED,
     WORKFLOW_TEMPORAL_TERMINATE_FAILED,
 )
-from workflows import visibility
 from workflows.interpreter_workflow import InterpreterWorkflow
 from workflows.messages import (
     CancelRequest,

@@ -5,7 +5,7 @@ waits open and close) and the static summary the Temporal UI shows."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from temporalio.common import (
     SearchAttributeIndexedValueType,
@@ -48,7 +48,7 @@ def start_attributes(run: RunInput) -> TypedSearchAttributes | None:
     names an unregistered one."""
     if not run.options.search_attributes:
         return None
-    pairs: list[SearchAttributePair[object]] = [
+    pairs: list[SearchAttributePair[Any]] = [
         SearchAttributePair(TENANT, run.tenant),
         SearchAttributePair(DEFINITION_ID, run.definition_id),
         SearchAttributePair(DEFINITION_VERSION, run.version),

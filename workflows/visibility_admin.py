@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
@@ -90,7 +91,10 @@ async def ensure(settings: Settings, *, register: bool = True) -> list[Attribute
             await client.operator_service.add_search_attributes(
                 AddSearchAttributesRequest(
                     namespace=namespace,
-                    search_attributes={name: int(kind) for name, kind in missing.items()},
+                    search_attributes={
+                        name: IndexedValueType.ValueType(kind.value)
+                        for name, kind in missing.items()
+                    },
                 )
             )
         except RPCError as exc:

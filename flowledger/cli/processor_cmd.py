@@ -4,6 +4,7 @@ cleanly, committing what is done); `flowledger processor status`: ingress lag.""
 from __future__ import annotations
 
 import asyncio
+
 import typer
 
 from flowledger import logs

@@ -38,9 +38,10 @@ def ensure(
             }
         )
     else:
+        where = f"{settings.temporal.namespace} at {settings.temporal.address}"
         console.print(
             table(
-                f"search attributes of {settings.temporal.namespace} at {settings.temporal.address}",
+                f"search attributes of {where}",
                 ["attribute", "type", "found", "status", "error"],
                 [[r.name, r.wanted, r.found, r.status, r.error] for r in reports],
             )

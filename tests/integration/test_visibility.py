@@ -159,7 +159,14 @@ async def test_ensure_registers_what_is_missing_and_reports_a_different_type(
 ) -> None:
     own = await fresh_namespace(settings)
     made = temporal_cli(
-        own, "operator", "search-attribute", "create", "--name", "FlowledgerTenant", "--type", "Text"
+        own,
+        "operator",
+        "search-attribute",
+        "create",
+        "--name",
+        "FlowledgerTenant",
+        "--type",
+        "Text",
     )
     assert made.returncode == 0, made.stderr
 

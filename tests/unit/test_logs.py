@@ -13,7 +13,9 @@ from flowledger.settings import Settings
 
 
 def _record(message: str = "hello %s", **extra: Any) -> logging.LogRecord:
-    record = logging.LogRecord("flowledger.test", logging.WARNING, __file__, 1, message, ("x",), None)
+    record = logging.LogRecord(
+        "flowledger.test", logging.WARNING, __file__, 1, message, ("x",), None
+    )
     record.__dict__.update(extra)
     return record
 
