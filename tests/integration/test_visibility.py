@@ -14,8 +14,9 @@ from typing import Any
 
 from flowledger.settings import Settings
 from flowledger.stack import temporal as stack_temporal
-from tests.integration.runtime_support import component_env, definition, start, worker
+from tests.integration.runtime_support import component_env, definition, record, start, worker
 from tests.waiting import until
+from workflows import control
 from workflows.messages import DeliveredEvent, run_workflow_id
 from workflows.visibility import ATTRIBUTES
 
@@ -99,6 +100,22 @@ async def test_runs_are_found_by_tenant_definition_and_waiting_key(settings: Set
             lambda: listed(settings, waiting) == {handles[f"k2-{tag}"].id},
             30,
             f"the run waiting on k2 for {waiting}",
+        )
+
+        triggered = await control.start(
+            settings,
+            client,
+            record(waiting_on_its_key(t2, d2)),
+            {"key": f"k5-{tag}"},
+            trigger_event_id=f"ev-{tag}",
+        )
+        handles[f"k5-{tag}"] = client.get_workflow_handle(triggered.workflow_id)
+        assert await until(
+            lambda: (
+                listed(settings, f"FlowledgerTriggerEventId='ev-{tag}'") == {triggered.workflow_id}
+            ),
+            30,
+            "the run triggered by ev",
         )
 
         description = await handles[f"k2-{tag}"].describe()
