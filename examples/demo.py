@@ -113,9 +113,6 @@ def produce_raw(path: Path) -> None:
 def main() -> None:
     chapter("1. the stack, the processor, the worker and the projector")
     run("up", "--detach")
-    ui = temporal_ui()
-    if ui:
-        console.print(f"[bold]Temporal UI[/]: {ui} (runs are found by FlowledgerTenant, ...)")
 
     chapter("2. publish the workflow definitions")
     for path in sorted(DEFINITIONS.glob("*.json")):
