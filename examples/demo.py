@@ -57,6 +57,12 @@ def query(*args: str) -> Any:
         return None
 
 
+def temporal_ui() -> str | None:
+    status = query("stack", "status") or {}
+    ui = status.get("services", {}).get("temporal", {}).get("ui")
+    return str(ui) if ui else None
+
+
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     with console.status(f"waiting for {what}"):
@@ -183,6 +189,13 @@ def main() -> None:
 
     chapter("the auditor's check: rebuild everything from the log and compare")
     run("replay", "verify", "--shadow")
+
+    ui = temporal_ui()
+    if ui:
+        console.print(
+            f"[bold]Temporal UI[/]: {ui}/namespaces/default/workflows"
+            " (query e.g. FlowledgerDefinitionId='order-fulfilment'; it goes with `down`)"
+        )
 
     chapter("done")
     run("down")

@@ -71,6 +71,11 @@ class TemporalSettings(_Section):
     tls_server_name: str | None = None
     api_key: SecretStr | None = None
     grpc_meta: dict[str, str] = Field(default_factory=dict)
+    # The cluster has flowledger's custom search attributes (the local stack registers
+    # them, `flowledger temporal ensure` on any other): runs are started with them and
+    # upsert their correlation keys. Off: neither, for a cluster without them, where
+    # Temporal would refuse the start.
+    search_attributes: bool = True
 
 
 class ActionSettings(_Section):
@@ -261,6 +266,9 @@ class Settings(BaseSettings):
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
     records: RecordSettings = Field(default_factory=RecordSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    # How the long-running commands log (flowledger/logs.py): text, or JSON lines with
+    # run_id, event_id and trace_id where known.
+    log_format: Literal["text", "json"] = "text"
 
     def database_url(self) -> str:
         """The projection database to connect to: the configured URL with the TLS

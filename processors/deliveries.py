@@ -15,6 +15,7 @@ from opentelemetry.trace import Span, SpanKind
 from temporalio.client import Client
 
 from flowledger import tracing
+from flowledger.logs import log_context
 from flowledger.settings import Settings
 from processors import effects
 from processors.effects import Backoff, StartRefused, Stopped, Transient
@@ -126,7 +127,9 @@ class Deliveries:
 
                 async def do_start(plan: Plan = plan, target: StartTarget = start_target) -> None:
                     with trace.use_span(spans[id(plan)], end_on_exit=False):
-                        outcome = await guarded(plan, lambda: self._start(plan, target))
+                        outcome = await guarded(
+                            plan, lambda: self._start(plan, target), run_id=target.run_id
+                        )
                     self.stats.starts += outcome == "started"
                     done(plan, Delivery(run_id=target.run_id, kind="start", outcome=outcome))
 
@@ -170,6 +173,7 @@ class Deliveries:
             lambda: self.backoff.retry(
                 f"signal {target.workflow_id}", lambda: effects.signal(client, target, event)
             ),
+            run_id=target.run_id,
         )
         self.stats.signals += outcome == "delivered"
         return outcome
@@ -199,17 +203,21 @@ class Deliveries:
             return f"refused: {exc.code}"
 
 
-async def guarded(plan: Plan, effect: Callable[[], Awaitable[str]]) -> str:
+async def guarded(
+    plan: Plan, effect: Callable[[], Awaitable[str]], *, run_id: str | None = None
+) -> str:
     """An effect's outcome; an unexpected exception fails this record alone
     (PROCESSING_FAILED, dead-lettered with the exception) instead of the batch."""
-    try:
-        return await effect()
-    except (Stopped, Transient, asyncio.CancelledError):
-        raise
-    except Exception as exc:
-        log.exception("an effect of %s failed", plan.record)
-        plan.fail(processing_failed(exc))
-        return "failed: PROCESSING_FAILED"
+    event_id = str(plan.envelope.event_id) if plan.envelope is not None else None
+    with log_context(run_id=run_id, event_id=event_id):
+        try:
+            return await effect()
+        except (Stopped, Transient, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("an effect of %s failed", plan.record)
+            plan.fail(processing_failed(exc))
+            return "failed: PROCESSING_FAILED"
 
 
 def with_deliveries(plan: Plan, found: list[Delivery]) -> None:

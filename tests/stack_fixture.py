@@ -3,6 +3,7 @@ the same launcher as `flowledger stack up`, failing (never skipping) when it can
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import uuid
 from dataclasses import dataclass, field
@@ -71,7 +72,16 @@ def start(root: Path, kafka: str | None, temporal: str | None, db: str | None) -
     except StackError as exc:
         tail = exc.context.get("log_tail", "")
         pytest.fail(f"the test stack could not start: {exc}\n{tail}", pytrace=False)
-    return StackHandle(settings=launcher.settings_for(base, state), state=state, root=root)
+    settings = launcher.settings_for(base, state)
+    if temporal is not None:
+        # An attached Temporal may lack flowledger's search attributes, which every
+        # start names (the stack's own dev server registers them as it starts).
+        from workflows import visibility_admin
+
+        reports = asyncio.run(visibility_admin.ensure(settings))
+        if not all(r.ok for r in reports):
+            pytest.fail(f"search attributes on {temporal}: {reports}", pytrace=False)
+    return StackHandle(settings=settings, state=state, root=root)
 
 
 def isolated(handle: StackHandle, tmp_path: Path) -> Settings:

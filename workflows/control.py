@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from flowledger.errors import FlowledgerError, InvalidInput
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
+from workflows import visibility
 from workflows.codes import (
     DEFINITION_NOT_FOUND,
     INVALID_REQUEST,
@@ -102,6 +103,7 @@ def run_options(settings: Settings) -> RunOptions:
         delivered_ids_limit=w.delivered_ids_limit,
         buffered_events_limit=w.buffered_events_limit,
         clock_skew_tolerance_s=settings.processor.clock_skew_tolerance_s,
+        search_attributes=settings.temporal.search_attributes,
     )
 
 
@@ -201,13 +203,16 @@ async def start(
     check_input(record, data)
     rid = run_id or str(uuid.uuid4())
     wid = workflow_id or run_workflow_id(rid)
+    run = run_input_for(
+        settings, record, data, run_id=rid, workflow_id=wid, trigger_event_id=trigger_event_id
+    )
     await client.start_workflow(
         InterpreterWorkflow.run,
-        run_input_for(
-            settings, record, data, run_id=rid, workflow_id=wid, trigger_event_id=trigger_event_id
-        ),
+        run,
         id=wid,
         task_queue=settings.temporal.task_queue,
+        search_attributes=visibility.start_attributes(run),
+        static_summary=visibility.static_summary(run),
         # A workflow id names one run for good: a triggered run's id comes from its
         # event, and the same event processed again after the run closed must not
         # start a second one (Temporal's default would allow it).
@@ -396,6 +401,10 @@ async def rerun(
             "workflow_id": run_workflow_id(new_id),
             "carry": None,
             "trigger_event_id": None,
+            # The cluster it runs on now decides, not the one the original started on.
+            "options": original.options.model_copy(
+                update={"search_attributes": settings.temporal.search_attributes}
+            ),
         }
     )
     await client.start_workflow(
@@ -403,6 +412,8 @@ async def rerun(
         fresh,
         id=run_workflow_id(new_id),
         task_queue=settings.temporal.task_queue,
+        search_attributes=visibility.start_attributes(fresh),
+        static_summary=visibility.static_summary(fresh),
     )
     return {
         "ok": True,

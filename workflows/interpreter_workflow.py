@@ -26,6 +26,7 @@ from workflows.codes import ACTION_FAILED, ACTION_KEY_BUSY, ACTIVITY_TIMEOUT, CH
 # the workflow calls), and re-importing pydantic models per run would cost more than
 # the run. The activities are imported for their typed references only.
 with workflow.unsafe.imports_passed_through():
+    from workflows import visibility
     from workflows.activities import RuntimeActivities
     from workflows.errors import StepError
     from workflows.interpreter import Interpreter
@@ -149,6 +150,8 @@ class TemporalHost:
                 child,
                 id=child.workflow_id,
                 task_queue=workflow.info().task_queue,
+                search_attributes=visibility.start_attributes(child),
+                static_summary=visibility.static_summary(child),
             )
         except ChildWorkflowError as failure:
             raise _child_error(failure) from None
@@ -158,6 +161,9 @@ class TemporalHost:
 
     def patched(self, change: str) -> bool:
         return workflow.patched(change)
+
+    def set_correlation_keys(self, keys: list[str]) -> None:
+        workflow.upsert_search_attributes([visibility.correlation_keys_update(keys)])
 
     async def sleep(self, seconds: float) -> None:
         await workflow.sleep(seconds)

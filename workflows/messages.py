@@ -60,6 +60,10 @@ class RunOptions(_Message):
     buffered_events_limit: int = 1_000
     # The processor's clock_skew_tolerance_s: both sides apply one rule with one value.
     clock_skew_tolerance_s: float = 2.0
+    # The cluster has flowledger's search attributes (workflows/visibility.py): the
+    # run upserts its correlation keys. Off in runs started before it existed, and
+    # wherever they are not registered (an upsert of an unknown one fails the task).
+    search_attributes: bool = False
 
 
 class CancelRequest(_Message):

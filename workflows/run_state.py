@@ -44,6 +44,8 @@ from workflows.messages import (
 )
 
 FLUSH_EVERY = 200
+# The Temporal patch that brought the correlation-key upserts (Host.patched).
+CORRELATION_KEYS_PATCH = "flowledger.visibility.correlation-keys"
 
 # Why a buffered event was let go, as the RunLog entry says it.
 DROP_REASONS = {
@@ -77,6 +79,10 @@ class Host(Protocol):
     def patched(self, change: str) -> bool:
         """Whether this run takes the changed behaviour named `change` (Temporal's
         patching: an execution that already ran the old code keeps it on replay)."""
+        ...
+
+    def set_correlation_keys(self, keys: list[str]) -> None:
+        """Make `keys` (sorted, maybe empty) the run's FlowledgerCorrelationKeys."""
         ...
 
 
@@ -167,6 +173,8 @@ class RunState:
             for completion in carry.completions:
                 self.signals.completions.setdefault(completion.task_id, []).append(completion)
         self.open_waits: dict[str, dict[str, Any]] = {}
+        # What the host was last told the open waits' keys are (None: nothing yet).
+        self._published_keys: list[str] | None = None
         self.open_tasks: dict[str, dict[str, Any]] = {}
         self.current_step: str | None = None
         self.status = "RUNNING"
@@ -249,6 +257,7 @@ class RunState:
             mode="json", exclude={"wait_id"}, exclude_unset=True
         )
         self.status = "WAITING"
+        self.publish_correlation_keys()
         self.event(data)
 
     def reopen_wait(self, data: WaitCreatedData) -> None:
@@ -258,6 +267,7 @@ class RunState:
             mode="json", exclude={"wait_id"}, exclude_unset=True
         )
         self.status = "WAITING"
+        self.publish_correlation_keys()
 
     def close_wait(
         self, wait_id: str, resolution: WaitResolution, matched: str | None = None
@@ -265,10 +275,36 @@ class RunState:
         self.open_waits.pop(wait_id, None)
         if not self.open_waits:
             self.status = "RUNNING"
+        self.publish_correlation_keys()
         self._wait_from = self.host.now()
         self.event(
             WaitResolvedData(wait_id=wait_id, resolution=resolution, matched_event_id=matched)
         )
+
+    def publish_correlation_keys(self) -> None:
+        """Tell the host the keys of the open event waits when they changed, so that
+        Temporal's visibility finds the run waiting on a key. Only where the cluster
+        has the attribute, and only in executions that began with this code (the
+        upsert is a command that older histories do not have)."""
+        if not self.run.options.search_attributes:
+            return
+        keys = sorted(
+            {
+                str(w["correlation_key"])
+                for w in self.open_waits.values()
+                if w.get("wait_type") == "event" and w.get("correlation_key") is not None
+            }
+        )
+        if keys == self._published_keys:
+            return
+        if self._published_keys is None and not keys:
+            # Nothing was ever set: there is nothing to unset either.
+            self._published_keys = keys
+            return
+        if not self.host.patched(CORRELATION_KEYS_PATCH):
+            return
+        self._published_keys = keys
+        self.host.set_correlation_keys(keys)
 
     # -- expressions ---------------------------------------------------------
 

@@ -70,6 +70,9 @@ def _register() -> None:
     from flowledger.cli import projections_cmd
 
     app.add_typer(projections_cmd.app, name="projections")
+    from flowledger.cli import temporal_cmd
+
+    app.add_typer(temporal_cmd.app, name="temporal")
     from flowledger.cli import up
 
     app.command("up")(up.up)

@@ -4,10 +4,10 @@ cleanly, committing what is done); `flowledger processor status`: ingress lag.""
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import typer
 
+from flowledger import logs
 from flowledger.cli import context
 from flowledger.cli.foreground import report, stop_on_signals
 from flowledger.cli.output import JSON_FLAG, console, err_console, print_json, refusals, table
@@ -37,9 +37,9 @@ def processor(
         return
     from processors.app import Processor
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with stop_on_signals() as stop, refusals(as_json):
         settings = context.settings(ctx)
+        logs.configure(settings)
         runner = Processor(settings, stop)
         if not as_json:
             err_console.print(

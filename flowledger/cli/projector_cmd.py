@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from flowledger import logs
 from flowledger.cli import context
 from flowledger.cli.foreground import report, stop_on_signals
 from flowledger.cli.output import JSON_FLAG, console, refusals
@@ -39,6 +40,7 @@ def projector(
     overrides = {} if session_timeout_ms is None else {"session.timeout.ms": session_timeout_ms}
 
     with stop_on_signals() as stop, refusals(as_json):
+        logs.configure(context.settings(ctx))
         runner = Projector(
             context.settings(ctx),
             database_url=database,

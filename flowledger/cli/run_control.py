@@ -11,6 +11,7 @@ from typing import Any
 import typer
 from temporalio.client import Client
 
+from flowledger import logs
 from flowledger.cli import context, inputs
 from flowledger.cli.operators import Request, audited, by_option, default_operator
 from flowledger.cli.output import JSON_FLAG, console, err_console, print_json, refusals
@@ -169,6 +170,7 @@ def _until_signalled(
     settings: Settings, name: str, body: Callable[[asyncio.Event], Awaitable[None]]
 ) -> None:
     """A Temporal-side component in the foreground, until SIGINT or SIGTERM."""
+    logs.configure(settings)
 
     async def go() -> None:
         stop = asyncio.Event()

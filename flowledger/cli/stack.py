@@ -40,6 +40,9 @@ def _render(document: dict[str, Any], title: str) -> None:
         for name, info in document["services"].items()
     ]
     console.print(table(title, ["service", "state", "endpoint", "mode", "pid"], rows))
+    ui = document["services"].get("temporal", {}).get("ui")
+    if ui:
+        console.print(f"Temporal UI: {ui}")
 
 
 @app.command("up")

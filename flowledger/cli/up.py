@@ -43,6 +43,9 @@ def _render(document: dict[str, Any], title: str) -> None:
         for name, info in document["services"].items()
     ]
     console.print(table(title, ["service", "state", "endpoint", "pid", "log"], rows))
+    ui = document["services"].get("temporal", {}).get("ui")
+    if ui:
+        console.print(f"Temporal UI: {ui}")
 
 
 def _progress(as_json: bool) -> Callable[[str], None] | None:

@@ -334,6 +334,8 @@ def status(settings: Settings, *, check: bool = True) -> dict[str, Any]:
             "pid": service.pid,
             "log": service.log,
         }
+        if name == "temporal" and (ui := temporal.ui_url(service)) is not None:
+            services[name]["ui"] = ui
     return {"services": services, "state_dir": str(state_dir)}
 
 

@@ -31,20 +31,24 @@ def binary(stack: StackSettings) -> str:
     return found
 
 
-def _ports(stack: StackSettings, previous: ServiceState | None) -> tuple[int, int, int]:
-    """gRPC, HTTP (the UI) and metrics ports: the recorded ones again, else free ones,
-    three distinct."""
+def _ports(stack: StackSettings, previous: ServiceState | None) -> tuple[int, int, int, int]:
+    """gRPC, HTTP API, metrics and Web UI ports: the recorded ones again, else free
+    ones, four distinct."""
     grpc = processes.claim_port(
         "temporal", previous.port() if previous is not None else stack.temporal_port
     )
     taken = {grpc}
     chosen = []
-    for what, key in (("temporal http", "http_port"), ("temporal metrics", "metrics_port")):
+    for what, key in (
+        ("temporal http", "http_port"),
+        ("temporal metrics", "metrics_port"),
+        ("temporal ui", "ui_port"),
+    ):
         known = previous.details.get(key) if previous is not None else None
         port = processes.claim_port(what, int(known)) if known else processes.free_port(taken)
         taken.add(port)
         chosen.append(port)
-    return grpc, chosen[0], chosen[1]
+    return grpc, chosen[0], chosen[1], chosen[2]
 
 
 def start(
@@ -52,7 +56,7 @@ def start(
 ) -> ServiceState:
     """Start the dev server; with `previous` on its recorded ports. Its SQLite file is
     kept either way, so workflows, task queues and namespaces survive a restart."""
-    port, http_port, metrics_port = _ports(stack, previous)
+    port, http_port, metrics_port, ui_port = _ports(stack, previous)
     home = state_dir / "temporal"
     home.mkdir(parents=True, exist_ok=True)
     db = home / "temporal.db"
@@ -62,11 +66,16 @@ def start(
             binary(stack),
             "server",
             "start-dev",
-            "--headless",
             "--ip",
             "127.0.0.1",
             "--port",
             str(port),
+            "--ui-ip",
+            "127.0.0.1",
+            "--ui-port",
+            str(ui_port),
+            # The UI would otherwise fetch Temporal's news feed from the internet.
+            "--ui-disable-news-fetch",
             "--http-port",
             str(http_port),
             "--metrics-port",
@@ -80,6 +89,7 @@ def start(
             # Our event-driven tests and the demo want timers and signals promptly.
             "--dynamic-config-value",
             "frontend.enableUpdateWorkflowExecution=true",
+            *search_attribute_flags(),
         ],
         log,
         cwd=home,
@@ -90,8 +100,25 @@ def start(
         pid=proc.pid,
         log=str(log),
         data_dir=str(db),
-        details={"http_port": http_port, "metrics_port": metrics_port},
+        details={"http_port": http_port, "metrics_port": metrics_port, "ui_port": ui_port},
     )
+
+
+def search_attribute_flags() -> list[str]:
+    """flowledger's search attributes, registered as the server starts (the dev server
+    keeps them in its SQLite file, so a restart registers nothing new)."""
+    from workflows.visibility import ATTRIBUTES, CLI_TYPES
+
+    flags: list[str] = []
+    for name, kind in ATTRIBUTES.items():
+        flags += ["--search-attribute", f"{name}={CLI_TYPES[kind]}"]
+    return flags
+
+
+def ui_url(service: ServiceState) -> str | None:
+    """The Web UI of a dev server the stack started; None for an attached one."""
+    port = service.details.get("ui_port")
+    return f"http://127.0.0.1:{int(port)}" if port else None
 
 
 async def _describe(endpoint: str, namespace: str) -> bool:

@@ -8,6 +8,8 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +17,17 @@ import pytest
 
 from flowledger.stack import processes
 from tests.stack_fixture import CACHE
+from tests.waiting import wait_for
 
 FLOWLEDGER = str(Path(sys.executable).parent / "flowledger")
+
+
+def _http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return int(reply.status)
+    except (OSError, urllib.error.URLError):
+        return None
 
 
 def run(
@@ -56,6 +67,11 @@ def test_up_status_down(state_dir: Path) -> None:
     assert services["database"]["endpoint"].startswith("sqlite:///")
     pids = [s["pid"] for s in services.values() if s["pid"]]
     assert pids and all(processes.alive(p) for p in pids)
+    ui = services["temporal"]["ui"]
+    assert ui.startswith("http://127.0.0.1:")
+    assert wait_for(lambda: _http_status(ui) == 200, 30, f"the Temporal UI at {ui}")
+    human = run("stack", "status", "--state-dir", str(state_dir))
+    assert f"Temporal UI: {ui}" in human.stdout
 
     again = run("stack", "up", "--state-dir", str(state_dir), "--json")
     assert again.returncode == 0

@@ -48,6 +48,7 @@ def test_up_detach_then_down(tmp_path: Path) -> None:
             "reconciler",
         ):
             assert services[name]["state"] == "up", (name, services[name])
+        assert str(services["temporal"]["ui"]).startswith("http://127.0.0.1:")
         recorded = json.loads((state / "services.json").read_text())["components"]
         assert set(recorded) == {"processor", "worker", "projector", "reconciler"}
         pids = [recorded[name]["pid"] for name in recorded]

@@ -26,6 +26,7 @@ class MemoryHost:
         self.emitted: list[dict[str, Any]] = []
         self.calls: list[ActionRequest] = []
         self.fail_actions = fail_actions
+        self.correlation_keys: list[list[str]] = []
 
     def now(self) -> datetime:
         return self.clock
@@ -53,6 +54,9 @@ class MemoryHost:
 
     def patched(self, change: str) -> bool:
         return True
+
+    def set_correlation_keys(self, keys: list[str]) -> None:
+        self.correlation_keys.append(keys)
 
     async def sleep(self, seconds: float) -> None:
         self.clock += timedelta(seconds=seconds)
@@ -402,3 +406,48 @@ async def test_an_idempotency_key_that_names_nothing_is_a_validation_error() -> 
         assert result.error["code"] == "ACTION_IDEMPOTENCY_KEY_INVALID", key
         assert result.error["category"] == "ValidationError"
         assert host.calls == []
+
+
+def _two_waits(flag: bool) -> RunInput:
+    steps = [
+        {"id": "w1", "type": "event.wait", "event_type": "t", "correlation_key": "k1"},
+        {"id": "w2", "type": "event.wait", "event_type": "t", "correlation_key": "k2"},
+    ]
+    return run_input(steps).model_copy(update={"options": RunOptions(search_attributes=flag)})
+
+
+def _events() -> list[DeliveredEvent]:
+    return [
+        DeliveredEvent(event_id=f"e{k}", event_type="t", correlation_key=k) for k in ("k1", "k2")
+    ]
+
+
+async def test_correlation_keys_follow_the_open_waits() -> None:
+    host = MemoryHost()
+    interpreter = Interpreter(_two_waits(True), host)
+    for event in _events():
+        interpreter.deliver(event)
+    assert (await interpreter.execute()).status == "SUCCEEDED"
+    assert host.correlation_keys == [["k1"], [], ["k2"], []]
+
+
+async def test_correlation_keys_are_not_upserted_without_the_attributes() -> None:
+    host = MemoryHost()
+    interpreter = Interpreter(_two_waits(False), host)
+    for event in _events():
+        interpreter.deliver(event)
+    assert (await interpreter.execute()).status == "SUCCEEDED"
+    assert host.correlation_keys == []
+
+
+async def test_correlation_keys_wait_for_the_patch() -> None:
+    class Unpatched(MemoryHost):
+        def patched(self, change: str) -> bool:
+            return change != "flowledger.visibility.correlation-keys"
+
+    host = Unpatched()
+    interpreter = Interpreter(_two_waits(True), host)
+    for event in _events():
+        interpreter.deliver(event)
+    assert (await interpreter.execute()).status == "SUCCEEDED"
+    assert host.correlation_keys == []
