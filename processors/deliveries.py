@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio.client import Client
@@ -15,6 +16,7 @@ from temporalio.client import Client
 from flowledger.settings import Settings
 from processors import effects
 from processors.effects import Backoff, StartRefused, Stopped, Transient
+from processors.metrics import ProcessorMetrics
 from processors.pipeline import (
     TRIGGER_MAPPING_FAILED,
     Plan,
@@ -33,10 +35,17 @@ Effect = Callable[[], Awaitable[None]]
 
 
 class Deliveries:
-    def __init__(self, settings: Settings, backoff: Backoff, stats: Stats) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backoff: Backoff,
+        stats: Stats,
+        metrics: ProcessorMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.backoff = backoff
         self.stats = stats
+        self.metrics = metrics or ProcessorMetrics()
         self.lanes = effects.Lanes(settings.processor.max_in_flight)
         self.client: Client | None = None
 
@@ -91,6 +100,7 @@ class Deliveries:
                 async def do_start(plan: Plan = plan, target: StartTarget = start_target) -> None:
                     outcome = await guarded(plan, lambda: self._start(plan, target))
                     self.stats.starts += outcome == "started"
+                    self.metrics.start(outcome)
                     done(plan, Delivery(run_id=target.run_id, kind="start", outcome=outcome))
 
                 groups.setdefault(start_target.workflow_id, []).append(do_start)
@@ -129,6 +139,10 @@ class Deliveries:
             ),
         )
         self.stats.signals += outcome == "delivered"
+        self.metrics.signal(outcome)
+        if outcome == "delivered":
+            waited = datetime.now(UTC) - plan.record.timestamp
+            self.metrics.wake_latency.observe(max(0.0, waited.total_seconds()))
         return outcome
 
     async def _start(self, plan: Plan, target: StartTarget) -> str:

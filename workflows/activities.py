@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -41,6 +42,7 @@ from workflows.messages import (
     DefinitionRequest,
     EmitRequest,
 )
+from workflows.metrics import WorkerMetrics
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -95,10 +97,16 @@ def _ledger_down(exc: BaseException) -> ApplicationError:
 
 
 class RuntimeActivities:
-    def __init__(self, settings: Settings, ledger: ActionLedger | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: ActionLedger | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self._producer: Producer | None = None
         self._ledger = ledger
+        self.metrics = metrics or WorkerMetrics()
 
     @property
     def ledger(self) -> ActionLedger:
@@ -135,6 +143,7 @@ class RuntimeActivities:
             Outgoing(topic, key, json.dumps(event, separators=(",", ":")).encode("utf-8"))
             for event in request.events
         ]
+        began = time.perf_counter()
         # Off the event loop: the flush waits for Kafka, heartbeats must not.
         done = await asyncio.to_thread(
             produce_and_flush, self.producer, items, self.settings.kafka.request_timeout_s
@@ -147,6 +156,7 @@ class RuntimeActivities:
                 + "; ".join(why for _item, why in done.failed[:3]),
                 type="KafkaUnavailable",
             )
+        self.metrics.emitted(request.events, time.perf_counter() - began)
         return len(request.events)
 
     @activity.defn(name="load_definition")

@@ -11,6 +11,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from flowledger.codes import CONFIG_FILE_UNREADABLE
@@ -77,9 +78,13 @@ def connect_options(temporal: TemporalSettings) -> dict[str, Any]:
     return options
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    """A client; `runtime` is a Temporal runtime of the caller's (the worker's, which
+    exports the SDK's own metrics), else the SDK's default one."""
     address = settings.temporal.address
     options = connect_options(settings.temporal)
+    if runtime is not None:
+        options["runtime"] = runtime
     try:
         return await Client.connect(**options, data_converter=pydantic_data_converter)
     except RPCError as exc:
