@@ -420,7 +420,7 @@ class Processor:
         todo = [p for p in plans if not p.duplicate]
         self.stats.records += len(plans)
         self.stats.duplicates += len(plans) - len(todo)
-        self.metrics.records.labels("duplicate").inc(len(plans) - len(todo))
+        self.metrics.outcome["duplicate"].inc(len(plans) - len(todo))
         return plans, todo
 
     async def _process(self, todo: list[Plan]) -> None:
@@ -440,20 +440,20 @@ class Processor:
         await sink.finish(self._retry_producing, self.settings.kafka.request_timeout_s)
 
         late: list[OpenWait] = []
-        records = self.metrics.records
+        outcome = self.metrics.outcome
         for plan in todo:
             rejected = plan.rejected
             if rejected is not None:
                 self.stats.refused += 1
-                records.labels("refused").inc()
+                outcome["refused"].inc()
                 self.metrics.deadletters.labels(rejected.code).inc()
             if plan.hold and rejected is None:
                 self.stats.held += 1
-                records.labels("held").inc()
+                outcome["held"].inc()
                 late.extend(self.holding.hold(plan, self.follower.index))
             else:
                 if rejected is None:
-                    records.labels("processed").inc()
+                    outcome["processed"].inc()
                 self.follower.completed.add(plan.done_key())
         if late:
             await self._release(late)
@@ -470,7 +470,7 @@ class Processor:
         plans = list({id(plan): plan for plan, _target in pairs}.values())
         await self._audit_again(plans)
         self.stats.released += len(plans)
-        self.metrics.records.labels("released").inc(len(plans))
+        self.metrics.outcome["released"].inc(len(plans))
 
     async def _expire(self) -> None:
         gone = self.holding.expire(datetime.now(UTC))
@@ -479,7 +479,7 @@ class Processor:
                 plan.audit = plan.audit.model_copy(update={"expired": True})
             await self._audit_again(gone)
             self.stats.expired += len(gone)
-            self.metrics.records.labels("expired").inc(len(gone))
+            self.metrics.outcome["expired"].inc(len(gone))
 
     async def _audit_again(self, plans: list[Plan]) -> None:
         """The complete audit of events that were held: now they are done."""

@@ -58,8 +58,11 @@ class ProcessorMetrics:
             ["partition"],
             registry=r,
         )
-        for outcome in ("processed", "duplicate", "refused", "held", "released", "expired"):
-            self.records.labels(outcome)
+        # Bound once: a label lookup per record takes the family's lock each time.
+        self.outcome = {
+            outcome: self.records.labels(outcome)
+            for outcome in ("processed", "duplicate", "refused", "held", "released", "expired")
+        }
         self._lagging: set[int] = set()
         self.signals.labels("delivered")
         self.starts.labels("started")

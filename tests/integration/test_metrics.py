@@ -162,10 +162,17 @@ async def test_counters_readiness_and_dashboard(settings: Settings) -> None:
             await asyncio.wait_for(client.get_workflow_handle(run_workflow_id(run_id)).result(), 60)
 
         def delivered() -> Samples | None:
+            # Signals are counted as Temporal acknowledges them, records once their
+            # audit is written too: both have to be there.
             now = scrape(url)
-            got = value(now, "flowledger_processor_signals_total", outcome="delivered")
-            want = value(p_before, "flowledger_processor_signals_total", outcome="delivered")
-            return now if got - want >= RUNS else None
+            moved = [
+                value(now, name, outcome=outcome) - value(p_before, name, outcome=outcome)
+                for name, outcome in (
+                    ("flowledger_processor_signals_total", "delivered"),
+                    ("flowledger_processor_records_total", "processed"),
+                )
+            ]
+            return now if min(moved) >= RUNS else None
 
         p_after = await until(delivered, 30, "ten signals counted")
         records = "flowledger_processor_records_total"
