@@ -19,8 +19,17 @@ from temporalio.client import Client
 from flowledger.settings import Settings
 from processors.app import Processor
 from projections.projector import Projector
-from tests.integration.runtime_support import definition, keyed_event, record, send, until
-from topics.catalogue import AUDIT, RUNTIME
+from tests.integration.runtime_support import (
+    definition,
+    keyed_event,
+    processing,
+    record,
+    send,
+    until,
+    worker,
+)
+from topics import clients
+from topics.catalogue import AUDIT, EVENTS, RUNTIME
 from topics.reader import read_all
 from workflows import control
 from workflows.client import connect
@@ -127,9 +136,9 @@ async def test_counters_readiness_and_dashboard(settings: Settings) -> None:
 
     stop = threading.Event()
     processor = Processor(settings, stop, client_factory=held_back)
-    worker = WorkerService(settings)
+    service = WorkerService(settings)
     worker_stop = asyncio.Event()
-    worker_task = asyncio.create_task(worker.run(worker_stop))
+    worker_task = asyncio.create_task(service.run(worker_stop))
     processor_task = asyncio.create_task(processor.run())
     try:
         url = await until(lambda: processor.metrics_url, what="the processor's metrics")
@@ -148,7 +157,7 @@ async def test_counters_readiness_and_dashboard(settings: Settings) -> None:
             "running": True,
         }
 
-        worker_url = await until(lambda: worker.metrics_url, what="the worker's metrics")
+        worker_url = await until(lambda: service.metrics_url, what="the worker's metrics")
         await until(lambda: ready(worker_url.removesuffix("/metrics")), 60, "the worker polling")
 
         client = await connect(settings)
@@ -221,10 +230,10 @@ async def test_counters_readiness_and_dashboard(settings: Settings) -> None:
         )
         steps = "flowledger_worker_steps_total"
         for step_type in ("event.wait", "control.return"):
-            moved = value(w_after, steps, step_type=step_type, outcome="succeeded") - value(
+            counted = value(w_after, steps, step_type=step_type, outcome="succeeded") - value(
                 w_before, steps, step_type=step_type, outcome="succeeded"
             )
-            assert moved == RUNS, (step_type, moved)
+            assert counted == RUNS, (step_type, counted)
         emit = "flowledger_worker_emit_seconds_count"
         assert value(w_after, emit) > value(w_before, emit)
         assert any(name.startswith("temporal_") for name, _ in w_after), "no SDK metrics"
@@ -266,3 +275,59 @@ async def test_counters_readiness_and_dashboard(settings: Settings) -> None:
         worker_stop.set()
         await processor_task
         await worker_task
+
+
+async def test_held_released_refused_and_deadlettered_are_counted(settings: Settings) -> None:
+    records = "flowledger_processor_records_total"
+    async with worker(settings) as client, processing(settings) as processor:
+        url = await until(lambda: processor.metrics_url, what="the processor's metrics")
+        await until(lambda: ready(url.removesuffix("/metrics")), 60, "the processor ready")
+        before = scrape(url)
+
+        # An event before its wait: held, then released when the run's wait opens.
+        send(settings, [keyed_event("acme", "order.paid", "early-1", "key")])
+
+        def held() -> Samples | None:
+            now = scrape(url)
+            return now if value(now, "flowledger_processor_held_events") == 1 else None
+
+        during = await until(held, 30, "one event held")
+        assert value(during, records, outcome="held") - value(before, records, outcome="held") == 1
+        (run_id,) = await start_runs(settings, client, ["early-1"])
+        await asyncio.wait_for(client.get_workflow_handle(run_workflow_id(run_id)).result(), 60)
+
+        # A record that is not JSON: refused and dead-lettered with its reason.
+        producer = clients.producer(settings)
+        producer.produce(settings.topic(EVENTS), key=b"bad", value=b"{not json")
+        assert producer.flush(10) == 0
+
+        def settled() -> Samples | None:
+            now = scrape(url)
+            released = value(now, records, outcome="released")
+            refused = value(now, records, outcome="refused")
+            return now if released and refused else None
+
+        after = await until(settled, 30, "the release and the refusal counted")
+    moved = {
+        outcome: value(after, records, outcome=outcome) - value(before, records, outcome=outcome)
+        for outcome in ("processed", "duplicate", "refused", "held", "released", "expired")
+    }
+    assert moved == {
+        "processed": 0,
+        "duplicate": 0,
+        "refused": 1,
+        "held": 1,
+        "released": 1,
+        "expired": 0,
+    }
+    assert value(after, "flowledger_processor_held_events") == 0
+    dead = "flowledger_processor_deadletters_total"
+    assert (
+        value(after, dead, reason="RECORD_NOT_JSON") - value(before, dead, reason="RECORD_NOT_JSON")
+        == 1
+    )
+    signals = "flowledger_processor_signals_total"
+    assert (
+        value(after, signals, outcome="delivered") - value(before, signals, outcome="delivered")
+        == 1
+    )
