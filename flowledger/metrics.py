@@ -12,6 +12,9 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from flowledger.codes import METRICS_PORT_UNAVAILABLE
+from flowledger.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 # Each check is a name and whether it holds; ready only when all of them do.
@@ -55,7 +58,16 @@ class HealthServer:
         return f"http://{host}:{self._bound}/metrics"
 
     def start(self) -> str:
-        server = ThreadingHTTPServer((self._host, self._port), _handler(self))
+        try:
+            server = ThreadingHTTPServer((self._host, self._port), _handler(self))
+        except OSError as exc:
+            raise ConfigError(
+                f"{self.name} cannot serve its metrics on {self._host}:{self._port}: "
+                f"{exc.strerror or exc}",
+                code=METRICS_PORT_UNAVAILABLE,
+                host=self._host,
+                port=self._port,
+            ) from None
         server.daemon_threads = True
         self._server = server
         self._bound = int(server.server_address[1])

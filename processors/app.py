@@ -178,6 +178,14 @@ class Processor:
         if self._consumer is None or now - self._lag_at < LAG_EVERY_S:
             return
         self._lag_at = now
+        try:
+            await self._measure_lag()
+        except KafkaException as exc:
+            # Only the gauge waits for the next sample; the records do not.
+            log.debug("lag not measured: %s", exc)
+
+    async def _measure_lag(self) -> None:
+        assert self._consumer is not None
         lags: dict[int, int] = {}
         owned = sorted(self._assigned)
         positions = {

@@ -300,6 +300,13 @@ class Projector:
         if now - self._lag_at < LAG_EVERY_S or not self._owned:
             return
         self._lag_at = now
+        try:
+            self._measure_lag(consumer)
+        except KafkaException as exc:
+            # Only the gauge waits for the next sample; the records do not.
+            log.debug("lag not measured: %s", exc)
+
+    def _measure_lag(self, consumer: Consumer) -> None:
         owned = sorted(self._owned)
         positions = {
             (tp.topic, tp.partition): tp.offset
@@ -312,8 +319,6 @@ class Projector:
             )
             # The position also steps over transaction markers (see caught_up).
             done = max(self._next.get((topic, partition), 0), positions.get((topic, partition), -1))
-            if done < 0:
-                continue
             # No end offset cached: nothing came from the partition since it was
             # assigned, which the consumer would have fetched if it were there.
             lags[(topic, partition)] = max(0, high - done) if high >= 0 else 0
