@@ -210,10 +210,12 @@ class MetricsSettings(_Section):
     """Where a long-running service (processor, projector, worker, reconciler) serves
     /metrics, /healthz and /readyz. One process runs one service, so one port."""
 
+    # False serves nothing (and /healthz with it).
+    enabled: bool = True
     # 0.0.0.0 in a container, so that Prometheus and the healthcheck reach it.
     host: str = "127.0.0.1"
-    # 0 picks a free port (logged at start); None serves nothing.
-    port: int | None = Field(default=0, ge=0, le=65535)
+    # 0 picks a free port (logged at start).
+    port: int = Field(default=0, ge=0, le=65535)
     # The worker's /metrics also carries the Temporal SDK's own metrics (temporal_*).
     temporal_sdk: bool = True
 

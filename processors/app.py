@@ -157,15 +157,14 @@ class Processor:
         }
 
     def _serve(self) -> None:
-        port = self.settings.metrics.port
-        if port is None:
+        if not self.settings.metrics.enabled:
             return
         server = HealthServer(
             "processor",
             self.metrics.registry,
             self.readiness,
             host=self.settings.metrics.host,
-            port=port,
+            port=self.settings.metrics.port,
         )
         server.start()
         self._server = server  # only once it listens: metrics_url is read from threads

@@ -278,16 +278,15 @@ class Projector:
         }
 
     def serve(self) -> str | None:
-        """Start /metrics, /healthz and /readyz (unless the port setting is None)."""
-        port = self.settings.metrics.port
-        if port is None or self._server is not None:
+        """Start /metrics, /healthz and /readyz (unless metrics are turned off)."""
+        if not self.settings.metrics.enabled or self._server is not None:
             return self.metrics_url
         server = HealthServer(
             "projector",
             self.metrics.registry,
             self.readiness,
             host=self.settings.metrics.host,
-            port=port,
+            port=self.settings.metrics.port,
         )
         url = server.start()
         self._server = server  # only once it listens: metrics_url is read from threads

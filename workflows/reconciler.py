@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -254,10 +254,15 @@ def _closing_words(history: Sequence[HistoryEvent]) -> tuple[str | None, str | N
     return None, None
 
 
-async def run_reconciler(settings: Settings, client: Client, stop: asyncio.Event) -> None:
+async def run_reconciler(
+    settings: Settings,
+    client: Client,
+    stop: asyncio.Event,
+    announce: Callable[[str], None] | None = None,
+) -> None:
     reconciler = Reconciler(settings, client)
     server: HealthServer | None = None
-    if settings.metrics.port is not None:
+    if settings.metrics.enabled:
         server = HealthServer(
             "reconciler",
             reconciler.metrics.registry,
@@ -265,7 +270,9 @@ async def run_reconciler(settings: Settings, client: Client, stop: asyncio.Event
             host=settings.metrics.host,
             port=settings.metrics.port,
         )
-        server.start()
+        url = server.start()
+        if announce is not None:
+            announce(url)
     try:
         await reconciler.run(stop)
     finally:

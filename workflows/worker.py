@@ -4,7 +4,7 @@ alone comes from `workflows.client`.)"""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -54,11 +54,12 @@ class WorkerService:
     """The worker as `flowledger worker` runs it: with /metrics (its own families and
     the SDK's), /healthz and /readyz (ready while it polls its task queue)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, announce: Callable[[str], None] | None = None) -> None:
         self.settings = settings
+        self.announce = announce
         self.metrics = WorkerMetrics()
-        serving = settings.metrics.port is not None
-        self.sdk = SdkMetrics() if serving and settings.metrics.temporal_sdk else None
+        wanted = settings.metrics.enabled and settings.metrics.temporal_sdk
+        self.sdk = SdkMetrics() if wanted else None
         self._worker: Worker | None = None
         self._server: HealthServer | None = None
 
@@ -71,18 +72,19 @@ class WorkerService:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then drain in-flight tasks and return."""
-        port = self.settings.metrics.port
-        if port is not None:
+        if self.settings.metrics.enabled:
             server = HealthServer(
                 "worker",
                 self.metrics.registry,
                 self.readiness,
                 host=self.settings.metrics.host,
-                port=port,
+                port=self.settings.metrics.port,
                 extra=self.sdk.scrape if self.sdk is not None else None,
             )
-            server.start()
+            url = server.start()
             self._server = server
+            if self.announce is not None:
+                self.announce(url)
         activities = RuntimeActivities(self.settings, metrics=self.metrics)
         try:
             client = await connect(self.settings, self.sdk.runtime if self.sdk else None)
@@ -95,6 +97,9 @@ class WorkerService:
                 self._server.close()
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    """Run until `stop` is set, then drain in-flight tasks and return."""
-    await WorkerService(settings).run(stop)
+async def run_worker(
+    settings: Settings, stop: asyncio.Event, announce: Callable[[str], None] | None = None
+) -> None:
+    """Run until `stop` is set, then drain in-flight tasks and return; `announce` is
+    told the metrics URL once it is served."""
+    await WorkerService(settings, announce).run(stop)

@@ -3,6 +3,8 @@ runtime events it published, and the projector's per-topic outcomes of a batch."
 
 from __future__ import annotations
 
+import pytest
+
 from flowledger.metrics import outcome_label
 from flowledger.settings import Settings
 from projections.apply import BatchResult
@@ -65,6 +67,9 @@ def test_projector_counts_each_topic_and_outcome_of_a_batch() -> None:
     assert get("flowledger_projector_lag_records", {"topic": "rt", "partition": "1"}) == 2
 
 
-def test_metrics_port_zero_by_default_and_none_turns_it_off() -> None:
-    assert Settings().metrics.port == 0
-    assert Settings.model_validate({"metrics": {"port": None}}).metrics.port is None
+def test_metrics_on_a_free_port_by_default_and_turned_off_by_a_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().metrics.enabled and Settings().metrics.port == 0
+    monkeypatch.setenv("FLOWLEDGER_METRICS__ENABLED", "false")
+    assert not Settings().metrics.enabled
