@@ -66,3 +66,5 @@ STACK_SERVICE_UNKNOWN: Final = "STACK_SERVICE_UNKNOWN"
 STACK_TEMPORAL_MISSING: Final = "STACK_TEMPORAL_MISSING"
 #: A stack command did not finish in time.
 STACK_TIMEOUT: Final = "STACK_TIMEOUT"
+#: The metrics port (METRICS__HOST / METRICS__PORT) cannot be bound: in use or not ours.
+METRICS_PORT_UNAVAILABLE: Final = "METRICS_PORT_UNAVAILABLE"

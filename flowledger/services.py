@@ -53,11 +53,34 @@ def _save(settings: Settings, components: dict[str, dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def _spawn(settings: Settings, name: str, env: dict[str, str]) -> dict[str, Any]:
+def metrics_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/metrics"
+
+
+def _metrics_port(known: dict[str, Any] | None) -> int:
+    """The port a component served its metrics on before, if it is free again (so a
+    scrape configuration stays right across restarts), else a new free one."""
+    before = (known or {}).get("metrics_port")
+    if isinstance(before, int) and processes.port_is_free(before):
+        return before
+    return processes.free_port()
+
+
+def _spawn(
+    settings: Settings, name: str, env: dict[str, str], known: dict[str, Any] | None = None
+) -> dict[str, Any]:
     log = settings.stack.state_dir.resolve() / "logs" / f"{name}.log"
     argv = [*_command(), *COMPONENTS[name]]
-    proc = processes.spawn(argv, log, env=env)
-    return {"pid": proc.pid, "log": str(log), "argv": argv}
+    port = _metrics_port(known)
+    own = {**env, "FLOWLEDGER_METRICS__HOST": "127.0.0.1", "FLOWLEDGER_METRICS__PORT": str(port)}
+    proc = processes.spawn(argv, log, env=own)
+    return {
+        "pid": proc.pid,
+        "log": str(log),
+        "argv": argv,
+        "metrics_port": port,
+        "metrics": metrics_url(port),
+    }
 
 
 def start(settings: Settings, env: dict[str, str]) -> list[str]:
@@ -70,7 +93,7 @@ def start(settings: Settings, env: dict[str, str]) -> list[str]:
         known = current.get(name)
         if known and processes.alive(known.get("pid")):
             continue
-        current[name] = _spawn(settings, name, env)
+        current[name] = _spawn(settings, name, env, known)
         _save(settings, current)
         started.append(name)
     return started
@@ -93,7 +116,7 @@ def restart(settings: Settings, name: str, env: dict[str, str]) -> None:
     known = current.get(name)
     if known:
         processes.stop(known.get("pid"), grace_s=STOP_GRACE_S)
-    current[name] = _spawn(settings, name, env)
+    current[name] = _spawn(settings, name, env, known)
     _save(settings, current)
 
 
@@ -116,12 +139,13 @@ def status(settings: Settings) -> dict[str, dict[str, Any]]:
     for name in COMPONENTS:
         known = current.get(name)
         if not known:
-            out[name] = {"state": "down", "pid": None, "log": None}
+            out[name] = {"state": "down", "pid": None, "log": None, "metrics": None}
             continue
         up = processes.alive(known.get("pid"))
         out[name] = {
             "state": "up" if up else "down",
             "pid": known.get("pid"),
             "log": known.get("log"),
+            "metrics": known.get("metrics") if up else None,
         }
     return out

@@ -211,6 +211,20 @@ class ReconcilerSettings(_Section):
     recheck_interval_s: float = Field(default=60.0, gt=0)
 
 
+class MetricsSettings(_Section):
+    """Where a long-running service (processor, projector, worker, reconciler) serves
+    /metrics, /healthz and /readyz. One process runs one service, so one port."""
+
+    # False serves nothing (and /healthz with it).
+    enabled: bool = True
+    # 0.0.0.0 in a container, so that Prometheus and the healthcheck reach it.
+    host: str = "127.0.0.1"
+    # 0 picks a free port (logged at start).
+    port: int = Field(default=0, ge=0, le=65535)
+    # The worker's /metrics also carries the Temporal SDK's own metrics (temporal_*).
+    temporal_sdk: bool = True
+
+
 class ExpressionSettings(_Section):
     extra_functions: list[str] = Field(default_factory=list)
     step_budget: int = Field(default=DEFAULT_STEP_BUDGET, ge=1)
@@ -269,6 +283,7 @@ class Settings(BaseSettings):
     # How the long-running commands log (flowledger/logs.py): text, or JSON lines with
     # run_id, event_id and trace_id where known.
     log_format: Literal["text", "json"] = "text"
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     def database_url(self) -> str:
         """The projection database to connect to: the configured URL with the TLS

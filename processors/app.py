@@ -25,6 +25,7 @@ from temporalio.client import Client
 
 from flowledger import tracing
 from flowledger.errors import FlowledgerError
+from flowledger.metrics import HealthServer
 from flowledger.settings import Settings
 from processors import audit as audits
 from processors import deadletter
@@ -33,6 +34,7 @@ from processors.deliveries import Deliveries
 from processors.effects import Backoff, Stopped
 from processors.follower import LogFollower
 from processors.held import Holding
+from processors.metrics import ProcessorMetrics
 from processors.offsets import OffsetWindow
 from processors.pipeline import IngressRecord, Plan, decide, utc_from_ms
 from processors.router_index import OpenWait
@@ -46,6 +48,8 @@ from workflows.client import connect
 log = logging.getLogger(__name__)
 
 ClientFactory = Callable[[Settings], Awaitable[Client]]
+# How often the ingress lag is sampled (from the consumer's cached end offsets).
+LAG_EVERY_S = 1.0
 
 __all__ = ["Processor", "Stats", "run"]
 
@@ -84,7 +88,17 @@ class Processor:
         self.follower = LogFollower(settings)
         self.holding = Holding(self.skew, self.window)
         self.stats = Stats()
-        self.deliveries = Deliveries(settings, self.backoff, self.stats)
+        self.metrics = ProcessorMetrics()
+        self.metrics.held.set_function(lambda: self.holding.early.count)
+        self.deliveries = Deliveries(settings, self.backoff, self.stats, self.metrics)
+        self._server: HealthServer | None = None
+        # Set once start-up is done: Temporal connected, the routing index caught up
+        # with the runtime topic, the consumer subscribed.
+        self._opened = False
+        self._lag_at = 0.0
+        # Per owned partition, the committed offset at assignment, until a record shows
+        # where the consumer is.
+        self._start_offsets: dict[int, int] = {}
         self._consumer: Consumer | None = None
         self._producer = clients.producer(settings)
         # Batches in consumption order; offsets move only past a done prefix of them.
@@ -125,6 +139,75 @@ class Processor:
             on_lost=self._on_lost,
         )
         self._consumer = consumer
+        self._opened = True
+
+    # -- metrics and health --------------------------------------------------
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where /metrics is served (None until `run` starts it, or when it is off)."""
+        return self._server.url if self._server is not None else None
+
+    def readiness(self) -> dict[str, bool]:
+        return {
+            "connected": self.deliveries.client is not None,
+            # The routing index rebuilt from the runtime topic up to its end at start.
+            "caught_up": self._opened,
+            "partitions_assigned": bool(self._assigned),
+            "running": not self.stop.is_set(),
+        }
+
+    def _serve(self) -> None:
+        if not self.settings.metrics.enabled:
+            return
+        server = HealthServer(
+            "processor",
+            self.metrics.registry,
+            self.readiness,
+            host=self.settings.metrics.host,
+            port=self.settings.metrics.port,
+        )
+        server.start()
+        self._server = server  # only once it listens: metrics_url is read from threads
+
+    async def _sample_lag(self) -> None:
+        """Per owned partition, the records not yet handled: the end offset as of the
+        last fetch (no broker call) minus the offset after the last handled record
+        (before the first one, the group's committed offset, asked once)."""
+        now = time.monotonic()
+        if self._consumer is None or now - self._lag_at < LAG_EVERY_S:
+            return
+        self._lag_at = now
+        try:
+            await self._measure_lag()
+        except KafkaException as exc:
+            # Only the gauge waits for the next sample; the records do not.
+            log.debug("lag not measured: %s", exc)
+
+    async def _measure_lag(self) -> None:
+        assert self._consumer is not None
+        lags: dict[int, int] = {}
+        owned = sorted(self._assigned)
+        positions = {
+            tp.partition: tp.offset
+            for tp in self._consumer.position([TopicPartition(self.events_topic, p) for p in owned])
+        }
+        for p in owned:
+            _low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.events_topic, p), cached=True
+            )
+            if high < 0:
+                # No end offset cached: nothing came from the partition since it was
+                # assigned, which the consumer would have fetched if it were there.
+                lags[p] = 0
+                continue
+            done = self.offsets.next.get(p, positions.get(p, -1))
+            if done < 0:
+                if p not in self._start_offsets:
+                    self._start_offsets[p] = await asyncio.to_thread(self._committed_offset, p)
+                done = self._start_offsets[p]
+            lags[p] = max(0, high - done)
+        self.metrics.set_lag(lags)
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -173,6 +256,8 @@ class Processor:
     def _forget(self, partitions: set[int]) -> None:
         self.holding.drop_partitions(partitions)
         self._assigned -= partitions
+        for p in partitions:
+            self._start_offsets.pop(p, None)
         self.offsets.forget(partitions)
 
     # -- the loop ------------------------------------------------------------
@@ -180,6 +265,7 @@ class Processor:
     async def run(self, until_idle: bool = False, timeout: float | None = None) -> Stats:
         started = self._started = time.monotonic()
         self._loop = asyncio.get_running_loop()
+        self._serve()
         try:
             await self.open()
             if until_idle:
@@ -198,6 +284,8 @@ class Processor:
         finally:
             await self._drain()
             self.close()
+            if self._server is not None:
+                self._server.close()
             self.stats.seconds = time.monotonic() - started
         return self.stats
 
@@ -222,6 +310,7 @@ class Processor:
             await asyncio.wait([self.offsets.oldest])
         self._settle()
         self._commit_retrying()
+        await self._sample_lag()
 
     def _launch(self, batch: list[Message]) -> None:
         plans, todo = self._decide(batch)
@@ -343,6 +432,7 @@ class Processor:
         todo = [p for p in plans if not p.duplicate]
         self.stats.records += len(plans)
         self.stats.duplicates += len(plans) - len(todo)
+        self.metrics.outcome["duplicate"].inc(len(plans) - len(todo))
         return plans, todo
 
     async def _process(self, todo: list[Plan]) -> None:
@@ -362,13 +452,20 @@ class Processor:
         await sink.finish(self._retry_producing, self.settings.kafka.request_timeout_s)
 
         late: list[OpenWait] = []
+        outcome = self.metrics.outcome
         for plan in todo:
-            if plan.rejected is not None:
+            rejected = plan.rejected
+            if rejected is not None:
                 self.stats.refused += 1
-            if plan.hold and plan.rejected is None:
+                outcome["refused"].inc()
+                self.metrics.deadletters.labels(rejected.code).inc()
+            if plan.hold and rejected is None:
                 self.stats.held += 1
+                outcome["held"].inc()
                 late.extend(self.holding.hold(plan, self.follower.index))
             else:
+                if rejected is None:
+                    outcome["processed"].inc()
                 self.follower.completed.add(plan.done_key())
         if late:
             await self._release(late)
@@ -385,6 +482,7 @@ class Processor:
         plans = list({id(plan): plan for plan, _target in pairs}.values())
         await self._audit_again(plans)
         self.stats.released += len(plans)
+        self.metrics.outcome["released"].inc(len(plans))
 
     async def _expire(self) -> None:
         gone = self.holding.expire(datetime.now(UTC))
@@ -393,6 +491,7 @@ class Processor:
                 plan.audit = plan.audit.model_copy(update={"expired": True})
             await self._audit_again(gone)
             self.stats.expired += len(gone)
+            self.metrics.outcome["expired"].inc(len(gone))
 
     async def _audit_again(self, plans: list[Plan]) -> None:
         """The complete audit of events that were held: now they are done."""

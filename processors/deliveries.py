@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
@@ -19,6 +20,7 @@ from flowledger.logs import log_context
 from flowledger.settings import Settings
 from processors import effects
 from processors.effects import Backoff, StartRefused, Stopped, Transient
+from processors.metrics import ProcessorMetrics
 from processors.pipeline import (
     TRIGGER_MAPPING_FAILED,
     Plan,
@@ -37,10 +39,17 @@ Effect = Callable[[], Awaitable[None]]
 
 
 class Deliveries:
-    def __init__(self, settings: Settings, backoff: Backoff, stats: Stats) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backoff: Backoff,
+        stats: Stats,
+        metrics: ProcessorMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.backoff = backoff
         self.stats = stats
+        self.metrics = metrics or ProcessorMetrics()
         self.lanes = effects.Lanes(settings.processor.max_in_flight)
         self.client: Client | None = None
         self.tracer = tracing.tracer(settings.tracing)
@@ -131,6 +140,7 @@ class Deliveries:
                             plan, lambda: self._start(plan, target), run_id=target.run_id
                         )
                     self.stats.starts += outcome == "started"
+                    self.metrics.start(outcome)
                     done(plan, Delivery(run_id=target.run_id, kind="start", outcome=outcome))
 
                 groups.setdefault(start_target.workflow_id, []).append(do_start)
@@ -176,6 +186,10 @@ class Deliveries:
             run_id=target.run_id,
         )
         self.stats.signals += outcome == "delivered"
+        self.metrics.signal(outcome)
+        if outcome == "delivered":
+            waited = datetime.now(UTC) - plan.record.timestamp
+            self.metrics.wake_latency.observe(max(0.0, waited.total_seconds()))
         return outcome
 
     async def _start(self, plan: Plan, target: StartTarget) -> str:

@@ -164,11 +164,14 @@ class EarlyEvents:
     held: dict[WaitKey, list[HeldEvent]] = field(default_factory=dict)
     # No held event expires before this: `expire` is cheap on every loop turn.
     earliest_expiry: datetime | None = None
+    # How many events are held, kept as they come and go (read on every metrics scrape).
+    count: int = 0
 
     def hold(self, event: HeldEvent) -> None:
         bucket = self.held.setdefault(event.key, [])
         if all(h.event_id != event.event_id for h in bucket):
             bucket.append(event)
+            self.count += 1
             if self.earliest_expiry is None or event.expires_at < self.earliest_expiry:
                 self.earliest_expiry = event.expires_at
 
@@ -184,6 +187,7 @@ class EarlyEvents:
                 self.held[wait.key] = keep
             else:
                 del self.held[wait.key]
+            self.count -= len(taken)
         return taken
 
     def expire(self, now: datetime) -> list[HeldEvent]:
@@ -201,6 +205,7 @@ class EarlyEvents:
             else:
                 del self.held[key]
         self.earliest_expiry = earliest
+        self.count -= len(gone)
         return gone
 
     def drop_partitions(self, partitions: Iterable[int]) -> list[HeldEvent]:
@@ -215,6 +220,7 @@ class EarlyEvents:
                 self.held[key] = keep
             else:
                 del self.held[key]
+        self.count -= len(dropped)
         return dropped
 
     def oldest_offsets(self) -> dict[int, int]:
@@ -226,4 +232,4 @@ class EarlyEvents:
         return out
 
     def __len__(self) -> int:
-        return sum(len(b) for b in self.held.values())
+        return self.count

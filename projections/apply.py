@@ -7,7 +7,7 @@ touched here, so tests drive it with plain records against a SQLite file."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -46,6 +46,10 @@ class BatchResult:
     skipped: int = 0  # duplicates, stale seqs, records already behind a checkpoint
     errors: int = 0
     rows: int = 0
+    # (topic, "applied" | "skipped" | "refused") -> records; sums to the batch's size
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Planning plus writing the batch (set by the pipeline), for the projector's metrics
+    seconds: float = 0.0
     next_offsets: dict[Slot, int] = field(default_factory=dict)
     # The runs this batch changed, with the partition of the record that last did: the
     # applier's cache takes them once the transaction has committed.
@@ -276,6 +280,7 @@ class Applier:
             errors=len(refused),
             rows=writes.rows,
             runs=folded.touched,
+            outcomes=_outcomes(folded.outcomes, records, todo, refused),
             next_offsets={s: max(end, starts.get(s, 0)) for s, end in batch_ends.items()},
         )
         checkpoints = advance(dialect, self.projection, batch_ends, starts)
@@ -331,6 +336,8 @@ class Applier:
         result.applied = result.skipped = result.rows = 0
         result.runs = {}
         states = plan.before.copy()
+        folded_outcomes: Counter[tuple[str, str]] = Counter()
+        seen = {r.at for r in plan.refusals} | {entry[0].at for entry in plan.decoded}
         for entry in plan.decoded:
             item = entry[0]
             trial = states.copy()
@@ -348,12 +355,16 @@ class Applier:
                 )
                 continue
             states = trial
+            folded_outcomes.update(folded.outcomes)
             result.applied += folded.applied
             result.skipped += folded.skipped
             result.rows += writes.rows
             result.runs.update(folded.touched)
         result.skipped += behind
         result.errors = len(plan.refusals)
+        result.outcomes = _outcomes(
+            folded_outcomes, plan.records, [r for r in plan.records if r.at in seen], plan.refusals
+        )
 
     def _close(self, conn: Connection, plan: Plan) -> None:
         """The end of a batch's transaction: its refusals and checkpoints."""
@@ -362,6 +373,24 @@ class Applier:
             # Re-applying a batch after a crash must not record the same refusal twice.
             conn.execute(insert_ignore(conn.dialect.name, t.projection_errors), rows)
         statements.run(conn, plan.checkpoints)
+
+
+def _outcomes(
+    folded: Counter[tuple[str, str]],
+    records: Sequence[Incoming],
+    todo: Sequence[Incoming],
+    refused: Sequence[Refusal],
+) -> Counter[tuple[str, str]]:
+    """Per topic, what became of a batch's records: folded (applied or skipped),
+    behind a stored checkpoint (skipped) or refused."""
+    out = Counter(folded)
+    fresh = {r.at for r in todo}
+    for r in records:
+        if r.at not in fresh:
+            out[(r.at.topic, "skipped")] += 1
+    for refusal in refused:
+        out[(refusal.at.topic, "refused")] += 1
+    return out
 
 
 def apply_batch(

@@ -3,8 +3,9 @@ states the caller loaded, which it updates in place."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from projections.changes import ChangeSet
@@ -40,6 +41,8 @@ class Folded:
     full: set[str]  # runs whose whole row is written (new, started or completed)
     applied: int
     skipped: int
+    # (topic, "applied" | "skipped") -> records, for the projector's metrics
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def definition_key(item: Incoming, record: object) -> DefinitionKey:
@@ -78,6 +81,7 @@ def fold_batch(
     touched: dict[str, tuple[Slot, RunState]] = {}
     full: set[str] = set()
     applied = skipped = 0
+    outcomes: Counter[tuple[str, str]] = Counter()
     for item, record in decoded:
         if item.kind == "runtime":
             event = cast(RuntimeEvent, record)
@@ -85,6 +89,7 @@ def fold_batch(
             folded = fold_rows(event, item.at, runs[run_id])
             if folded is None:
                 skipped += 1
+                outcomes[(item.at.topic, "skipped")] += 1
                 continue
             new_state, run_changes = folded
             if runs[run_id] is None or event.type in _FULL_ROW_EVENTS:
@@ -92,11 +97,13 @@ def fold_batch(
             runs[run_id] = new_state
             touched[run_id] = ((item.at.topic, item.at.partition), new_state)
             applied += 1
+            outcomes[(item.at.topic, "applied")] += 1
             for change in run_changes:
                 changes.add(change)
             continue
         if isinstance(record, OperatorAction):
             applied += 1
+            outcomes[(item.at.topic, "applied")] += 1
             changes.extend(fold_operator_action(record, item.at))
             continue
         if isinstance(record, AuditRecord):
@@ -125,4 +132,5 @@ def fold_batch(
             changes.extend(new)
         else:
             skipped += 1
-    return Folded(changes, touched, full, applied, skipped)
+        outcomes[(item.at.topic, "applied" if ok else "skipped")] += 1
+    return Folded(changes, touched, full, applied, skipped, outcomes)

@@ -12,6 +12,7 @@ planned again."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -82,10 +83,15 @@ class Pipeline:
     def submit(self, batch: Sequence[Incoming]) -> None:
         """Plan ``batch`` and hand it to the writer, finishing the batch before it."""
         after = self._inflight[0] if self._inflight is not None else None
+        began = time.perf_counter()
         plan = self._plan(batch, after)
+        planned = time.perf_counter() - began
         if not self.drain() and after is not None:
             # The plan was folded on states the batch before it did not leave behind.
+            began = time.perf_counter()
             plan = self._plan(batch, None)
+            planned = time.perf_counter() - began
+        plan.result.seconds = planned
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix=self._thread_name)
         self._inflight = (plan, self._writer.submit(self._write, plan))
@@ -117,8 +123,10 @@ class Pipeline:
             with self.engine.begin() as conn:
                 return self.applier.apply(conn, batch)
 
+        began = time.perf_counter()
         with self._batch_span(batch):
             result = retry_database(work, self._retry_timeout_s)
+        result.seconds = time.perf_counter() - began
         self.applier.committed(result)
         self._account(result, len(batch))
         return result
@@ -140,8 +148,10 @@ class Pipeline:
 
     def _write(self, plan: Plan) -> None:
         # runs on the writer thread
+        began = time.perf_counter()
         with self._batch_span(plan.records), self.engine.begin() as conn:
             self.applier.write(conn, plan)
+        plan.result.seconds += time.perf_counter() - began
 
     def _batch_span(self, batch: Sequence[Incoming]) -> AbstractContextManager[Span]:
         """A span per transaction, linked to the trace of every record it applies

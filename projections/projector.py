@@ -23,12 +23,14 @@ from sqlalchemy import Engine
 
 from flowledger import tracing
 from flowledger.errors import ServiceUnavailable
+from flowledger.metrics import HealthServer
 from flowledger.settings import Settings
 from projections import db, migrate
 from projections.apply import Applier, BatchResult
 from projections.changes import Coordinates
 from projections.checkpoints import DEFAULT_PROJECTION, read_checkpoints
 from projections.codes import KAFKA_FATAL
+from projections.metrics import ProjectorMetrics
 from projections.pipeline import Pipeline, retry_database
 from projections.records import Incoming, Kind
 from topics import admin, clients
@@ -37,6 +39,8 @@ from topics.catalogue import AUDIT, DEFINITIONS, OPERATORS, RUNTIME
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
+# How often the lag is sampled (from the consumer's cached end offsets).
+LAG_EVERY_S = 1.0
 
 
 def tune_gc() -> None:
@@ -138,6 +142,11 @@ class Projector:
         # the next offset applied, per owned partition
         self._next = self._pipeline.positions
         self.stats = RunStats()
+        self.metrics = ProjectorMetrics()
+        self._server: HealthServer | None = None
+        self._lag_at = 0.0
+        # Every owned partition applied up to its end once since the last assignment.
+        self._caught_up_once = False
         if migrate_first:
             migrate.upgrade(self.engine)
 
@@ -155,6 +164,8 @@ class Projector:
                 tp.offset = OFFSET_BEGINNING
                 self._next[slot] = 0
             self._owned.add(slot)
+        self._caught_up_once = False
+        self._lag_at = 0.0
         # Another instance may have applied these partitions since we last held them.
         self._pipeline.applier.forget((tp.topic, tp.partition) for tp in partitions)
         consumer.incremental_assign(partitions)
@@ -199,6 +210,7 @@ class Projector:
         self.stats.skipped += result.skipped
         self.stats.errors += result.errors
         self.stats._last_applied = time.monotonic()
+        self.metrics.batch_done(result)
         if self._on_batch is not None:
             self._on_batch(result)
         if self._consumer is not None:
@@ -251,7 +263,74 @@ class Projector:
             self._pipeline.submit(batch)
         else:
             self._pipeline.drain()
+        self._sample_lag(consumer)
         return len(messages)
+
+    # -- metrics and health --------------------------------------------------------
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where /metrics is served (None until `run` starts it, or when it is off)."""
+        return self._server.url if self._server is not None else None
+
+    def readiness(self) -> dict[str, bool]:
+        return {
+            "connected": self._consumer is not None,
+            "partitions_assigned": bool(self._owned),
+            "caught_up": self._caught_up_once,
+        }
+
+    def serve(self) -> str | None:
+        """Start /metrics, /healthz and /readyz (unless metrics are turned off)."""
+        if not self.settings.metrics.enabled or self._server is not None:
+            return self.metrics_url
+        server = HealthServer(
+            "projector",
+            self.metrics.registry,
+            self.readiness,
+            host=self.settings.metrics.host,
+            port=self.settings.metrics.port,
+        )
+        url = server.start()
+        self._server = server  # only once it listens: metrics_url is read from threads
+        return url
+
+    def _sample_lag(self, consumer: Consumer) -> None:
+        """Per owned partition, the records not yet applied: the end offset as of the
+        last fetch (no broker call) minus the next offset to apply."""
+        now = time.monotonic()
+        if now - self._lag_at < LAG_EVERY_S or not self._owned:
+            return
+        self._lag_at = now
+        try:
+            self._measure_lag(consumer)
+        except KafkaException as exc:
+            # Only the gauge waits for the next sample; the records do not.
+            log.debug("lag not measured: %s", exc)
+
+    def _measure_lag(self, consumer: Consumer) -> None:
+        owned = sorted(self._owned)
+        positions = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in consumer.position([TopicPartition(t, p) for t, p in owned])
+        }
+        lags: dict[tuple[str, int], int] = {}
+        for topic, partition in owned:
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            # The position also steps over transaction markers (see caught_up).
+            done = max(self._next.get((topic, partition), 0), positions.get((topic, partition), -1))
+            # No end offset cached: nothing came from the partition since it was
+            # assigned, which the consumer would have fetched if it were there.
+            lags[(topic, partition)] = max(0, high - done) if high >= 0 else 0
+        self.metrics.set_lag(lags)
+        if not self._caught_up_once:
+            # Asked of the broker, once a second, only until it first holds.
+            try:
+                self._caught_up_once = self.caught_up()
+            except (KafkaException, ServiceUnavailable) as exc:
+                log.debug("end offsets unavailable: %s", exc)
 
     def caught_up(self) -> bool:
         """Every owned partition has been applied up to its end offset (as of now)."""
@@ -276,6 +355,7 @@ class Projector:
 
     def run(self, stop: threading.Event) -> RunStats:
         started = time.monotonic()
+        self.serve()
         try:
             while not stop.is_set():
                 self.poll_once()
@@ -289,6 +369,7 @@ class Projector:
         (``stats.caught_up`` says which)."""
         started = time.monotonic()
         deadline = started + timeout
+        self.serve()
         try:
             while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
                 read = self.poll_once()
@@ -306,6 +387,9 @@ class Projector:
         return frozenset(self._owned)
 
     def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         self._pipeline.close()
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None

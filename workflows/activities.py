@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -44,6 +45,7 @@ from workflows.messages import (
     DefinitionRequest,
     EmitRequest,
 )
+from workflows.metrics import WorkerMetrics
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -98,10 +100,16 @@ def _ledger_down(exc: BaseException) -> ApplicationError:
 
 
 class RuntimeActivities:
-    def __init__(self, settings: Settings, ledger: ActionLedger | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: ActionLedger | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self._producer: Producer | None = None
         self._ledger = ledger
+        self.metrics = metrics or WorkerMetrics()
 
     @property
     def ledger(self) -> ActionLedger:
@@ -143,6 +151,7 @@ class RuntimeActivities:
                 )
                 for event in request.events
             ]
+            began = time.perf_counter()
             # Off the event loop: the flush waits for Kafka, heartbeats must not.
             done = await asyncio.to_thread(
                 produce_and_flush, self.producer, items, self.settings.kafka.request_timeout_s
@@ -155,6 +164,7 @@ class RuntimeActivities:
                 + "; ".join(why for _item, why in done.failed[:3]),
                 type="KafkaUnavailable",
             )
+        self.metrics.emitted(request.events, time.perf_counter() - began)
         return len(request.events)
 
     def _emit_span(self, request: EmitRequest) -> AbstractContextManager[Span]:

@@ -12,6 +12,7 @@ from typing import Any
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from flowledger import tracing
@@ -87,9 +88,13 @@ def interceptors(settings: Settings) -> list[Interceptor]:
     return [TracingInterceptor(tracing.tracer(settings.tracing))]
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    """A client; `runtime` is a Temporal runtime of the caller's (the worker's, which
+    exports the SDK's own metrics), else the SDK's default one."""
     address = settings.temporal.address
     options = connect_options(settings.temporal)
+    if runtime is not None:
+        options["runtime"] = runtime
     try:
         return await Client.connect(
             **options, data_converter=pydantic_data_converter, interceptors=interceptors(settings)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from flowledger.errors import ServiceUnavailable
+from flowledger.metrics import HealthServer
 from flowledger.settings import Settings
 from schemas.runtime import RunReconciled, RunReset
 from topics import clients
@@ -27,6 +28,7 @@ from topics.producing import Outgoing, produce_and_flush
 from topics.serde import encode_runtime
 from workflows import reconcile
 from workflows.messages import WORKFLOW_NAME, EmitRequest, RunInput
+from workflows.metrics import ReconcilerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class Reconciler:
         # projector lets the copies change nothing.
         self._done: dict[str, str] = {}
         self._checked: dict[str, float] = {}  # closed execution -> monotonic time
+        self.metrics = ReconcilerMetrics()
+        self._polled = False
 
     @property
     def producer(self) -> Producer:
@@ -103,13 +107,22 @@ class Reconciler:
             self._done[execution.run_id] = latest
         return published
 
+    def readiness(self) -> dict[str, bool]:
+        # Ready while its last look at Temporal's visibility (and any publishing) worked.
+        return {"last_poll_ok": self._polled}
+
     async def run(self, stop: asyncio.Event) -> None:
         interval = self.settings.reconciler.poll_interval_s
         while not stop.is_set():
             try:
                 await self.poll_once()
             except Exception as exc:  # Temporal or Kafka away: next poll tries again
+                self.metrics.polls.labels("failed").inc()
+                self._polled = False
                 log.warning("reconcile poll failed: %s", exc)
+            else:
+                self.metrics.polls.labels("ok").inc()
+                self._polled = True
             try:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
             except TimeoutError:
@@ -226,6 +239,7 @@ class Reconciler:
                 + done.failed[0][1],
                 code=KAFKA_UNAVAILABLE,
             )
+        self.metrics.published.labels(record.type).inc()
         log.info("published %s for run %s", record.type, record.run_id)
 
 
@@ -240,9 +254,28 @@ def _closing_words(history: Sequence[HistoryEvent]) -> tuple[str | None, str | N
     return None, None
 
 
-async def run_reconciler(settings: Settings, client: Client, stop: asyncio.Event) -> None:
+async def run_reconciler(
+    settings: Settings,
+    client: Client,
+    stop: asyncio.Event,
+    announce: Callable[[str], None] | None = None,
+) -> None:
     reconciler = Reconciler(settings, client)
+    server: HealthServer | None = None
+    if settings.metrics.enabled:
+        server = HealthServer(
+            "reconciler",
+            reconciler.metrics.registry,
+            reconciler.readiness,
+            host=settings.metrics.host,
+            port=settings.metrics.port,
+        )
+        url = server.start()
+        if announce is not None:
+            announce(url)
     try:
         await reconciler.run(stop)
     finally:
         reconciler.close()
+        if server is not None:
+            server.close()

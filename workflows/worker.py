@@ -4,16 +4,18 @@ alone comes from `workflows.client`.)"""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from flowledger.metrics import HealthServer
 from flowledger.settings import Settings
 from workflows.activities import RuntimeActivities
 from workflows.client import connect
 from workflows.interpreter_workflow import InterpreterWorkflow
+from workflows.metrics import SdkMetrics, WorkerMetrics
 
 WORKFLOWS: Sequence[type] = (InterpreterWorkflow,)
 
@@ -51,11 +53,56 @@ def build_worker(
     )
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    """Run until `stop` is set, then drain in-flight tasks and return."""
-    client = await connect(settings)
-    activities = RuntimeActivities(settings)
-    worker = build_worker(client, settings, activities)
-    async with worker:
-        await stop.wait()
-    activities.close()
+class WorkerService:
+    """The worker as `flowledger worker` runs it: with /metrics (its own families and
+    the SDK's), /healthz and /readyz (ready while it polls its task queue)."""
+
+    def __init__(self, settings: Settings, announce: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.announce = announce
+        self.metrics = WorkerMetrics()
+        wanted = settings.metrics.enabled and settings.metrics.temporal_sdk
+        self.sdk = SdkMetrics() if wanted else None
+        self._worker: Worker | None = None
+        self._server: HealthServer | None = None
+
+    @property
+    def metrics_url(self) -> str | None:
+        return self._server.url if self._server is not None else None
+
+    def readiness(self) -> dict[str, bool]:
+        return {"polling": self._worker is not None and self._worker.is_running}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then drain in-flight tasks and return."""
+        if self.settings.metrics.enabled:
+            server = HealthServer(
+                "worker",
+                self.metrics.registry,
+                self.readiness,
+                host=self.settings.metrics.host,
+                port=self.settings.metrics.port,
+                extra=self.sdk.scrape if self.sdk is not None else None,
+            )
+            url = server.start()
+            self._server = server
+            if self.announce is not None:
+                self.announce(url)
+        activities = RuntimeActivities(self.settings, metrics=self.metrics)
+        try:
+            client = await connect(self.settings, self.sdk.runtime if self.sdk else None)
+            self._worker = build_worker(client, self.settings, activities)
+            async with self._worker:
+                await stop.wait()
+        finally:
+            activities.close()
+            if self._server is not None:
+                self._server.close()
+
+
+async def run_worker(
+    settings: Settings, stop: asyncio.Event, announce: Callable[[str], None] | None = None
+) -> None:
+    """Run until `stop` is set, then drain in-flight tasks and return; `announce` is
+    told the metrics URL once it is served."""
+    await WorkerService(settings, announce).run(stop)

@@ -47,10 +47,12 @@ def projector(
             batch_size=batch_size,
             consumer_config=overrides,
         )
+        metrics = runner.serve()
         if not as_json:
             console.print(
                 f"projector: group {runner.group_id}, batch {runner.batch_size}, "
                 f"database {runner.engine.url.render_as_string(hide_password=True)}"
+                + (f", metrics {metrics}" if metrics else "")
             )
         stats = runner.run_until_idle(timeout, stop) if until_idle else runner.run(stop)
     report(stats, as_json, until_idle, stop)

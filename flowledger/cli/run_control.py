@@ -186,6 +186,10 @@ def _until_signalled(
         asyncio.run(go())
 
 
+def _announce(name: str) -> Callable[[str], None]:
+    return lambda url: err_console.print(f"{name} metrics on {url}")
+
+
 def worker(ctx: typer.Context) -> None:
     """Run the Temporal worker in the foreground (Ctrl-C stops it cleanly)."""
     settings = context.settings(ctx)
@@ -194,7 +198,7 @@ def worker(ctx: typer.Context) -> None:
         # The worker writes the action ledger, one of the migrated tables, and may
         # start before any projector has created them.
         await asyncio.to_thread(migrate.upgrade, settings.database_url())
-        await run_worker(settings, stop)
+        await run_worker(settings, stop, _announce("worker"))
 
     _until_signalled(settings, "worker", body)
 
@@ -204,6 +208,6 @@ def reconciler(ctx: typer.Context) -> None:
     settings = context.settings(ctx)
 
     async def body(stop: asyncio.Event) -> None:
-        await run_reconciler(settings, await connect(settings), stop)
+        await run_reconciler(settings, await connect(settings), stop, _announce("reconciler"))
 
     _until_signalled(settings, "reconciler", body)

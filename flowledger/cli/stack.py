@@ -36,7 +36,13 @@ def settings_with_state_dir(ctx: typer.Context, state_dir: Path | None) -> Setti
 
 def _render(document: dict[str, Any], title: str) -> None:
     rows = [
-        [name, info.get("state"), info.get("endpoint"), info.get("mode", ""), info.get("pid")]
+        [
+            name,
+            info.get("state"),
+            info.get("endpoint") or info.get("metrics"),
+            info.get("mode", ""),
+            info.get("pid"),
+        ]
         for name, info in document["services"].items()
     ]
     console.print(table(title, ["service", "state", "endpoint", "mode", "pid"], rows))
@@ -94,9 +100,13 @@ def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = 
 def status(
     ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = JSON_FLAG
 ) -> None:
-    """Show each service's state and endpoint."""
+    """Show each service's state and endpoint, and the metrics URL of each component."""
+    from flowledger import services
+
     settings = settings_with_state_dir(ctx, state_dir)
     document = launcher.status(settings)
+    # The components `up` started (processor, worker, ...): their metrics endpoints.
+    document["services"].update(services.status(settings))
     if as_json:
         print_json(document)
     else:

@@ -39,7 +39,13 @@ def _document(settings: Settings, check: bool = True) -> dict[str, Any]:
 
 def _render(document: dict[str, Any], title: str) -> None:
     rows = [
-        [name, info.get("state"), info.get("endpoint", ""), info.get("pid"), info.get("log")]
+        [
+            name,
+            info.get("state"),
+            info.get("endpoint") or info.get("metrics") or "",
+            info.get("pid"),
+            info.get("log"),
+        ]
         for name, info in document["services"].items()
     ]
     console.print(table(title, ["service", "state", "endpoint", "pid", "log"], rows))

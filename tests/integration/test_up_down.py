@@ -7,10 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from flowledger.stack import processes
 from tests.stack_fixture import CACHE
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,6 +31,20 @@ def _cli(args: list[str], env: dict[str, str]) -> dict[str, object]:
     document = json.loads(done.stdout.strip().splitlines()[-1])
     assert isinstance(document, dict)
     return document
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _body(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text: str = answer.read().decode()
+    return text
 
 
 def test_up_detach_then_down(tmp_path: Path) -> None:
@@ -53,6 +70,18 @@ def test_up_detach_then_down(tmp_path: Path) -> None:
         assert set(recorded) == {"processor", "worker", "projector", "reconciler"}
         pids = [recorded[name]["pid"] for name in recorded]
         assert all(processes.alive(pid) for pid in pids)
+        status = _cli(["stack", "status", "--json", "--state-dir", str(state)], env)["services"]
+        assert isinstance(status, dict)
+        urls = {name: services[name]["metrics"] for name in recorded}
+        assert len(set(urls.values())) == len(urls)
+        for name, url in urls.items():
+            assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics"), url
+            assert status[name]["metrics"] == url
+            base = url.removesuffix("/metrics")
+            wait_for(lambda base=base: _answers(f"{base}/healthz"), 60, f"{name} /healthz")
+            wait_for(lambda base=base: _answers(f"{base}/readyz"), 60, f"{name} /readyz")
+            body = _body(url)
+            assert f"flowledger_{name}_" in body, (name, body[:500])
     finally:
         down = _cli(["down", "--json", "--state-dir", str(state)], env)
     assert not (state / "services.json").exists()

@@ -168,3 +168,54 @@ def test_dockerfile_runs_the_cli() -> None:
     text = (DOCKER / "Dockerfile").read_text(encoding="utf-8")
     assert 'ENTRYPOINT ["flowledger"]' in text
     assert "pip install ." in text
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_role_serves_metrics_and_has_a_healthcheck(either: dict[str, Any], role: str) -> None:
+    service = either["services"][role]
+    env = service.get("environment") or either["x-flowledger"]["environment"]
+    assert env["FLOWLEDGER_METRICS__HOST"] == "0.0.0.0"
+    assert env["FLOWLEDGER_METRICS__PORT"] == "9100"
+    check = " ".join(service["healthcheck"]["test"])
+    assert "http://127.0.0.1:9100/healthz" in check
+
+
+def test_prometheus_scrapes_every_role_and_grafana_is_provisioned(either: dict[str, Any]) -> None:
+    services = either["services"]
+    assert services["prometheus"]["image"].startswith("prom/prometheus:")
+    assert services["grafana"]["image"].startswith("grafana/grafana:")
+    config = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == set(ROLES)
+    for role, job in jobs.items():
+        assert job["dns_sd_configs"] == [{"names": [role], "type": "A", "port": 9100}]
+    mounts = " ".join(services["grafana"]["volumes"])
+    assert "./grafana/provisioning:/etc/grafana/provisioning" in mounts
+    assert "./grafana/dashboards:/var/lib/grafana/dashboards" in mounts
+    source = yaml.safe_load(
+        (DOCKER / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    assert source["datasources"][0]["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load(
+        (DOCKER / "grafana" / "provisioning" / "dashboards" / "flowledger.yml").read_text()
+    )
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_dashboard_has_the_panels_the_issue_names() -> None:
+    import json
+
+    document = json.loads((DOCKER / "grafana" / "dashboards" / "flowledger.json").read_text())
+    exprs = " ".join(t["expr"] for p in document["panels"] for t in p["targets"])
+    for family in (
+        "flowledger_processor_records_total",  # ingress rate
+        "flowledger_processor_deadletters_total",  # dead-letter rate
+        "flowledger_processor_held_events",
+        "flowledger_processor_wake_latency_seconds_bucket",
+        "flowledger_projector_lag_records",
+        "flowledger_projector_batch_seconds_bucket",
+        "flowledger_worker_runs_completed_total",  # run outcomes
+    ):
+        assert family in exprs, family
+    uids = {t["datasource"]["uid"] for p in document["panels"] for t in p["targets"]}
+    assert uids == {"prometheus"}
