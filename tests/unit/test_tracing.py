@@ -156,8 +156,8 @@ def test_the_projector_batch_links_every_traced_record() -> None:
         Incoming("runtime", Coordinates("rt", 0, 2), b"r", b"{}", b),
     ]
     pipeline = Pipeline(mock.Mock(), mock.Mock(), retry_timeout_s=1, tracer=trace.get_tracer("t"))
-    with pipeline._batch_span(batch):
-        pass
+    with pipeline._batch_span(batch) as recording:
+        assert recording.is_recording()
     (span,) = [
         s
         for s in exporter.get_finished_spans()
@@ -169,8 +169,8 @@ def test_the_projector_batch_links_every_traced_record() -> None:
     # Off (the default tracer): a span that records nothing.
     quiet = Pipeline(mock.Mock(), mock.Mock(), retry_timeout_s=1)
     before = len(exporter.get_finished_spans())
-    with quiet._batch_span(batch):
-        pass
+    with quiet._batch_span(batch) as silent:
+        assert not silent.is_recording()
     assert len(exporter.get_finished_spans()) == before
 
 
