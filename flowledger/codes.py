@@ -44,6 +44,8 @@ STACK_COMMAND_FAILED: Final = "STACK_COMMAND_FAILED"
 STACK_DATA_IN_USE: Final = "STACK_DATA_IN_USE"
 #: No Java (17+) to run Kafka.
 STACK_JAVA_MISSING: Final = "STACK_JAVA_MISSING"
+#: A Kafka cluster of several brokers was asked for with a secured listener.
+STACK_KAFKA_CLUSTER_SECURED: Final = "STACK_KAFKA_CLUSTER_SECURED"
 #: No Maven to fetch the Kafka jars.
 STACK_MAVEN_MISSING: Final = "STACK_MAVEN_MISSING"
 #: A stack service did not answer within the readiness deadline.

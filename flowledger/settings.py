@@ -30,6 +30,9 @@ class KafkaSettings(_Section):
     partitions: int = Field(default=6, ge=1)
     # 1 for the local single broker; 3 on a real cluster.
     replication_factor: int = Field(default=1, ge=1)
+    # `min.insync.replicas` of every catalogue topic (unset: the broker's default);
+    # 2 with a replication factor of 3, so one broker may die and writes go on.
+    min_insync_replicas: int | None = Field(default=None, ge=1)
     events_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
     request_timeout_s: float = Field(default=30.0, gt=0)
     # `max.message.bytes` of every catalogue topic, set by `topics ensure`, and the
@@ -154,6 +157,8 @@ class StackSettings(_Section):
     ready_timeout_s: float = Field(default=120.0, gt=0)
     kafka_version: str = "4.1.1"
     kafka_heap: str = "512m"
+    # Brokers of our own Kafka: 1, or a KRaft cluster on loopback (3 as users run it).
+    kafka_brokers: int = Field(default=1, ge=1, le=9)
     # 0 picks a free loopback port at start.
     kafka_port: int = Field(default=0, ge=0, le=65535)
     temporal_port: int = Field(default=0, ge=0, le=65535)

@@ -33,11 +33,14 @@ class TopicReport:
     config: dict[str, str]
     status: str  # created | exists | updated | differs | missing
     differences: list[str] = field(default_factory=list)
+    # Replicas of its partitions (the fewest, if they differ); None when missing.
+    replication_factor: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "partitions": self.partitions,
+            "replication_factor": self.replication_factor,
             "config": self.config,
             "status": self.status,
             "differences": self.differences,
@@ -48,7 +51,8 @@ def _timeout(settings: Settings) -> float:
     return settings.kafka.request_timeout_s
 
 
-def _existing_partitions(settings: Settings) -> dict[str, int]:
+def _existing(settings: Settings) -> dict[str, tuple[int, int]]:
+    """Each topic's partitions and replication factor."""
     try:
         metadata = clients.admin(settings).list_topics(timeout=_timeout(settings))
     except KafkaException as exc:
@@ -56,7 +60,13 @@ def _existing_partitions(settings: Settings) -> dict[str, int]:
             f"Kafka at {settings.kafka.bootstrap_servers} did not answer: {exc}",
             code=KAFKA_UNAVAILABLE,
         ) from exc
-    return {name: len(t.partitions) for name, t in metadata.topics.items()}
+    return {
+        name: (
+            len(t.partitions),
+            min((len(p.replicas) for p in t.partitions.values()), default=0),
+        )
+        for name, t in metadata.topics.items()
+    }
 
 
 def _configs(settings: Settings, names: list[str]) -> dict[str, dict[str, str]]:
@@ -71,10 +81,17 @@ def _configs(settings: Settings, names: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def _compare(spec: TopicSpec, partitions: int, config: dict[str, str]) -> list[str]:
+def _compare(
+    spec: TopicSpec, layout: tuple[int, int], config: dict[str, str], replicas: int
+) -> list[str]:
     diffs = []
+    partitions, replication = layout
     if partitions != spec.partitions:
         diffs.append(f"partitions: expected {spec.partitions}, found {partitions}")
+    if replication < replicas:
+        # Fewer copies than the deployment asks for: `ensure` cannot add them (that
+        # is a partition reassignment), so it is reported.
+        diffs.append(f"replication_factor: expected {replicas}, found {replication}")
     for key, wanted in spec.config.items():
         found = config.get(key)
         if found != wanted:
@@ -84,7 +101,7 @@ def _compare(spec: TopicSpec, partitions: int, config: dict[str, str]) -> list[s
 
 def describe(settings: Settings) -> list[TopicReport]:
     specs = catalogue(settings)
-    existing = _existing_partitions(settings)
+    existing = _existing(settings)
     present = [s.name for s in specs if s.name in existing]
     configs = _configs(settings, present)
     reports = []
@@ -93,16 +110,19 @@ def describe(settings: Settings) -> list[TopicReport]:
             reports.append(TopicReport(s.name, s.partitions, dict(s.config), "missing"))
             continue
         found = {k: configs[s.name].get(k, "") for k in s.config}
-        diffs = _compare(s, existing[s.name], configs[s.name])
+        diffs = _compare(s, existing[s.name], configs[s.name], settings.kafka.replication_factor)
+        partitions, replication = existing[s.name]
         reports.append(
-            TopicReport(s.name, existing[s.name], found, "differs" if diffs else "exists", diffs)
+            TopicReport(
+                s.name, partitions, found, "differs" if diffs else "exists", diffs, replication
+            )
         )
     return reports
 
 
 def ensure(settings: Settings) -> list[TopicReport]:
     specs = catalogue(settings)
-    existing = _existing_partitions(settings)
+    existing = _existing(settings)
     missing = [s for s in specs if s.name not in existing]
     if missing:
         admin = clients.admin(settings)
@@ -137,16 +157,17 @@ def ensure(settings: Settings) -> list[TopicReport]:
     for report in reports:
         if report.name in created and report.status == "exists":
             report.status = "created"
-    return _apply_size_limits(settings, reports)
+    return _apply_alterable(settings, reports)
 
 
-# The one config `ensure` changes on an existing topic: raising or lowering the record
+# The configs `ensure` changes on an existing topic: raising or lowering the record
 # size limit loses nothing, and a limit that differs between the topics one record
-# flows through would stop that record at the narrowest one.
-_ALTERABLE = ("max.message.bytes",)
+# flows through would stop that record at the narrowest one; the in-sync replicas a
+# write needs are the deployment's choice, made once for every topic alike.
+_ALTERABLE = ("max.message.bytes", "min.insync.replicas")
 
 
-def _apply_size_limits(settings: Settings, reports: list[TopicReport]) -> list[TopicReport]:
+def _apply_alterable(settings: Settings, reports: list[TopicReport]) -> list[TopicReport]:
     specs = {s.name: s for s in catalogue(settings)}
     todo = {
         r.name: [k for k in _ALTERABLE if r.config.get(k) != specs[r.name].config.get(k)]
@@ -173,7 +194,7 @@ def _apply_size_limits(settings: Settings, reports: list[TopicReport]) -> list[T
             future.result(timeout=_timeout(settings))
         except KafkaException as exc:
             raise ServiceUnavailable(
-                f"setting the size limit of {resource.name} failed: {exc}",
+                f"setting the configs of {resource.name} failed: {exc}",
                 code=TOPIC_CONFIG_FAILED,
             ) from exc
     after = {r.name: r for r in describe(settings)}

@@ -76,6 +76,8 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
     ]
     # Set on every topic alike: a record one topic takes, the next one takes too.
     size = {"max.message.bytes": str(k.max_message_bytes)}
+    if k.min_insync_replicas is not None:
+        size["min.insync.replicas"] = str(k.min_insync_replicas)
     return [TopicSpec(s.name, s.partitions, {**s.config, **size}, s.key, s.purpose) for s in specs]
 
 

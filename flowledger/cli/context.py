@@ -30,7 +30,9 @@ def with_stack_endpoints(settings: Settings) -> Settings:
     updates: dict[str, object] = {}
     kafka = current.services.get("kafka")
     if kafka and "bootstrap_servers" not in settings.kafka.model_fields_set:
-        updates["kafka"] = settings.kafka.model_copy(update={"bootstrap_servers": kafka.endpoint})
+        updates["kafka"] = stack_state.with_replication(
+            settings.kafka.model_copy(update={"bootstrap_servers": kafka.endpoint}), kafka
+        )
     temporal = current.services.get("temporal")
     if temporal and "address" not in settings.temporal.model_fields_set:
         updates["temporal"] = settings.temporal.model_copy(update={"address": temporal.endpoint})

@@ -60,6 +60,14 @@ def up(
     database: str | None = typer.Option(
         None, "--database", help="'sqlite' (default), 'postgres', or a SQLAlchemy URL."
     ),
+    kafka_brokers: int | None = typer.Option(
+        None,
+        "--kafka-brokers",
+        min=1,
+        max=9,
+        help="Brokers of our own Kafka: a KRaft cluster on loopback (3: replication 3, "
+        "min.insync.replicas 2).",
+    ),
     as_json: bool = JSON_FLAG,
 ) -> None:
     """Start the services that are not running (or attach) and wait until they answer."""
@@ -71,6 +79,7 @@ def up(
             kafka_bootstrap=kafka,
             temporal_address=temporal,
             database_choice=database,
+            kafka_brokers=kafka_brokers,
             progress=None if as_json else (lambda msg: err_console.print(f"[dim]{msg}…[/]")),
         )
     document = launcher.status(settings, check=False)

@@ -18,13 +18,16 @@ def _render(title: str, reports: list[admin.TopicReport]) -> None:
         [
             r.name,
             r.partitions,
+            r.replication_factor if r.replication_factor is not None else "",
             r.status,
             ", ".join(f"{k}={v}" for k, v in sorted(r.config.items())),
             "; ".join(r.differences),
         ]
         for r in reports
     ]
-    console.print(table(title, ["topic", "partitions", "status", "config", "differences"], rows))
+    console.print(
+        table(title, ["topic", "partitions", "replicas", "status", "config", "differences"], rows)
+    )
 
 
 @app.command("ensure")

@@ -36,11 +36,22 @@ from flowledger.stack.state import ServiceState, StackState
 SERVICES = ("kafka", "temporal", "database")
 
 
+def _pids(service: ServiceState) -> list[int | None]:
+    """The processes of a managed service: one, or one per node of a Kafka cluster."""
+    if service.name == "kafka":
+        return [node.get("pid") for node in kafka.nodes(service)]
+    return [service.pid]
+
+
 def _probe(service: ServiceState, settings: Settings) -> bool:
     if service.mode == "attached":
         return attached.probe(service, settings)
     if service.name == "kafka":
-        return kafka.probe(service.endpoint)
+        # Ready once every node answers on its own address and sees the whole
+        # cluster: topics are created with a replica on each broker, and a node
+        # that was just restarted is not back while the others still list it.
+        members = kafka.nodes(service)
+        return all(kafka.probe(n["endpoint"], brokers=len(members)) for n in members)
     if service.name == "temporal":
         return temporal.probe(service.endpoint, settings.temporal.namespace)
     return database.probe(service.endpoint)
@@ -55,7 +66,9 @@ def _await_ready(
     with ThreadPoolExecutor(max_workers=len(services) or 1) as pool:
         while pending:
             for service in pending:
-                if service.mode == "managed" and service.pid and not processes.alive(service.pid):
+                if service.mode == "managed" and not all(
+                    processes.alive(pid) for pid in _pids(service) if pid
+                ):
                     raise StackError(
                         f"{service.name} exited during start-up",
                         code=STACK_SERVICE_EXITED,
@@ -90,12 +103,18 @@ def _stop_service(service: ServiceState) -> None:
     if service.details.get("kind") == "postgresql":
         database.stop_postgres(service)
     else:
-        processes.stop(service.pid)
+        for pid in _pids(service):
+            processes.stop(pid)
 
 
 def _running(service: ServiceState) -> bool:
-    """Usable as it is: someone else's service, a file, or a live process of ours."""
-    return service.mode == "attached" or service.pid is None or processes.alive(service.pid)
+    """Usable as it is: someone else's service, a file, or live processes of ours (every
+    node of a cluster: `up` starts the dead ones again)."""
+    return (
+        service.mode == "attached"
+        or service.pid is None
+        or all(processes.alive(pid) for pid in _pids(service))
+    )
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,8 @@ class Ask:
     kafka: str | None
     temporal: str | None
     database: str  # 'sqlite', 'postgres' or a URL
+    # Brokers of our own Kafka, when asked for explicitly.
+    kafka_brokers: int | None = None
 
     def attach(self, name: str) -> str | None:
         if name == "kafka":
@@ -124,6 +145,14 @@ class Ask:
             # The URL named, or the stack's own database as later commands see it.
             return service.endpoint == self.database
         attach = self.attach(service.name)
+        if (
+            service.name == "kafka"
+            and self.kafka_brokers is not None
+            and not attach
+            and service.mode == "managed"
+            and len(kafka.nodes(service)) != self.kafka_brokers
+        ):
+            return False
         # No address given means "the stack's own", whichever it is: `up` after
         # `stack up --kafka …` keeps the attached broker rather than starting one.
         return not attach or (service.mode == "attached" and service.endpoint == attach)
@@ -200,16 +229,24 @@ def up(
     kafka_bootstrap: str | None = None,
     temporal_address: str | None = None,
     database_choice: str | None = None,
+    kafka_brokers: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> StackState:
     """Start or attach to every service that is not running; running ones stay where
-    they are, and a dead one comes back on its recorded ports with its data. On any
-    failure stop what this call started."""
+    they are, and a dead one (or a dead node of our Kafka cluster) comes back on its
+    recorded ports with its data. On any failure stop what this call started."""
     state_dir = settings.stack.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     ask = Ask(
-        kafka_bootstrap, temporal_address, database_choice or settings.database.url or "sqlite"
+        kafka_bootstrap,
+        temporal_address,
+        database_choice or settings.database.url or "sqlite",
+        kafka_brokers,
     )
+    if kafka_brokers is not None:
+        settings = settings.model_copy(
+            update={"stack": settings.stack.model_copy(update={"kafka_brokers": kafka_brokers})}
+        )
     current = state.load(state_dir)
     kept, dead = sort_out(current, ask, state_dir)
     note = progress or (lambda _msg: None)
@@ -318,8 +355,11 @@ def status(settings: Settings, *, check: bool = True) -> dict[str, Any]:
         if service is None:
             services[name] = {"state": "down", "endpoint": None}
             continue
-        if service.mode == "managed" and service.pid and not processes.alive(service.pid):
+        live = [processes.alive(pid) for pid in _pids(service)]
+        if service.mode == "managed" and service.pid and not any(live):
             condition = "down"
+        elif service.mode == "managed" and service.pid and not all(live):
+            condition = "degraded"  # a node of the cluster is down; `up` restarts it
         elif check:
             try:
                 condition = "up" if _probe(service, settings) else "unreachable"
@@ -336,6 +376,18 @@ def status(settings: Settings, *, check: bool = True) -> dict[str, Any]:
         }
         if name == "temporal" and (ui := temporal.ui_url(service)) is not None:
             services[name]["ui"] = ui
+        if name == "kafka" and "nodes" in service.details:
+            services[name]["nodes"] = [
+                {
+                    "node_id": node["node_id"],
+                    "endpoint": node["endpoint"],
+                    "pid": node["pid"],
+                    "state": "up" if alive else "down",
+                    "log": node["log"],
+                }
+                for node, alive in zip(kafka.nodes(service), live, strict=True)
+            ]
+            services[name]["replication_factor"] = service.details["replication_factor"]
     return {"services": services, "state_dir": str(state_dir)}
 
 
@@ -343,8 +395,11 @@ def settings_for(settings: Settings, current: StackState) -> Settings:
     """The same settings, pointed at the services of a running stack."""
     return settings.model_copy(
         update={
-            "kafka": settings.kafka.model_copy(
-                update={"bootstrap_servers": current.services["kafka"].endpoint}
+            "kafka": state.with_replication(
+                settings.kafka.model_copy(
+                    update={"bootstrap_servers": current.services["kafka"].endpoint}
+                ),
+                current.services["kafka"],
             ),
             "temporal": settings.temporal.model_copy(
                 update={"address": current.services["temporal"].endpoint}
@@ -362,5 +417,6 @@ def started(before: StackState | None, after: StackState) -> list[str]:
     return [
         name
         for name, service in after.services.items()
-        if name not in old or (old[name].pid, old[name].endpoint) != (service.pid, service.endpoint)
+        if name not in old
+        or (_pids(old[name]), old[name].endpoint) != (_pids(service), service.endpoint)
     ]

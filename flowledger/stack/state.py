@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from flowledger.settings import KafkaSettings
+
 STATE_FILE = "stack.json"
 
 
@@ -55,3 +57,17 @@ def save(state: StackState) -> None:
 
 def remove(state_dir: Path) -> None:
     path(state_dir).unlink(missing_ok=True)
+
+
+def with_replication(settings: KafkaSettings, service: ServiceState) -> KafkaSettings:
+    """The client settings with the replication of our own cluster, unless the
+    settings name one themselves."""
+    replicas = service.details.get("replication_factor")
+    if service.mode != "managed" or not isinstance(replicas, int):
+        return settings
+    update: dict[str, int] = {}
+    if "replication_factor" not in settings.model_fields_set:
+        update["replication_factor"] = replicas
+    if "min_insync_replicas" not in settings.model_fields_set:
+        update["min_insync_replicas"] = int(service.details["min_insync_replicas"])
+    return settings.model_copy(update=update) if update else settings
