@@ -18,8 +18,8 @@ from schemas.audit import AuditRecord
 from schemas.definition_record import DefinitionRecord
 from schemas.envelope import EventEnvelope
 from schemas.operator import OperatorAction
-from schemas.schedule import ScheduleEvent
 from schemas.runtime import RuntimeEvent
+from schemas.schedule import ScheduleEvent
 from workflows.definitions.model import definition_json_schema
 
 JSON_DIR = Path(schemas.__file__).resolve().parent / "json"

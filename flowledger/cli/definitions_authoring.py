@@ -199,6 +199,5 @@ def retire(
     else:
         console.print(
             f"[bold]retired[/] {tenant}:{definition_id} (versions "
-            f"{', '.join(str(v) for v in versions)})"
-            + (f"; schedules {synced}" if synced else "")
+            f"{', '.join(str(v) for v in versions)})" + (f"; schedules {synced}" if synced else "")
         )

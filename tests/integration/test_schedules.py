@@ -166,6 +166,27 @@ async def test_an_interval_schedule_runs_pauses_and_resumes(env: Env) -> None:
     ]
     listed = await cli(env, "schedules", "list", "--tenant", t, "--json")
     assert [s["schedule_id"] for s in json.loads(listed.stdout)] == [sid]
+
+    # The reconciler's look at Temporal carries the run times into the projection.
+    assert sid in await Reconciler(env.settings, env.client).observe_schedules()
+
+    def row() -> dict[str, Any] | None:
+        with db.reading(env.settings.database_url()) as conn:
+            found = (
+                conn.execute(
+                    select(workflow_schedules).where(workflow_schedules.c.schedule_id == sid)
+                )
+                .mappings()
+                .first()
+            )
+        return dict(found) if found and found["last_event_type"] == "ScheduleObserved" else None
+
+    with projector(env.settings):
+        projected = await until(row, 60, "the observed schedule's row")
+    assert projected["state"] == "active" and projected["paused"] is False
+    assert projected["overlap"] == "skip" and projected["version"] == 1
+    assert projected["spec"] == {"interval_ms": 2000}
+    assert projected["next_run_at"] is not None and projected["last_run_at"] is not None
     await schedules.delete(env.client, sid)
 
 
@@ -318,3 +339,8 @@ async def test_the_reconciler_restores_a_deleted_schedule(env: Env) -> None:
         projected = await until(row, 60, "the schedule's row")
     assert projected["tenant"] == t and projected["name"] == "hourly"
     assert projected["last_event_type"] == "ScheduleDeleted"
+    why = await cli(env, "audit", "why", "workflow_schedules", sid, "--json")
+    assert why.exit_code == 0, why.stdout
+    chain = [link["type"] for link in json.loads(why.stdout)["chain"]]
+    # publish created it, the reconciler restored it, retire deleted it
+    assert chain == ["ScheduleUpserted", "ScheduleUpserted", "ScheduleDeleted"]
