@@ -137,14 +137,22 @@ class Reconciler:
         # Ready while its last look at Temporal's visibility (and any publishing) worked.
         return {"last_poll_ok": self._polled}
 
+    async def _schedules_round(self) -> None:
+        """The reconcile at start until it has succeeded once, then the look at the
+        schedules' run times; a failure here never holds up the runs' verdicts."""
+        try:
+            if self.schedule_report is None:
+                await self.reconcile_schedules()
+            await self.observe_schedules()
+        except Exception as exc:  # Temporal or Kafka away: the next poll tries again
+            log.warning("schedule reconcile failed: %s", exc)
+
     async def run(self, stop: asyncio.Event) -> None:
         interval = self.settings.reconciler.poll_interval_s
         while not stop.is_set():
+            await self._schedules_round()
             try:
-                if self.schedule_report is None:
-                    await self.reconcile_schedules()
                 await self.poll_once()
-                await self.observe_schedules()
             except Exception as exc:  # Temporal or Kafka away: next poll tries again
                 self.metrics.polls.labels("failed").inc()
                 self._polled = False
