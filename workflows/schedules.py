@@ -317,9 +317,11 @@ async def sync_definition(
     tenant: str,
     definition_id: str,
     requested_by: str = "publish",
+    retired: Iterable[DefinitionRecord] = (),
 ) -> Report:
     """Make one definition's schedules those of its latest published version among
-    `records` (none when no version is left)."""
+    `records` (none when no version is left); `retired` are versions whose schedules
+    may exist though no longer wanted (those just removed, or all that were known)."""
     mine = [r for r in records if r.tenant == tenant and r.definition_id == definition_id]
     latest = max(mine, key=lambda r: r.version, default=None)
     items = schedules_of(latest) if latest is not None else []
@@ -328,6 +330,8 @@ async def sync_definition(
         for sid, memo in (await owned(settings, client)).items()
         if memo.get(MEMO_TENANT) == tenant and memo.get(MEMO_DEFINITION) == definition_id
     }
+    # Temporal's list lags behind: the schedules the versions named are candidates too.
+    present |= {w.schedule_id for r in [*mine, *retired] for w in schedules_of(r)}
     return await _apply(
         settings, client, items, stale(present, [i.schedule_id for i in items]), requested_by
     )

@@ -167,7 +167,9 @@ def _sync_schedules(
 
     async def go() -> dict[str, Any]:
         client = await connect(settings)
-        report = await schedules.sync_definition(settings, client, records, tenant, definition_id)
+        report = await schedules.sync_definition(
+            settings, client, records, tenant, definition_id, retired=had
+        )
         return report.as_dict()
 
     return asyncio.run(go())

@@ -234,7 +234,10 @@ async def test_a_new_version_replaces_the_schedule(env: Env) -> None:
 
     later = await until(second, 30, "two runs after the new version")
     assert {e["data"]["version"] for e in later} == {2}
-    await schedules.delete(env.client, sid)
+    # A version that names the schedule no more takes it away.
+    dropped = await publish(env, document(t, [], version=3))
+    assert dropped["schedules"]["deleted"] == [sid]
+    assert (await cli(env, "schedules", "describe", sid, "--json")).exit_code == 2
 
 
 def _within(runs: list[dict[str, Any]], start: datetime, end: datetime) -> list[datetime]:
