@@ -179,6 +179,16 @@ def main() -> None:
     run("publish", str(EVENTS / "05-no-correlation-key.ndjson"))
     wait_for("the projections to catch up", caught_up)
 
+    chapter("8. a nightly schedule on Temporal Schedules, triggered now")
+    nightly = "flowledger:schedule:acme:nightly-report:nightly"
+    run("schedules", "list")
+    run("schedules", "trigger", nightly, "--by", "dana")
+    wait_for(
+        "the scheduled run to finish",
+        lambda: bool(runs_of("nightly-report", "SUCCEEDED")),
+    )
+    run("schedules", "describe", nightly)
+
     chapter("what the tables say")
     run("runs", "list")
     run("waits", "list", "--status", "OPEN")

@@ -19,6 +19,7 @@ from schemas.definition_record import DefinitionRecord
 from schemas.envelope import EventEnvelope
 from schemas.operator import OperatorAction
 from schemas.runtime import RuntimeEvent
+from schemas.schedule import ScheduleEvent
 from workflows.definitions.model import definition_json_schema
 
 JSON_DIR = Path(schemas.__file__).resolve().parent / "json"
@@ -35,6 +36,7 @@ EXPORTS: dict[str, Callable[[], dict[str, Any]]] = {
     "definition-record.schema.json": DefinitionRecord.model_json_schema,
     "definition.schema.json": definition_json_schema,
     "operator-action.schema.json": OperatorAction.model_json_schema,
+    "schedule-event.schema.json": ScheduleEvent.model_json_schema,
 }
 
 

@@ -19,10 +19,11 @@ from processors.pipeline import audit_completion_keys
 from processors.router_index import OpenWait, RouterIndex
 from processors.triggers import TriggerIndex
 from schemas.audit import AuditRecord
+from schemas.schedule import ScheduleEvent
 from topics import clients
 from topics.catalogue import AUDIT, DEFINITIONS, RUNTIME
 from topics.codes import TOPIC_MISSING
-from topics.serde import RecordRefused, decode_audit, decode_definition, decode_runtime
+from topics.serde import RecordRefused, decode_audit, decode_definition, decode_runtime_topic
 from topics.watermarks import high_watermark
 
 log = logging.getLogger(__name__)
@@ -108,9 +109,12 @@ class LogFollower:
 
     def _on_runtime(self, msg: Message) -> OpenWait | None:
         try:
-            event = decode_runtime(msg.value() or b"")
+            event = decode_runtime_topic(msg.value() or b"")
         except RecordRefused as exc:
             log.warning("runtime record at %s refused: %s", msg.offset(), exc)
+            return None
+        if isinstance(event, ScheduleEvent):
+            # A schedule's own record: no wait opens or closes with it.
             return None
         return self.index.apply(event)
 

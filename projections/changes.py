@@ -30,6 +30,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "workflow_run_waits": ("run_id", "wait_id"),
     "workflow_runs": ("run_id",),
     "workflow_runtime_events": ("audit_id",),
+    "workflow_schedules": ("schedule_id",),
 }
 
 

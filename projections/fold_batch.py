@@ -20,11 +20,13 @@ from projections.fold_ingress import (
     parse_definition_key,
 )
 from projections.fold_runtime import RunState, fold_rows
+from projections.fold_schedules import fold_schedule_event
 from projections.records import Decoded, Incoming, Slot
 from schemas.audit import AuditRecord
 from schemas.definition_record import DefinitionRecord
 from schemas.operator import OperatorAction
 from schemas.runtime import RuntimeEvent
+from schemas.schedule import ScheduleEvent
 
 DefinitionKey = tuple[str, str, int]
 AuditStates = dict[str, AuditState]
@@ -57,8 +59,8 @@ def run_slots(decoded: Sequence[Decoded]) -> dict[str, Slot]:
     """The partition each run's records came from, in first-seen order."""
     slots: dict[str, Slot] = {}
     for item, record in decoded:
-        if item.kind == "runtime":
-            # only runtime events come from the runtime topic (see records.decode_all)
+        if item.kind == "runtime" and not isinstance(record, ScheduleEvent):
+            # only run and schedule events come from the runtime topic (records.decode_all)
             slots[cast(RuntimeEvent, record).run_id] = (item.at.topic, item.at.partition)
     return slots
 
@@ -83,6 +85,11 @@ def fold_batch(
     applied = skipped = 0
     outcomes: Counter[tuple[str, str]] = Counter()
     for item, record in decoded:
+        if isinstance(record, ScheduleEvent):
+            applied += 1
+            outcomes[(item.at.topic, "applied")] += 1
+            changes.extend(fold_schedule_event(record, item.at))
+            continue
         if item.kind == "runtime":
             event = cast(RuntimeEvent, record)
             run_id = event.run_id

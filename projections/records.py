@@ -18,12 +18,13 @@ from schemas.codes import RECORD_EMPTY
 from schemas.definition_record import DefinitionRecord
 from schemas.operator import OperatorAction
 from schemas.runtime import RUNTIME_EVENT_ADAPTER, RuntimeEvent
+from schemas.schedule import ScheduleEvent
 from topics.serde import (
     RecordRefused,
     decode_audit,
     decode_definition,
     decode_operator_action,
-    decode_runtime,
+    decode_runtime_topic,
 )
 
 Kind = Literal["runtime", "audit", "definitions", "operators"]
@@ -51,7 +52,8 @@ class Refusal:
     problems: list[dict[str, Any]] | None = None
 
 
-Decoded = tuple[Incoming, RuntimeEvent | AuditRecord | DefinitionRecord | OperatorAction | None]
+Typed = RuntimeEvent | ScheduleEvent | AuditRecord | DefinitionRecord | OperatorAction
+Decoded = tuple[Incoming, Typed | None]
 
 
 def slot(record: Incoming) -> Slot:
@@ -69,7 +71,7 @@ def ends(records: Sequence[Incoming]) -> dict[Slot, int]:
 
 def _decode(
     item: Incoming,
-) -> RuntimeEvent | AuditRecord | DefinitionRecord | OperatorAction | None:
+) -> Typed | None:
     """The typed record; None for a definitions tombstone; raises RecordRefused."""
     value = item.value
     if value is None:
@@ -87,7 +89,8 @@ def _decode(
             return OperatorAction.model_validate_json(value)
         return DefinitionRecord.model_validate_json(value)
     if item.kind == "runtime":
-        return decode_runtime(value)
+        # A schedule event shares the runtime topic (schemas/schedule.py).
+        return decode_runtime_topic(value)
     if item.kind == "audit":
         return decode_audit(value)
     if item.kind == "operators":

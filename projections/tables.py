@@ -36,6 +36,8 @@ metadata = MetaData(naming_convention=NAMING)
 
 ID = 200  # run ids, wait ids, task ids, step paths: generous but bounded
 NAME = 200
+# flowledger:schedule:<tenant>:<definition_id>:<name>
+SCHEDULE_ID = 3 * NAME + 32
 KEY = 500  # correlation keys, Kafka keys
 
 
@@ -286,6 +288,29 @@ workflow_operator_actions = Table(
     *_provenance(),
     Index(None, "tenant", "requested_at"),
     Index(None, "run_id"),
+)
+
+workflow_schedules = Table(
+    "workflow_schedules",
+    metadata,
+    # One row per Temporal Schedule of a definition, as its last schedule event saw it.
+    Column("schedule_id", String(SCHEDULE_ID), primary_key=True),
+    Column("tenant", String(NAME), nullable=False),
+    Column("definition_id", String(NAME), nullable=False),
+    Column("name", String(NAME), nullable=False),
+    Column("version", Integer),
+    # active, or deleted (its definition was retired or no longer names it)
+    Column("state", String(16), nullable=False),
+    Column("spec", JSON),
+    Column("overlap", String(32)),
+    Column("paused", Boolean, nullable=False),
+    _ts("next_run_at"),
+    _ts("last_run_at"),
+    Column("last_event_type", String(32), nullable=False),
+    Column("note", Text),
+    _ts("updated_at"),
+    *_provenance(),
+    Index(None, "tenant", "definition_id"),
 )
 
 projection_checkpoints = Table(

@@ -1,5 +1,5 @@
-"""The operator audit record: one run-control request, who made it, and what became of
-it, on flowledger.operators.v1 (keyed by action_id)."""
+"""The operator audit record: one run-control (or schedule) request, who made it, and
+what became of it, on flowledger.operators.v1 (keyed by action_id)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,18 @@ from pydantic import Field
 from schemas.base import NonEmptyStr, Record, Timestamp
 
 OperatorActionName = Literal[
-    "start", "cancel", "terminate", "rerun", "task_complete", "resume", "retry", "requeue"
+    "start",
+    "cancel",
+    "terminate",
+    "rerun",
+    "task_complete",
+    "resume",
+    "retry",
+    "requeue",
+    "schedule_pause",
+    "schedule_unpause",
+    "schedule_trigger",
+    "schedule_backfill",
 ]
 Outcome = Literal["accepted", "refused"]
 

@@ -81,6 +81,9 @@ class RunStartedData(Record):
     # The interpreter's semantics version (workflows.semantics); absent on runs
     # started before runs pinned it.
     semantics_version: int | None = Field(default=None, ge=1)
+    # A run a Temporal Schedule started: the schedule and the time it was meant for.
+    schedule_id: str | None = None
+    scheduled_at: Timestamp | None = None
 
 
 class StepStartedData(Record):

@@ -45,3 +45,16 @@ async def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "co
         if time.monotonic() > deadline:
             raise Timeout(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(POLL_S)
+
+
+async def holds(check: Callable[[], Any], seconds: float, what: str) -> None:
+    """The other side of `until`: `check` stays truthy for `seconds` (something that
+    must not happen, such as a paused schedule starting a run, does not)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = (
+            await check() if inspect.iscoroutinefunction(check) else await asyncio.to_thread(check)
+        )
+        if not value:
+            raise AssertionError(f"{what} stopped holding within {seconds}s")
+        await asyncio.sleep(POLL_S * 5)

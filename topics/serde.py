@@ -14,6 +14,7 @@ from schemas.definition_record import DefinitionRecord
 from schemas.envelope import EventEnvelope
 from schemas.operator import OperatorAction
 from schemas.runtime import RUNTIME_EVENT_ADAPTER, RuntimeEvent
+from schemas.schedule import ScheduleEvent, is_schedule_event
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -26,6 +27,7 @@ __all__ = [
     "decode_envelope",
     "decode_operator_action",
     "decode_runtime",
+    "decode_runtime_topic",
     "encode",
     "encode_runtime",
     "envelope_from_obj",
@@ -89,6 +91,23 @@ def envelope_from_obj(data: Any) -> EventEnvelope:
 
 def decode_runtime(raw: bytes | str) -> RuntimeEvent:
     data = _parse_json(raw)
+    try:
+        return RUNTIME_EVENT_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        problems = _problems(exc)
+        raise RecordRefused(
+            f"runtime event refused: {problems[0]['field']}: {problems[0]['reason']}",
+            field=problems[0]["field"],
+            reason=problems[0]["reason"],
+            problems=problems,
+        ) from exc
+
+
+def decode_runtime_topic(raw: bytes | str) -> RuntimeEvent | ScheduleEvent:
+    """Any record of flowledger.runtime.v1: a run's event or a schedule event."""
+    data = _parse_json(raw)
+    if is_schedule_event(data):
+        return _validate(ScheduleEvent, data, "schedule event")
     try:
         return RUNTIME_EVENT_ADAPTER.validate_python(data)
     except ValidationError as exc:

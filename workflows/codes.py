@@ -52,6 +52,20 @@ DEFINITION_ACTION_INPUT_INVALID: Final = "DEFINITION_ACTION_INPUT_INVALID"
 DEFINITION_ASSIGN_TARGET_INVALID: Final = "DEFINITION_ASSIGN_TARGET_INVALID"
 #: A payload or form schema is not a valid JSON Schema.
 DEFINITION_SCHEMA_INVALID: Final = "DEFINITION_SCHEMA_INVALID"
+#: A schedule trigger's cron expression does not parse.
+DEFINITION_SCHEDULE_CRON_INVALID: Final = "DEFINITION_SCHEDULE_CRON_INVALID"
+#: A schedule trigger names a timezone the IANA database does not know.
+DEFINITION_SCHEDULE_TIMEZONE_UNKNOWN: Final = "DEFINITION_SCHEDULE_TIMEZONE_UNKNOWN"
+#: A one-time schedule's `at` is not in the future.
+DEFINITION_SCHEDULE_AT_PAST: Final = "DEFINITION_SCHEDULE_AT_PAST"
+#: A schedule trigger has none, or more than one, of cron, interval_ms and at.
+DEFINITION_SCHEDULE_SPEC: Final = "DEFINITION_SCHEDULE_SPEC"
+#: Two schedule triggers of one definition share a name.
+DEFINITION_SCHEDULE_DUPLICATE_NAME: Final = "DEFINITION_SCHEDULE_DUPLICATE_NAME"
+#: No such schedule in Temporal.
+SCHEDULE_NOT_FOUND: Final = "SCHEDULE_NOT_FOUND"
+#: Temporal refused a schedule operation (create, update, pause, trigger, backfill...).
+SCHEDULE_OPERATION_FAILED: Final = "SCHEDULE_OPERATION_FAILED"
 #: No such published definition (or version).
 DEFINITION_NOT_FOUND: Final = "DEFINITION_NOT_FOUND"
 #: That version is already published with other content.

@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import jsonschema
@@ -19,7 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from flowledger.errors import FlowledgerError, InvalidInput
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
-from workflows import visibility
+from workflows import scheduled_run, visibility
 from workflows.codes import (
     DEFINITION_NOT_FOUND,
     INVALID_REQUEST,
@@ -386,6 +387,12 @@ async def original_input(client: Client, run_id: str, workflow_id: str | None = 
     values = await client.data_converter.decode(started.input.payloads, [RunInput])
     value = values[0]
     assert isinstance(value, RunInput)
+    if scheduled_run.needs_resolving(value):
+        # A scheduled run's start input is the schedule's; the run made it concrete.
+        at = scheduled_run.time_from_workflow_id(handle.id, value.schedule_id or "")
+        value = scheduled_run.resolve(
+            value, handle.id, at or history.events[0].event_time.ToDatetime(UTC)
+        )
     return value
 
 
@@ -401,6 +408,9 @@ async def rerun(
             "workflow_id": run_workflow_id(new_id),
             "carry": None,
             "trigger_event_id": None,
+            # A rerun is started by hand, not by the schedule.
+            "schedule_id": None,
+            "scheduled_at": None,
             # The cluster it runs on now decides, not the one the original started on.
             "options": original.options.model_copy(
                 update={"search_attributes": settings.temporal.search_attributes}

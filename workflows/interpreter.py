@@ -29,6 +29,7 @@ from schemas.runtime import (
 from workflows.codes import DEFINITION_UNREADABLE, RUN_CANCELED
 from workflows.definitions.model import Step
 from workflows.errors import ReturnFromRun, StepError
+from workflows.expressions.errors import EXPR_EVALUATION
 from workflows.messages import (
     CancelRequest,
     Carry,
@@ -104,10 +105,20 @@ class Interpreter(RunState):
                     root_run_id=self.run.root_run_id or self.run.run_id,
                     parent_step_path=self.run.parent_step_path,
                     semantics_version=self.semantics_version,
+                    schedule_id=self.run.schedule_id,
+                    scheduled_at=self.run.scheduled_at,
                 )
             )
         output: Any = None
         try:
+            if carry is None and self.run.input_error is not None:
+                failed = self.run.input_error
+                raise StepError(
+                    "ExpressionError",
+                    str(failed.get("code", EXPR_EVALUATION)),
+                    str(failed.get("message", "the schedule's input failed")),
+                    "root.trigger.input",
+                )
             await self.run_steps(
                 self._steps(),
                 "root",

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -26,7 +26,7 @@ from workflows.codes import ACTION_FAILED, ACTION_KEY_BUSY, ACTIVITY_TIMEOUT, CH
 # the workflow calls), and re-importing pydantic models per run would cost more than
 # the run. The activities are imported for their typed references only.
 with workflow.unsafe.imports_passed_through():
-    from workflows import visibility
+    from workflows import scheduled_run, visibility
     from workflows.activities import RuntimeActivities
     from workflows.errors import StepError
     from workflows.interpreter import Interpreter
@@ -43,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
         TaskCompletion,
     )
 
+# Set by Temporal on every run a schedule starts.
+SCHEDULED_START_TIME = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 EMIT_TIMEOUT = timedelta(seconds=30)
 ACTION_TIMEOUT = timedelta(seconds=60)
 # Emission must eventually succeed (Kafka down means wait, not fail the run).
@@ -226,11 +228,23 @@ def _step_error(failure: ActivityError, step_path: str) -> BaseException:
     return StepError("ActionError", ACTION_FAILED, str(cause or failure), step_path, retryable=True)
 
 
+def _scheduled_at(run: RunInput) -> datetime:
+    """When the schedule meant the run to start: Temporal's TemporalScheduledStartTime
+    search attribute, else the time in the workflow id, else the start request's."""
+    info = workflow.info()
+    found = info.typed_search_attributes.get(SCHEDULED_START_TIME)
+    if found is None and run.schedule_id is not None:
+        found = scheduled_run.time_from_workflow_id(info.workflow_id, run.schedule_id)
+    return found or info.workflow_start_time
+
+
 @workflow.defn(name=WORKFLOW_NAME)
 class InterpreterWorkflow:
     @workflow.init
     def __init__(self, run: RunInput) -> None:
         self.host = TemporalHost()
+        if scheduled_run.needs_resolving(run):
+            run = scheduled_run.resolve(run, workflow.info().workflow_id, _scheduled_at(run))
         self.interpreter = Interpreter(run, self.host)
 
     @workflow.run
@@ -246,7 +260,8 @@ class InterpreterWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             await self.interpreter.flush()
             carry = self.interpreter.carry_signals(result.carry)
-            workflow.continue_as_new(run.model_copy(update={"carry": carry}))
+            # The interpreter's input: a scheduled run's is the resolved one.
+            workflow.continue_as_new(self.interpreter.run.model_copy(update={"carry": carry}))
         if result.status == "FAILED":
             error = result.error or {}
             raise ApplicationError(

@@ -104,6 +104,14 @@ class RunInput(_Message):
     parent_run_id: str | None = None
     root_run_id: str | None = None
     parent_step_path: str | None = None
+    # A run a Temporal Schedule starts (workflows/scheduled_run.py): the schedule's
+    # action has no run id and carries the `input` expression map; the workflow fills
+    # in the run id, the scheduled time and the evaluated input.
+    schedule_id: str | None = None
+    scheduled_at: datetime | None = None
+    schedule_input: dict[str, Any] | None = None
+    # The input expression's failure ({code, message}); the run fails with it.
+    input_error: dict[str, Any] | None = None
     expressions: ExpressionOptions = Field(default_factory=ExpressionOptions)
     options: RunOptions = Field(default_factory=RunOptions)
     carry: Carry | None = None

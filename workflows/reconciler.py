@@ -26,9 +26,12 @@ from topics.catalogue import RUNTIME
 from topics.codes import KAFKA_UNAVAILABLE
 from topics.producing import Outgoing, produce_and_flush
 from topics.serde import encode_runtime
-from workflows import reconcile
+from workflows import reconcile, scheduled_run, schedules
+from workflows.definitions import store
 from workflows.messages import WORKFLOW_NAME, EmitRequest, RunInput
 from workflows.metrics import ReconcilerMetrics
+from workflows.schedule_events import Snapshot, publish_events, schedule_event
+from workflows.schedule_plan import Report
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,10 @@ class Reconciler:
         self._checked: dict[str, float] = {}  # closed execution -> monotonic time
         self.metrics = ReconcilerMetrics()
         self._polled = False
+        # What the schedule reconcile at start changed; None until it has succeeded.
+        self.schedule_report: Report | None = None
+        # The last snapshot of each schedule a ScheduleObserved carried.
+        self._observed: dict[str, Snapshot] = {}
 
     @property
     def producer(self) -> Producer:
@@ -107,13 +114,43 @@ class Reconciler:
             self._done[execution.run_id] = latest
         return published
 
+    async def reconcile_schedules(self) -> Report:
+        """Make Temporal's schedules match the published definitions; logs the changes."""
+        records = await asyncio.to_thread(store.published, self.settings)
+        report = await schedules.reconcile(self.settings, self.client, records.values())
+        self.schedule_report = report
+        log.info("schedules reconciled: %s", report.as_dict())
+        return report
+
+    async def observe_schedules(self) -> list[str]:
+        """Publish a ScheduleObserved for every schedule whose next or last run time (or
+        anything else the projection shows) moved since the last look."""
+        events = []
+        for found in await schedules.snapshots(self.settings, self.client):
+            if found.moved(self._observed.get(found.schedule_id)):
+                events.append(schedule_event("ScheduleObserved", found, "reconciler"))
+            self._observed[found.schedule_id] = found
+        await publish_events(self.settings, events)
+        return [e.schedule_id for e in events]
+
     def readiness(self) -> dict[str, bool]:
         # Ready while its last look at Temporal's visibility (and any publishing) worked.
         return {"last_poll_ok": self._polled}
 
+    async def _schedules_round(self) -> None:
+        """The reconcile at start until it has succeeded once, then the look at the
+        schedules' run times; a failure here never holds up the runs' verdicts."""
+        try:
+            if self.schedule_report is None:
+                await self.reconcile_schedules()
+            await self.observe_schedules()
+        except Exception as exc:  # Temporal or Kafka away: the next poll tries again
+            log.warning("schedule reconcile failed: %s", exc)
+
     async def run(self, stop: asyncio.Event) -> None:
         interval = self.settings.reconciler.poll_interval_s
         while not stop.is_set():
+            await self._schedules_round()
             try:
                 await self.poll_once()
             except Exception as exc:  # Temporal or Kafka away: next poll tries again
@@ -200,9 +237,15 @@ class Reconciler:
             previous = earlier[
                 0
             ].workflow_execution_started_event_attributes.continued_execution_run_id
+        # A scheduled run's start input has no run id: the workflow derives it.
+        run_id = (
+            scheduled_run.scheduled_run_id(workflow_id)
+            if scheduled_run.needs_resolving(run_input)
+            else run_input.run_id
+        )
         return reconcile.Current(
             execution_id=execution_id,
-            run_id=run_input.run_id,
+            run_id=run_id,
             tenant=run_input.tenant,
             events=tuple(reconcile.emitted(batches)),
             reset=reset,

@@ -48,6 +48,10 @@ def _register() -> None:
 
     definitions.app.command("validate")(definitions_authoring.validate)
     definitions.app.command("publish")(definitions_authoring.publish)
+    definitions.app.command("retire")(definitions_authoring.retire)
+    from flowledger.cli import schedules
+
+    app.add_typer(schedules.app, name="schedules")
     app.command("projector")(projector_cmd.projector)
     from flowledger.cli import run_control
 

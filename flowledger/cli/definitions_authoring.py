@@ -1,8 +1,11 @@
-"""`flowledger definitions validate|publish FILE`: the authoring half of the
-definitions command group (registered on the `definitions` app by cli/__init__)."""
+"""`flowledger definitions validate|publish FILE` and `definitions retire`: the
+authoring half of the definitions command group (registered on the `definitions` app
+by cli/__init__). Publishing and retiring also bring the definition's Temporal
+Schedules in line (workflows/schedules.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,6 +24,7 @@ from flowledger.cli.output import (
 from flowledger.errors import InvalidInput
 from flowledger.settings import Settings
 from schemas.codes import RECORD_TOO_DEEP
+from schemas.definition_record import DefinitionRecord
 from workflows.definitions.canonical import definition_hash
 from workflows.definitions.validate import DefinitionInvalid, too_deep_text
 from workflows.definitions.validate import validate as check
@@ -119,7 +123,14 @@ def publish(
         except DefinitionInvalid as exc:
             # Ahead of refusals(): people get the problems as a table, not a repr.
             _refuse_invalid(exc, as_json)
+        settings = context.settings(ctx)
+        records = list(store.published(settings).values())
+        ident = (outcome.record.tenant, outcome.record.definition_id)
+        mine = [r for r in records if (r.tenant, r.definition_id) == ident]
+        synced = _sync_schedules(settings, *ident, records, mine)
     body = outcome.as_dict()
+    if synced is not None:
+        body["schedules"] = synced
     if as_json:
         print_json(body)
         return
@@ -132,4 +143,63 @@ def publish(
         console.print(
             f"[bold]unchanged[/]: {body['key']} is already published with this content "
             f"(sha256 {body['hash']})"
+        )
+    if synced is not None:
+        console.print("schedules: " + ", ".join(f"{k}={v}" for k, v in synced.items()))
+
+
+def _sync_schedules(
+    settings: Settings,
+    tenant: str,
+    definition_id: str,
+    records: list[DefinitionRecord],
+    had: list[DefinitionRecord],
+) -> dict[str, Any] | None:
+    """Make the definition's Temporal Schedules those of its latest version in
+    `records`; None (and Temporal never asked) when none of the versions it `had`
+    has a schedule."""
+    from workflows.schedule_plan import schedules_of
+
+    if not any(schedules_of(r) for r in had):
+        return None
+    from workflows import schedules
+    from workflows.client import connect
+
+    async def go() -> dict[str, Any]:
+        client = await connect(settings)
+        report = await schedules.sync_definition(
+            settings, client, records, tenant, definition_id, retired=had
+        )
+        return report.as_dict()
+
+    return asyncio.run(go())
+
+
+def retire(
+    ctx: typer.Context,
+    definition_id: str = typer.Argument(..., help="The definition to retire."),
+    tenant: str = typer.Option(..., "--tenant"),
+    as_json: bool = JSON_FLAG,
+) -> None:
+    """Remove every version of a definition from the topic and delete its schedules."""
+    from workflows.definitions import store
+
+    settings = context.settings(ctx)
+    with refusals(as_json):
+        gone = store.retire(settings, tenant, definition_id)
+        synced = _sync_schedules(settings, tenant, definition_id, [], gone)
+    versions = [r.version for r in gone]
+    body = {
+        "retired": True,
+        "tenant": tenant,
+        "id": definition_id,
+        "versions": versions,
+        "schedules": synced,
+    }
+    if as_json:
+        print_json(body)
+    else:
+        console.print(
+            f"[bold]retired[/] {tenant}:{definition_id} (versions "
+            f"{', '.join(str(v) for v in versions)})" + (f"; schedules {synced}" if synced else "")
         )

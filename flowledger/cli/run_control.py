@@ -204,7 +204,10 @@ def worker(ctx: typer.Context) -> None:
 
 
 def reconciler(ctx: typer.Context) -> None:
-    """Publish Temporal's verdict on runs it closed on its own (terminate, timeout, reset)."""
+    """Publish Temporal's verdict on runs it closed on its own; reconcile schedules at start.
+
+    At start it makes Temporal's schedules match the published definitions (and logs
+    what it changed); on every poll it records the schedules' next and last run times."""
     settings = context.settings(ctx)
 
     async def body(stop: asyncio.Event) -> None:

@@ -189,6 +189,13 @@ def why(settings: Settings, live: Engine, table_name: str, key: str) -> dict[str
                         },
                     )
                 )
+    elif table_name == "workflow_schedules":
+        # Every schedule event of the schedule up to the one that last changed the row.
+        for record, value in read_json(settings, settings.topic(RUNTIME)):
+            if value.get("schedule_id") != data["schedule_id"] or value.get("run_id"):
+                continue
+            if record.offset <= int(last["offset"] or 0):
+                chain.append(_link(record, value, schedule_id=data["schedule_id"]))
     elif table_name == "workflow_definitions":
         wanted_key = f"{data['tenant']}:{data['definition_id']}:{data['version']}"
         for record in read_all(settings, settings.topic(DEFINITIONS)):

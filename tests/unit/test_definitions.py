@@ -413,7 +413,7 @@ CASES: dict[str, tuple[dict[str, Any], list[tuple[str, str]]]] = {
         [("root.trigger.payload_mapping.when", "EXPR_DISALLOWED_FUNCTION")],
     ),
     "trigger of another type": (
-        doc(trigger={"type": "schedule", "event_type": "x"}),
+        doc(trigger={"type": "webhook", "event_type": "x"}),
         [("root.trigger.type", "DEFINITION_FIELD_INVALID")],
     ),
     "payload_schema that is not a JSON Schema": (

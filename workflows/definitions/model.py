@@ -18,6 +18,7 @@ from schemas.runtime import (
     CatchableCategory,
     FilterOp,
 )
+from schemas.schedule import OverlapPolicy
 
 # Cancellation and InterpreterCorruption are never catchable, so they can never be
 # retried either: only the catchable categories may be named by an author.
@@ -82,6 +83,30 @@ class Trigger(_Strict):
     event_type: NonEmptyStr
     # name -> expression over `event`; the result is the run input.
     payload_mapping: ExprMap = Field(default_factory=dict)
+
+
+class ScheduleTrigger(_Strict):
+    """A Temporal Schedule that starts runs of the definition's version: exactly one
+    of `cron`, `interval_ms` and `at` (the cross-field rules are schedule_rules')."""
+
+    type: Literal["schedule"]
+    # Required in `triggers: [...]`; a lone `trigger` is named "default".
+    name: NonEmptyStr | None = None
+    cron: NonEmptyStr | None = None
+    interval_ms: int | None = Field(default=None, ge=1000)
+    # ISO-8601 with an offset: one run at that time.
+    at: NonEmptyStr | None = None
+    # An IANA zone: what cron fields mean.
+    timezone: NonEmptyStr = "UTC"
+    overlap: OverlapPolicy = "skip"
+    # How late a missed run may still start (after an outage); None: Temporal's default.
+    catchup_window_ms: int | None = Field(default=None, ge=1000)
+    jitter_ms: int = Field(default=0, ge=0)
+    # name -> expression; the context has `system.scheduled_at`. The result is the input.
+    input: ExprMap = Field(default_factory=dict)
+
+
+AnyTrigger = Annotated[Trigger | ScheduleTrigger, Field(discriminator="type")]
 
 
 class _Step(_Strict):
@@ -191,7 +216,9 @@ class Definition(_Strict):
     # and writing "" are two contents (docs/decisions.md).
     description: str = ""
     payload_schema: dict[str, Any] | None = None
-    trigger: Trigger | None = None
+    trigger: AnyTrigger | None = None
+    # Several schedules, each named (schedule ids are built from the names).
+    triggers: list[ScheduleTrigger] = Field(default_factory=list)
     steps: list[Step] = Field(min_length=1)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Final, Literal
 from confluent_kafka import KafkaException
 
 from flowledger import retry
-from flowledger.errors import FlowledgerError, ServiceUnavailable
+from flowledger.errors import FlowledgerError, InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
 from topics import clients, kafka_errors
@@ -24,7 +24,11 @@ from topics.codes import PUBLISH_FAILED
 from topics.producing import Outgoing, produce_and_flush
 from topics.reader import ReadRecord, read_all
 from topics.serde import RecordRefused, decode_definition, encode
-from workflows.codes import DEFINITION_VERSION_EXISTS, DEFINITIONS_READ_FAILED
+from workflows.codes import (
+    DEFINITION_NOT_FOUND,
+    DEFINITION_VERSION_EXISTS,
+    DEFINITIONS_READ_FAILED,
+)
 from workflows.definitions.canonical import definition_hash
 from workflows.definitions.validate import parse
 
@@ -156,6 +160,36 @@ def publish(settings: Settings, document: dict[str, Any]) -> PublishOutcome:
     )
     partition, offset = _produce(settings, record)
     return PublishOutcome("published", record, partition, offset)
+
+
+def retire(settings: Settings, tenant: str, definition_id: str) -> list[DefinitionRecord]:
+    """Remove every version of a definition from the topic (a tombstone per version:
+    compaction's way of removing a key); the versions removed, oldest first. Runs
+    already started keep their pinned copy."""
+    versions = sorted(
+        (s.record for k, s in _read(settings).items() if k[:2] == (tenant, definition_id)),
+        key=lambda r: r.version,
+    )
+    if not versions:
+        raise InvalidInput(
+            f"no published definition {definition_id} for tenant {tenant}",
+            code=DEFINITION_NOT_FOUND,
+            status=404,
+            tenant=tenant,
+            definition_id=definition_id,
+        )
+    topic = settings.topic(DEFINITIONS)
+    items = [Outgoing(topic, r.key().encode("utf-8"), None) for r in versions]
+    done = produce_and_flush(clients.producer(settings), items, settings.kafka.request_timeout_s)
+    if done.failed:
+        raise ServiceUnavailable(
+            f"Kafka did not acknowledge the retirement of {tenant}:{definition_id}: "
+            + "; ".join(why for _item, why in done.failed),
+            code=PUBLISH_FAILED,
+            tenant=tenant,
+            definition_id=definition_id,
+        )
+    return versions
 
 
 def _produce(settings: Settings, record: DefinitionRecord) -> tuple[int, int]:

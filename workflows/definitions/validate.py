@@ -11,6 +11,7 @@ type are in `rules.py`, found through the step-type registry.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -39,8 +40,10 @@ from workflows.definitions.checks import (
 )
 from workflows.definitions.model import Definition
 from workflows.definitions.nesting import TooDeep, json_depth, scan_text, step_nesting
+from workflows.definitions.schedule_rules import check_schedules
 from workflows.step_types import STEP_TYPES
 
+TRIGGER_TYPES = frozenset({"event", "schedule"})
 # The step-list fields of each step type, and all of their names.
 STEP_CHILDREN: dict[str, tuple[str, ...]] = {name: t.children for name, t in STEP_TYPES.items()}
 CHILD_NAMES: frozenset[str] = frozenset(n for names in STEP_CHILDREN.values() for n in names)
@@ -60,13 +63,16 @@ class DefinitionInvalid(FlowledgerError):
         super().__init__(message, problems=[p.as_dict() for p in self.problems])
 
 
-def validate(document: Any, settings: Settings | None = None) -> list[Problem]:
+def validate(
+    document: Any, settings: Settings | None = None, now: datetime | None = None
+) -> list[Problem]:
     """Every problem of `document`, in document order; an empty list means valid."""
     walker = _Walker(
         settings.expressions if settings is not None else ExpressionSettings(),
         settings.workflows if settings is not None else WorkflowSettings(),
         REGISTRY,
     )
+    walker.now = now or datetime.now(UTC)
     walker.document(document)
     return walker.problems
 
@@ -107,6 +113,12 @@ def _pydantic_problems(
         if any(loc[: len(prefix)] == prefix for prefix in handled):
             continue
         kind = error["type"]
+        # The trigger is a union on `type`: its problems are named at the trigger's own
+        # fields, without pydantic's tag segment, and a wrong tag at `type`.
+        if loc[:1] == ("trigger",) and len(loc) > 1 and loc[1] in TRIGGER_TYPES:
+            loc = loc[:1] + loc[2:]
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
+            loc = (*loc, "type")
         if kind == "missing":
             code, message = DEFINITION_FIELD_MISSING, "required field is missing"
         elif kind == "extra_forbidden":
@@ -120,6 +132,8 @@ def _pydantic_problems(
 class _Walker(Checker):
     # step id -> the path where it first appears, filled in by the walk
     step_ids: dict[str, str]
+    # what a one-time schedule's `at` must lie after
+    now: datetime
 
     def document(self, document: Any) -> None:
         self.step_ids = {}
@@ -149,6 +163,7 @@ class _Walker(Checker):
         trigger = document.get("trigger")
         if isinstance(trigger, dict):
             self.expr_map(trigger.get("payload_mapping"), "root.trigger.payload_mapping")
+        check_schedules(self, document, self.now)
         if isinstance(steps, list):
             if not steps:
                 self.add("root.steps", DEFINITION_FIELD_INVALID, "a definition needs a step")
