@@ -11,7 +11,15 @@ from pydantic import Field
 from schemas.base import NonEmptyStr, Record, Timestamp
 
 OperatorActionName = Literal[
-    "start", "cancel", "terminate", "rerun", "task_complete", "resume", "retry", "requeue"
+    "start",
+    "cancel",
+    "terminate",
+    "rerun",
+    "task_complete",
+    "resume",
+    "retry",
+    "requeue",
+    "redrive",
 ]
 Outcome = Literal["accepted", "refused"]
 
