@@ -32,6 +32,7 @@ from processors.redrive_rules import (
 )
 from topics import clients, reader
 from topics.catalogue import DEADLETTER, EVENTS, REDRIVES
+from topics.codes import TOPIC_MISSING
 from topics.producing import Outgoing, produce_and_flush
 
 # How far before a `sending` mark a record it covers may carry its timestamp: the
@@ -73,9 +74,16 @@ def dead_letter(settings: Settings, at: Coordinate) -> DeadLetter:
 
 
 def progress(settings: Settings) -> dict[Coordinate, Sent]:
-    """The latest mark of every dead letter a redrive touched."""
+    """The latest mark of every dead letter a redrive touched (none before the topic
+    exists: a deployment whose topics predate redrives has not redriven anything)."""
     out: dict[Coordinate, Sent] = {}
-    for record in reader.read(settings, settings.topic(REDRIVES)):
+    try:
+        records = reader.read(settings, settings.topic(REDRIVES))
+    except ServiceUnavailable as exc:
+        if exc.code != TOPIC_MISSING:
+            raise
+        return out
+    for record in records:
         partition, _sep, offset = (record.key or "").partition(":")
         if not (partition.isdigit() and offset.isdigit()):
             continue

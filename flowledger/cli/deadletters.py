@@ -80,11 +80,20 @@ def list_cmd(
             i["tenant"],
             f"{i['source_topic']}[{i['source_partition']}]@{i['source_offset']}",
             i["redrive_count"],
+            _redriven(i["redriven"]),
             i["failed_at"],
         ]
         for i in items
     ]
     console.print(table(f"dead letters ({len(items)})", columns, rows))
+
+
+def _redriven(mark: dict[str, Any] | None) -> str:
+    if mark is None:
+        return ""
+    if mark["state"] == "sent":
+        return f"{mark['partition']}:{mark['offset']}"
+    return "interrupted (sent again by the next redrive unless it landed)"
 
 
 @app.command("show")
@@ -108,7 +117,7 @@ def show_cmd(
 
 
 def _redrive_human(document: dict[str, Any]) -> None:
-    columns = ["dead letter", "reason", "action", "count", "corrected", "sent to", "value"]
+    columns = ["dead letter", "reason", "action", "count", "corrected", "sent to"]
     rows = [
         [
             f"{r['partition']}:{r['offset']}",
@@ -117,7 +126,6 @@ def _redrive_human(document: dict[str, Any]) -> None:
             r["redrive_count"],
             "yes" if r["corrected"] else "",
             f"{r['sent_to']['partition']}:{r['sent_to']['offset']}" if r["sent_to"] else "",
-            (r["value"] or "")[:60],
         ]
         for r in document["records"]
     ]
@@ -126,6 +134,17 @@ def _redrive_human(document: dict[str, Any]) -> None:
     else:
         title = f"would redrive (dry run, nothing sent): {document['would_send']} of {len(rows)}"
     console.print(table(title, columns, rows))
+    # Exactly what goes (or went) to the topic, record by record.
+    for r in document["records"]:
+        if r["action"] != "send":
+            continue
+        headers = ", ".join(f"{k}={v}" for k, v in r["headers"].items())
+        console.print(
+            f"{r['partition']}:{r['offset']} -> {r['target_topic']} key={r['key']!r}\n"
+            f"  headers: {headers}\n  value: {r['value']}",
+            highlight=False,
+            markup=False,
+        )
     if not document["execute"]:
         console.print("run again with --execute to re-publish these records")
 
