@@ -47,7 +47,8 @@ def outgoing(
         record.key,
         value(record, limits),
         headers(record, refused, limits, group=group, failed_at=failed_at),
-        timestamp_ms=round(record.timestamp.timestamp() * 1000),
+        # The original's own time; none known (a broker without timestamps): now.
+        timestamp_ms=max(0, round(record.timestamp.timestamp() * 1000)) or None,
     )
 
 

@@ -15,9 +15,12 @@ from flowledger.cli import context
 from flowledger.cli.operators import Request, audited, by_option, default_operator
 from flowledger.cli.output import JSON_FLAG, console, print_json, refusals, table
 from flowledger.errors import InvalidInput
+from flowledger.settings import Settings
 from processors import redrive
 from processors.redrive_rules import (
+    Decision,
     Filter,
+    Fixed,
     Selector,
     decide,
     listed,
@@ -178,7 +181,7 @@ def redrive_cmd(
     request = Request("redrive", by or default_operator(), details={"redrive_id": redrive_id})
     with refusals(as_json):
         selector = Selector.of(reason, offsets, everything)
-        fixed = []
+        fixed: list[Fixed] = []
         if from_file is not None:
             try:
                 text = from_file.read_text(encoding="utf-8")
@@ -198,9 +201,9 @@ def redrive_cmd(
 
 
 def _redrive(
-    settings: Any,
+    settings: Settings,
     selector: Selector,
-    fixed: list[Any],
+    fixed: list[Fixed],
     execute: bool,
     request: Request,
     redrive_id: str,
@@ -238,7 +241,9 @@ def _redrive(
     }
 
 
-def _counts(decisions: list[Any], sent_to: dict[Any, Any]) -> dict[str, Any]:
+def _counts(
+    decisions: list[Decision], sent_to: dict[tuple[int, int], tuple[int, int]]
+) -> dict[str, Any]:
     skipped: dict[str, int] = {}
     for d in decisions:
         if d.skip is not None:

@@ -11,7 +11,9 @@ import pytest
 
 from flowledger.errors import InvalidInput
 from flowledger.settings import RecordSettings
+from processors import deadletter
 from processors import deadletter_headers as dh
+from processors.pipeline import IngressRecord, Plan
 from processors.redrive_rules import (
     DeadLetter,
     Filter,
@@ -29,6 +31,8 @@ from processors.redrive_rules import (
     select,
 )
 from projections.replay.verify import refusal_difference, verdict
+from schemas.audit import AuditRecord
+from schemas.bounded_json import RecordRefused
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 LIMITS = RecordSettings()
@@ -199,3 +203,36 @@ def test_verify_says_how_many_records_both_sides_refused() -> None:
     assert refusal_difference(2, 2) is None
     fewer = refusal_difference(2, 1)
     assert fewer is not None and (fewer.live, fewer.rebuilt) == (2, 1)
+
+
+def test_a_dead_letter_keeps_the_redrive_headers_and_adds_when_and_who() -> None:
+    record = IngressRecord(
+        "events",
+        1,
+        4,
+        b"k",
+        b"not json",
+        NOW,
+        (
+            ("traceparent", b"tp"),
+            (dh.REASON, b"OLD"),
+            (dh.REDRIVE_COUNT, b"2"),
+            (dh.REDRIVE_SOURCE, b"dl:0:3"),
+        ),
+    )
+    refused = RecordRefused("not JSON", code="RECORD_NOT_JSON", field="(record)")
+    later = NOW + timedelta(seconds=5)
+    out = deadletter.headers(record, refused, LIMITS, group="g-1", failed_at=later)
+    found = dict(out)
+    assert [n for n, _v in out].count(dh.REASON) == 1 and found[dh.REASON] == b"RECORD_NOT_JSON"
+    assert found[dh.REDRIVE_COUNT] == b"2" and found[dh.REDRIVE_SOURCE] == b"dl:0:3"
+    assert found[dh.CONSUMER_GROUP] == b"g-1"
+    assert found[dh.FAILED_AT] == later.isoformat().encode()
+    assert found[dh.SOURCE_TIMESTAMP] == NOW.isoformat().encode()
+    assert found[dh.SOURCE_PARTITION] == b"1" and found[dh.SOURCE_OFFSET] == b"4"
+    plan_record = deadletter.outgoing("dl", _plan(record), refused, LIMITS, group="g-1")
+    assert plan_record.timestamp_ms == int(NOW.timestamp() * 1000)
+
+
+def _plan(record: IngressRecord) -> Plan:
+    return Plan(record, AuditRecord.model_construct(), "k")
