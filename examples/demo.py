@@ -110,6 +110,39 @@ def produce_raw(path: Path) -> None:
     producer.flush(30)
 
 
+def redrive_fixed() -> None:
+    """Find the dead letter, write its correction (the committed fixed envelope, at the
+    dead letter's coordinates), look at the dry run, then send it and watch it run."""
+    listed = run("deadletters", "list", "--reason", "RECORD_INVALID", "--json")
+    letters = json.loads(listed.stdout or "[]")
+    if not letters:
+        raise SystemExit("the malformed event was not dead-lettered")
+    at = f"{letters[0]['partition']}:{letters[0]['offset']}"
+    fixed = json.loads((EVENTS / "malformed-fixed.json").read_text(encoding="utf-8"))
+    state = Path(os.environ.get("FLOWLEDGER_STACK__STATE_DIR", ".flowledger"))
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / "FIXED.ndjson"
+    line = {"partition": letters[0]["partition"], "offset": letters[0]["offset"], "value": fixed}
+    path.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    console.print(f"the correction, {path}: event_id added, occurred_at given its offset")
+    run("deadletters", "redrive", "--offsets", at, "--from-file", str(path))
+    run(
+        "deadletters",
+        "redrive",
+        "--offsets",
+        at,
+        "--from-file",
+        str(path),
+        "--execute",
+        "--by",
+        "ops",
+    )
+    wait_for(
+        "order O-1004 (the redriven event) to wait for its payment",
+        lambda: bool(with_input("order-fulfilment", "order_id", "O-1004", "WAITING")),
+    )
+
+
 def main() -> None:
     chapter("1. the stack, the processor, the worker and the projector")
     run("up", "--detach")
@@ -179,7 +212,10 @@ def main() -> None:
     run("publish", str(EVENTS / "05-no-correlation-key.ndjson"))
     wait_for("the projections to catch up", caught_up)
 
-    chapter("8. a nightly schedule on Temporal Schedules, triggered now")
+    chapter("8. an operator fixes the malformed event and redrives it")
+    redrive_fixed()
+
+    chapter("9. a nightly schedule on Temporal Schedules, triggered now")
     nightly = "flowledger:schedule:acme:nightly-report:nightly"
     run("schedules", "list")
     run("schedules", "trigger", nightly, "--by", "dana")
@@ -195,7 +231,8 @@ def main() -> None:
     run("tasks", "list")
     run("audit", "list")
     console.print("[bold]dead letters[/]")
-    run("topics", "read", "deadletter")
+    run("deadletters", "list")
+    run("projections", "errors")
 
     chapter("the auditor's check: rebuild everything from the log and compare")
     run("replay", "verify", "--shadow")

@@ -199,6 +199,18 @@ class ProcessorSettings(_Section):
     # correlated events times early_event_window_s (capping would lose wake-ups).
 
 
+class DeadLetterSettings(_Section):
+    """`flowledger deadletters redrive`: the loop guard and the pace of a redrive."""
+
+    # A dead letter whose record was sent back this many times is not sent again.
+    max_redrives: int = Field(default=3, ge=1)
+    # Records re-published per round (each round: progress marked, produced, marked).
+    redrive_batch: int = Field(default=100, ge=1)
+    # At most this many records per second reach the ingress topic (0: no limit), so a
+    # large redrive does not crowd out live traffic.
+    redrive_rate_per_s: float = Field(default=0.0, ge=0)
+
+
 class ProjectorSettings(_Section):
     group_id: str = "flowledger-projector"
     # Records per transaction: bigger batches amortise the commit and bulk writes.
@@ -278,6 +290,7 @@ class Settings(BaseSettings):
     stack: StackSettings = Field(default_factory=StackSettings)
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     projector: ProjectorSettings = Field(default_factory=ProjectorSettings)
+    deadletters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
     reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
     expressions: ExpressionSettings = Field(default_factory=ExpressionSettings)
     actions: ActionSettings = Field(default_factory=ActionSettings)

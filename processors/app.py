@@ -441,11 +441,14 @@ class Processor:
         # any at once), not behind the batch's slowest signal; one flush at the end.
         sink = Sink(self._producer)
         limits = self.settings.records
+        group = self.settings.processor.group_id
 
         def finished(plan: Plan) -> None:
             rejected = plan.rejected
             if rejected is not None:
-                sink.send(deadletter.outgoing(self.deadletter_topic, plan, rejected, limits))
+                sink.send(
+                    deadletter.outgoing(self.deadletter_topic, plan, rejected, limits, group=group)
+                )
             sink.send(audits.outgoing(self.audit_topic, plan, held=plan.hold and not rejected))
 
         await self.deliveries.run(todo, finished)

@@ -17,3 +17,8 @@ PROCESSING_FAILED: Final = "PROCESSING_FAILED"
 TRIGGER_MAPPING_FAILED: Final = "TRIGGER_MAPPING_FAILED"
 #: A trigger's payload_mapping is not an object.
 TRIGGER_MAPPING_INVALID: Final = "TRIGGER_MAPPING_INVALID"
+#: `deadletters show` or `redrive --offsets` names coordinates with no dead letter.
+DEADLETTER_NOT_FOUND: Final = "DEADLETTER_NOT_FOUND"
+#: A redrive stopped part-way: Kafka did not take every record; the rest are sent
+#: when the same redrive is run again.
+REDRIVE_INCOMPLETE: Final = "REDRIVE_INCOMPLETE"

@@ -1,32 +1,55 @@
-"""Dead letters: the refused record unchanged, under its original key and headers, with
-headers added saying why and where it came from. A record over the ingress size limit is replaced by
-its digest and an excerpt (the original stays on the ingress topic, at the source
-coordinates), so that its dead letter is never too large for the topic."""
+"""Dead letters: the refused record unchanged, under its original key, headers and
+timestamp, with headers added saying why, when, by which consumer group and where it
+came from (UTF-8 strings; a null value stays null). A record over the ingress size
+limit is replaced by its digest and an excerpt (the original stays on the ingress
+topic, at the source coordinates), so that its dead letter is never too large for the
+topic."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 
 from flowledger.settings import RecordSettings
+from processors.deadletter_headers import (
+    CONSUMER_GROUP,
+    ERROR,
+    EXCEPTION,
+    FAILED_AT,
+    FIELD,
+    REASON,
+    REDRIVE_PREFIX,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TIMESTAMP,
+    SOURCE_TOPIC,
+    VALUE,
+)
 from processors.pipeline import EXCERPT_CHARS, MESSAGE_CHARS, IngressRecord, Plan
 from schemas.bounded_json import RecordRefused
 from topics.producing import Outgoing
 
-REASON = "flowledger.reason"
-ERROR = "flowledger.error"
-FIELD = "flowledger.field"
-EXCEPTION = "flowledger.exception"
-# "excerpt" when the value is a digest and excerpt of the original, not the original.
-VALUE = "flowledger.value"
-SOURCE_TOPIC = "flowledger.source.topic"
-SOURCE_PARTITION = "flowledger.source.partition"
-SOURCE_OFFSET = "flowledger.source.offset"
+__all__ = ["REASON", "SOURCE_OFFSET", "VALUE", "headers", "outgoing", "value"]
 
 
-def outgoing(topic: str, plan: Plan, refused: RecordRefused, limits: RecordSettings) -> Outgoing:
+def outgoing(
+    topic: str,
+    plan: Plan,
+    refused: RecordRefused,
+    limits: RecordSettings,
+    group: str = "",
+    failed_at: datetime | None = None,
+) -> Outgoing:
     record = plan.record
-    return Outgoing(topic, record.key, value(record, limits), headers(record, refused, limits))
+    return Outgoing(
+        topic,
+        record.key,
+        value(record, limits),
+        headers(record, refused, limits, group=group, failed_at=failed_at),
+        # The original's own time; none known (a broker without timestamps): now.
+        timestamp_ms=max(0, round(record.timestamp.timestamp() * 1000)) or None,
+    )
 
 
 def value(record: IngressRecord, limits: RecordSettings) -> bytes | None:
@@ -48,19 +71,31 @@ def value(record: IngressRecord, limits: RecordSettings) -> bytes | None:
 
 
 def headers(
-    record: IngressRecord, refused: RecordRefused, limits: RecordSettings
+    record: IngressRecord,
+    refused: RecordRefused,
+    limits: RecordSettings,
+    *,
+    group: str = "",
+    failed_at: datetime | None = None,
 ) -> list[tuple[str, str | bytes | None]]:
     # The original headers first (its traceparent among them), then why and whence;
-    # a record refused before is refused again with fresh reasons, not two sets.
+    # a record refused before is refused again with fresh reasons, not two sets, but
+    # keeps its redrive headers (the loop guard counts them).
     out: list[tuple[str, str | bytes | None]] = [
-        (name, raw) for name, raw in record.headers if not name.startswith("flowledger.")
+        (name, raw)
+        for name, raw in record.headers
+        if not name.startswith("flowledger.") or name.startswith(REDRIVE_PREFIX)
     ]
+    when = failed_at or datetime.now(UTC)
     out += [
         (REASON, refused.code.encode()),
         (ERROR, refused.message[:MESSAGE_CHARS].encode("utf-8", "replace")),
         (SOURCE_TOPIC, record.topic.encode()),
         (SOURCE_PARTITION, str(record.partition).encode()),
         (SOURCE_OFFSET, str(record.offset).encode()),
+        (SOURCE_TIMESTAMP, record.timestamp.isoformat().encode()),
+        (FAILED_AT, when.isoformat().encode()),
+        (CONSUMER_GROUP, group.encode()),
     ]
     field = refused.context.get("field")
     if isinstance(field, str):

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, Table, select
+from sqlalchemy import Connection, Engine, Select, Table, func, select
 
 from flowledger.errors import CheckFailed, NotFound
 from projections import tables as t
@@ -300,6 +300,36 @@ def list_errors(conn: Connection, *, limit: int | None = DEFAULT_LIMIT) -> list[
     query = _narrowed(select(e).order_by(e.c.topic, e.c.partition, e.c.offset), e, limit)
     fields = ("projection", "topic", "partition", "offset", "record_key", "code", "reason")
     return _rows(conn, query, fields)
+
+
+def projection_errors(
+    conn: Connection, *, limit: int | None = DEFAULT_LIMIT
+) -> list[dict[str, Any]]:
+    """Records the projector refused, in log order, as `projections errors` shows them."""
+    e = t.projection_errors
+    query = _narrowed(select(e).order_by(e.c.topic, e.c.partition, e.c.offset), e, limit)
+    return [
+        {
+            "topic": row.topic,
+            "partition": row.partition,
+            "offset": row.offset,
+            "code": row.code,
+            "message": row.reason,
+            "when": iso(row.recorded_at),
+            "projection": row.projection,
+            "record_key": row.record_key,
+            "problems": row.problems,
+            "value_excerpt": row.value_excerpt,
+        }
+        for row in conn.execute(query)
+    ]
+
+
+def projection_error_counts(conn: Connection) -> dict[tuple[str, int], int]:
+    """Refused records per (topic, partition)."""
+    e = t.projection_errors
+    query = select(e.c.topic, e.c.partition, func.count()).group_by(e.c.topic, e.c.partition)
+    return {(topic, partition): int(n) for topic, partition, n in conn.execute(query)}
 
 
 def wait_for_run(

@@ -23,6 +23,7 @@ OperatorActionName = Literal[
     "schedule_unpause",
     "schedule_trigger",
     "schedule_backfill",
+    "redrive",
 ]
 Outcome = Literal["accepted", "refused"]
 

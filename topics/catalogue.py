@@ -14,6 +14,7 @@ RUNTIME = "flowledger.runtime.v1"
 DEFINITIONS = "flowledger.definitions.v1"
 DEADLETTER = "flowledger.deadletter.v1"
 OPERATORS = "flowledger.operators.v1"
+REDRIVES = "flowledger.redrives.v1"
 INTERNAL_PREFIX = "flowledger.internal."
 
 _THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
@@ -72,6 +73,13 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "delete", "retention.ms": "-1"},
             key="action_id",
             purpose="every run-control request an operator made, accepted or refused",
+        ),
+        TopicSpec(
+            settings.topic(REDRIVES),
+            1,
+            {"cleanup.policy": "compact"},
+            key="deadletter partition:offset",
+            purpose="redrive progress: which dead letters were sent back, and where to",
         ),
     ]
     # Set on every topic alike: a record one topic takes, the next one takes too.

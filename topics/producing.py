@@ -22,6 +22,8 @@ class Outgoing:
     key: bytes | None
     value: bytes | None
     headers: list[Header] = field(default_factory=list)
+    # The record's own time (ms since the epoch); None lets the producer stamp it now.
+    timestamp_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def produce_and_flush(producer: Producer, items: Sequence[Outgoing], timeout: fl
                     key=item.key,
                     value=item.value,
                     headers=item.headers or None,
+                    timestamp=item.timestamp_ms or 0,
                     on_delivery=callback(item),
                 )
                 break
@@ -137,6 +140,7 @@ class Sink:
                 key=item.key,
                 value=item.value,
                 headers=item.headers or None,
+                timestamp=item.timestamp_ms or 0,
                 on_delivery=on_delivery,
             )
         except (BufferError, KafkaException) as exc:

@@ -77,6 +77,9 @@ def _register() -> None:
     from flowledger.cli import temporal_cmd
 
     app.add_typer(temporal_cmd.app, name="temporal")
+    from flowledger.cli import deadletters
+
+    app.add_typer(deadletters.app, name="deadletters")
     from flowledger.cli import up
 
     app.command("up")(up.up)

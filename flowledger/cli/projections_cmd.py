@@ -1,6 +1,6 @@
-"""`flowledger projections wait|status`: how far the projection tables are behind the
-log, and read-your-writes for scripts (wait until what was on the topics when the
-command started has been applied)."""
+"""`flowledger projections wait|status|errors`: how far the projection tables are
+behind the log, read-your-writes for scripts (wait until what was on the topics when
+the command started has been applied), and the records the projector refused."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from flowledger.cli.output import (
 from flowledger.cli.runs import DATABASE, database_url
 from flowledger.codes import PROJECTION_WAIT_TIMEOUT
 from flowledger.errors import CheckFailed, InvalidInput
-from projections import db
+from projections import db, queries
 
 app = typer.Typer(help="The projector's progress: checkpoints against the topics' ends.")
 
@@ -32,6 +32,8 @@ class ProjectionWaitTimeout(CheckFailed):
 
 def _lag_table(title: str, rows: list[dict[str, Any]]) -> None:
     columns = ["topic", "partition", "next_offset", "end_offset", "lag"]
+    if rows and "errors" in rows[0]:
+        columns.append("errors")
     console.print(table(title, columns, [[row[c] for c in columns] for row in rows]))
 
 
@@ -41,7 +43,9 @@ def status(
     database: str | None = DATABASE,
     as_json: bool = JSON_FLAG,
 ) -> None:
-    """Per-partition lag: stored checkpoint, end offset, records not yet applied."""
+    """Per-partition lag: stored checkpoint, end offset, records not yet applied, records refused.
+
+    The refused records themselves are listed by `projections errors`."""
     from projections import lag
 
     settings = context.settings(ctx)
@@ -50,12 +54,39 @@ def status(
         try:
             with db.database_errors():
                 rows = lag.lag(settings, eng)
+                with db.read_connection(eng) as conn:
+                    refused = queries.projection_error_counts(conn)
         finally:
             eng.dispose()
+    for row in rows:
+        row["errors"] = refused.get((row["topic"], row["partition"]), 0)
     if as_json:
         print_json(rows)
-    else:
-        _lag_table(f"projection lag (total {sum(r['lag'] for r in rows)})", rows)
+        return
+    total = sum(refused.values())
+    _lag_table(f"projection lag (total {sum(r['lag'] for r in rows)})", rows)
+    console.print(
+        f"{total} record(s) refused by the projector"
+        + (": see `flowledger projections errors`" if total else "")
+    )
+
+
+@app.command("errors")
+def errors(
+    ctx: typer.Context,
+    limit: int = typer.Option(queries.DEFAULT_LIMIT, "--limit", min=1),
+    database: str | None = DATABASE,
+    as_json: bool = JSON_FLAG,
+) -> None:
+    """The records the projector refused: where, why and when."""
+    with refusals(as_json), db.reading(database_url(ctx, database)) as conn:
+        items = queries.projection_errors(conn, limit=limit)
+    if as_json:
+        print_json(items)
+        return
+    columns = ["topic", "partition", "offset", "code", "message", "when"]
+    rows = [[i[c] if c != "message" else str(i[c])[:100] for c in columns] for i in items]
+    console.print(table(f"projection errors ({len(items)})", columns, rows))
 
 
 @app.command("wait")

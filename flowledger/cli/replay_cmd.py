@@ -32,7 +32,7 @@ from projections.replay import cut as cuts
 from projections.replay import explain, state, targets
 from projections.replay.rebuild import Progress as ProgressFn
 from projections.replay.rebuild import rebuild
-from projections.replay.verify import compare
+from projections.replay.verify import compare, refusal_difference, refused, verdict
 from workflows.codes import INVALID_REQUEST
 
 app = typer.Typer(help="Rebuild, verify and explain the projection tables from the log.")
@@ -128,8 +128,13 @@ def verify_cmd(
             cut = cuts.from_checkpoints(settings, live)
             stats = _rebuild_into(settings, target, cut, not as_json)
             differences = compare(live, target)
+            refused_live, refused_rebuilt = refused(live), refused(target)
+            counted = refusal_difference(refused_live, refused_rebuilt)
+            if counted is not None:
+                differences.append(counted)
             moved = cuts.from_checkpoints(settings, live) != cut
     identical = not differences and not moved
+    said = verdict(identical, moved, refused_live, refused_rebuilt, len(differences))
     record = {
         "identical": identical,
         "cut": cuts.as_json(cut),
@@ -141,6 +146,8 @@ def verify_cmd(
     state.save(settings, record)
     document = {
         **record,
+        "verdict": said,
+        "refused": {"live": refused_live, "rebuilt": refused_rebuilt},
         "differences": [d.as_dict() for d in differences],
         "live_moved": moved,
         **stats,
@@ -149,13 +156,14 @@ def verify_cmd(
         print_json(document)
     elif identical:
         console.print(
-            f"[green]identical[/]: the rebuild of {stats['events']} events equals the live tables"
+            f"[green]{said}[/]: the rebuild of {stats['events']} events equals the live tables"
         )
     else:
         rows = [[d.table, d.key, d.column, d.live, d.rebuilt] for d in differences[:50]]
         console.print(table("differences", ["table", "key", "column", "live", "rebuilt"], rows))
         if moved:
             console.print("the live projector moved past the cut while verifying; run again")
+        console.print(f"[red]{said}[/]")
     if not identical:
         raise typer.Exit(EXIT_CHECK_FAILED)
 

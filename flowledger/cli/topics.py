@@ -1,13 +1,16 @@
-"""`flowledger topics ensure|describe`."""
+"""`flowledger topics ensure|describe|read`."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import typer
 
 from flowledger.cli import context
 from flowledger.cli.output import JSON_FLAG, console, print_json, refusals, table
+from flowledger.errors import InvalidInput
+from processors.redrive_rules import parse_time
 from topics import admin, reader
 
 app = typer.Typer(help="Create and inspect flowledger's Kafka topics.")
@@ -52,18 +55,44 @@ def describe(ctx: typer.Context, as_json: bool = JSON_FLAG) -> None:
         _render("topics", reports)
 
 
+def _ms(text: str | None) -> int | None:
+    if text is None:
+        return None
+    return round(parse_time(text, datetime.now(UTC)).timestamp() * 1000)
+
+
 @app.command("read")
 def read(
     ctx: typer.Context,
-    topic: str = typer.Argument("events", help="events, audit, runtime, definitions, deadletter"),
-    limit: int = typer.Option(0, "--limit", help="At most this many records (0: all)."),
+    topic: str = typer.Argument(
+        "events", help="events, audit, runtime, definitions, deadletter, operators, redrives"
+    ),
+    partition: int | None = typer.Option(None, "--partition", min=0, help="Only this partition."),
+    offset: int | None = typer.Option(
+        None, "--offset", min=0, help="From this offset (of every partition read)."
+    ),
+    from_time: str | None = typer.Option(
+        None, "--from-time", help="Records at or after: ISO-8601 or an age (15m, 2h)."
+    ),
+    to_time: str | None = typer.Option(
+        None, "--to-time", help="Records at or before: ISO-8601 or an age (15m, 2h)."
+    ),
+    headers: bool = typer.Option(False, "--headers", help="Show every record's headers."),
+    max_records: int = typer.Option(0, "--max", min=0, help="At most this many records (0: all)."),
+    limit: int = typer.Option(0, "--limit", min=0, help="The same as --max."),
     as_json: bool = JSON_FLAG,
 ) -> None:
-    """Read a flowledger topic from the beginning to its current end."""
+    """Read a flowledger topic up to its current end (by assignment: no consumer group is
+    left behind)."""
     settings = context.settings(ctx)
     name = settings.topic(f"flowledger.{topic}.v1") if "." not in topic else topic
     with refusals(as_json):
-        records = reader.read_all(settings, name, limit or None)
+        if offset is not None and from_time is not None:
+            raise InvalidInput("give --offset or --from-time, not both", field="--offset")
+        span = reader.ReadRange(
+            partition, offset, _ms(from_time), _ms(to_time), (max_records or limit) or None
+        )
+        records = reader.read(settings, name, span)
     if as_json:
         print_json([r.as_dict() for r in records])
         return
@@ -80,11 +109,15 @@ def read(
         reason = r.headers.get("flowledger.reason", "")
         if reason:
             reason = f"{reason}: {r.headers.get('flowledger.error', '')}"
-        rows.append([r.partition, r.offset, r.key, summary, payload[:60], reason])
+        row = [r.partition, r.offset, r.key, summary, payload[:60], reason]
+        if headers:
+            row.append("; ".join(f"{k}={v}" for k, v in r.headers.items()))
+        rows.append(row)
+    columns = ["partition", "offset", "key", "event", "payload", "reason"]
     console.print(
         table(
             f"{name}: {len(records)} records",
-            ["partition", "offset", "key", "event", "payload", "reason"],
+            columns + (["headers"] if headers else []),
             rows,
         )
     )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from projections import tables as t
 
@@ -97,3 +97,33 @@ def compare(live: Engine, rebuilt: Engine, limit: int = 1000) -> list[Difference
             if len(found) >= limit:
                 return found
     return found
+
+
+def refused(engine: Engine) -> int:
+    """How many records the projection of ``engine`` refused (projection_errors)."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(t.projection_errors)).scalar_one())
+
+
+def refusal_difference(live: int, rebuilt: int) -> Difference | None:
+    """Both sides must refuse the same records: a rebuild that refuses fewer (or more)
+    than the live side is a difference of its own, beside the rows that differ."""
+    if live == rebuilt:
+        return None
+    return Difference("projection_errors", {"records": "refused"}, "count", live, rebuilt)
+
+
+def verdict(identical: bool, moved: bool, live: int, rebuilt: int, differences: int) -> str:
+    """One line that says what verify found, refused records included."""
+    if identical:
+        if not live:
+            return "identical"
+        return f"identical; {live} record{'s' if live != 1 else ''} refused on both sides"
+    if moved and not differences:
+        return "not verified: the live projector moved past the cut; run again"
+    refusals = (
+        f"; {live} refused live, {rebuilt} by the rebuild"
+        if live != rebuilt
+        else (f"; {live} refused on both sides" if live else "")
+    )
+    return f"{differences} difference{'s' if differences != 1 else ''}{refusals}"
