@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 import typer
 
-from flowledger.cli import context, inputs
+from flowledger.cli import context
 from flowledger.cli.output import (
     EXIT_REFUSED,
     JSON_FLAG,
@@ -19,11 +19,9 @@ from flowledger.cli.output import (
     table,
 )
 from flowledger.errors import InvalidInput
+from flowledger.operations import definition_actions
 from flowledger.settings import Settings
-from schemas.codes import RECORD_TOO_DEEP
-from workflows.definitions.canonical import definition_hash
-from workflows.definitions.validate import DefinitionInvalid, too_deep_text
-from workflows.definitions.validate import validate as check
+from workflows.definitions.validate import DefinitionInvalid
 
 FILE_ARGUMENT = typer.Argument(..., help="A definition JSON file.")
 
@@ -33,30 +31,7 @@ def _load(file: Path, settings: Settings) -> dict[str, Any]:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read {file}: {exc}", path=str(file)) from exc
-    # NaN and Infinity are refused (they would make the canonical hash impossible);
-    # the definition's own nesting rules are the validator's to check.
-    try:
-        document = inputs.parse(
-            text,
-            str(file),
-            settings.records,
-            max_bytes=settings.workflows.max_definition_bytes,
-            deep=True,
-            path=str(file),
-        )
-    except InvalidInput as exc:
-        # Too deep even to parse: refused like any too-deep definition, at its step path.
-        refusal = (
-            too_deep_text(text, settings) if exc.context.get("reason") == RECORD_TOO_DEEP else None
-        )
-        if refusal is not None:
-            raise refusal from None
-        raise
-    if not isinstance(document, dict):
-        raise InvalidInput(
-            f"{file} must hold a JSON object, not {type(document).__name__}", path=str(file)
-        )
-    return document
+    return definition_actions.parse(text, str(file), settings)
 
 
 def _print_problems(error: DefinitionInvalid) -> None:
@@ -82,18 +57,9 @@ def validate(
     with refusals(as_json):
         try:
             document = _load(file, context.settings(ctx))
+            body = definition_actions.validate(document, context.settings(ctx))
         except DefinitionInvalid as exc:
             _refuse_invalid(exc, as_json)
-        problems = check(document, context.settings(ctx))
-    if problems:
-        _refuse_invalid(DefinitionInvalid(problems), as_json)
-    body = {
-        "valid": True,
-        "hash": definition_hash(document),
-        "id": document["id"],
-        "version": document["version"],
-        "tenant": document["tenant"],
-    }
     if as_json:
         print_json(body)
     else:
@@ -109,21 +75,17 @@ def publish(
     as_json: bool = JSON_FLAG,
 ) -> None:
     """Validate a definition and publish it to flowledger.definitions.v1."""
-    # Imported here so `validate` works without loading the Kafka client.
-    from workflows.definitions import store
-
     with refusals(as_json):
         try:
             document = _load(file, context.settings(ctx))
-            outcome = store.publish(context.settings(ctx), document)
+            body = definition_actions.publish(document, context.settings(ctx))
         except DefinitionInvalid as exc:
             # Ahead of refusals(): people get the problems as a table, not a repr.
             _refuse_invalid(exc, as_json)
-    body = outcome.as_dict()
     if as_json:
         print_json(body)
         return
-    if outcome.published:
+    if body["published"]:
         console.print(
             f"[bold green]published[/] {body['key']} at partition {body['partition']} "
             f"offset {body['offset']} (sha256 {body['hash']})"
