@@ -73,6 +73,9 @@ def _register() -> None:
     from flowledger.cli import temporal_cmd
 
     app.add_typer(temporal_cmd.app, name="temporal")
+    from flowledger.cli import api_cmd
+
+    app.add_typer(api_cmd.app, name="api")
     from flowledger.cli import up
 
     app.command("up")(up.up)
