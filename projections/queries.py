@@ -307,7 +307,10 @@ def list_operator_actions(
 
 
 def list_definitions(
-    conn: Connection, *, tenant: str | tuple[str, ...] | None = None, limit: int | None = DEFAULT_LIMIT
+    conn: Connection,
+    *,
+    tenant: str | tuple[str, ...] | None = None,
+    limit: int | None = DEFAULT_LIMIT,
 ) -> list[dict[str, Any]]:
     d = t.workflow_definitions
     query = select(d).order_by(d.c.tenant, d.c.definition_id, d.c.version)

@@ -12,7 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from flowledger.api import health, inbox, v1_definitions, v1_events, v1_reads, v1_runs
+from flowledger.api import (
+    definitions_routes,
+    events_routes,
+    health,
+    inbox,
+    reads_routes,
+    runs_routes,
+)
 from flowledger.api.tokens import TokenStore
 from flowledger.codes import API_NOT_FOUND, API_REQUEST_INVALID
 from flowledger.errors import FlowledgerError
@@ -67,9 +74,9 @@ def create_app(settings: Settings) -> FastAPI:
         return _answer(exc.status_code, body)
 
     app.include_router(health.router(settings, metrics))
-    app.include_router(v1_events.router(settings))
-    app.include_router(v1_definitions.router(settings))
-    app.include_router(v1_runs.router(settings))
-    app.include_router(v1_reads.router(settings))
+    app.include_router(events_routes.router(settings))
+    app.include_router(definitions_routes.router(settings))
+    app.include_router(runs_routes.router(settings))
+    app.include_router(reads_routes.router(settings))
     app.include_router(inbox.router(settings))
     return app

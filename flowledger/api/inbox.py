@@ -16,9 +16,9 @@ from starlette.concurrency import run_in_threadpool
 
 from flowledger.api import bodies, forms, pages, timeline
 from flowledger.api.auth import COOKIE, OPERATE, READ, require
+from flowledger.api.reads_routes import complete, task_check
+from flowledger.api.runs_routes import visible_run
 from flowledger.api.tokens import Principal
-from flowledger.api.v1_reads import complete, task_check
-from flowledger.api.v1_runs import visible_run
 from flowledger.errors import FlowledgerError
 from flowledger.settings import Settings
 from projections import db, lookups, queries

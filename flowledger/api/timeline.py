@@ -115,8 +115,12 @@ def svg(document: dict[str, Any], now: datetime) -> str:
             f'fill="{colour}"><title>{escape(title)}</title></rect>'
         )
         if bar.note:
+            # Beside the bar where there is room, else inside its end, in white.
+            inside = right + 230 > width
+            at = right - 4 if inside else right + 4
+            style = 'text-anchor="end" fill="#fff"' if inside else 'fill="#222"'
             parts.append(
-                f'<text class="resumed-by" x="{min(right + 4, width - 200):.1f}" y="{y + 16}" '
+                f'<text class="resumed-by" x="{at:.1f}" y="{y + 16}" {style} '
                 f'font-size="10" font-family="sans-serif">{escape(bar.note)}</text>'
             )
     axis_y = TOP + ROW_H * len(items) + 8

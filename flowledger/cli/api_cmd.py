@@ -10,7 +10,7 @@ from flowledger.cli import context
 from flowledger.cli.output import JSON_FLAG, console, err_console, print_json, refusals
 
 app = typer.Typer(
-    help="The HTTP API and the human-task inbox.",
+    help="Serve the HTTP API and the human-task inbox until Ctrl-C (API__HOST, API__PORT).",
     invoke_without_command=True,
 )
 token_app = typer.Typer(help="Bearer tokens of the API (kept hashed in the tokens file).")

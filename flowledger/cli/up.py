@@ -71,8 +71,10 @@ def up(
     detach: bool = typer.Option(False, "--detach", help="Leave everything running and return."),
     as_json: bool = JSON_FLAG,
 ) -> None:
-    """Start what is not running: the stack, topics, worker, projector, processor, reconciler,
-    api (a development API token is created and printed the first time)."""
+    """Start what is not running: the stack, topics, worker, projector, processor, reconciler, api.
+
+    The first time, an operator token for the API is created and printed (once).
+    """
     from topics import admin
 
     settings = settings_with_state_dir(ctx, state_dir)
