@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300
 
 REPO = Path(__file__).resolve().parents[2]
 FLOWLEDGER = str(Path(sys.executable).parent / "flowledger")
-COMPONENTS = ("worker", "projector", "processor", "reconciler")
+COMPONENTS = ("worker", "projector", "processor", "reconciler", "api")
 ORDERS = 24
 # Payments in flight when the service is killed.
 CHUNK = 6
