@@ -114,6 +114,10 @@ def test_authentication_and_roles(api: ApiDeployment, defs: dict[str, Any]) -> N
         assert answer.headers["www-authenticate"] == "Bearer"
     refused = api.call("POST", "/v1/events", "read_a", json=_envelope(api.tenant_a))
     assert refused.status_code == 403 and refused.json()["code"] == "API_FORBIDDEN"
+    one = _envelope(api.tenant_a)
+    single = api.call("POST", "/v1/events", "pub_a", json=one)
+    assert single.status_code == 202, single.text
+    assert [(p["line"], p["event_id"]) for p in single.json()] == [(1, one["event_id"])]
     run_id = api.start(defs["quick_a"]["id"], {})
     cancel = api.call("POST", f"/v1/runs/{run_id}/cancel", "pub_a", json={"reason": "no"})
     assert cancel.status_code == 403
@@ -304,6 +308,11 @@ def test_tenant_isolation_and_pages(api: ApiDeployment, defs: dict[str, Any]) ->
     assert asked == []
     assert api.call("GET", "/v1/runs", "read_a", params={"cursor": "!!"}).status_code == 422
     assert api.call("GET", "/v1/runs", "read_a", params={"status": "nope"}).status_code == 422
+    by_definition = api.call(
+        "GET", "/v1/runs", "read_a", params={"definition": defs["quick_a"]["id"]}
+    ).json()
+    assert set(mine) <= {r["run_id"] for r in by_definition}
+    assert {r["definition_id"] for r in by_definition} == {defs["quick_a"]["id"]}
     b_runs = api.call("GET", "/v1/runs", "op_b").json()
     assert [r["run_id"] for r in b_runs] == [theirs]
 
