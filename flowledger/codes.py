@@ -70,3 +70,23 @@ STACK_TEMPORAL_MISSING: Final = "STACK_TEMPORAL_MISSING"
 STACK_TIMEOUT: Final = "STACK_TIMEOUT"
 #: The metrics port (METRICS__HOST / METRICS__PORT) cannot be bound: in use or not ours.
 METRICS_PORT_UNAVAILABLE: Final = "METRICS_PORT_UNAVAILABLE"
+#: The API request has no bearer token, or one that is not in the tokens file.
+API_UNAUTHENTICATED: Final = "API_UNAUTHENTICATED"
+#: The API token's role does not allow the request.
+API_FORBIDDEN: Final = "API_FORBIDDEN"
+#: The request names a tenant the API token is not bound to.
+API_TENANT_FORBIDDEN: Final = "API_TENANT_FORBIDDEN"
+#: No such API role: publisher, operator or reader.
+API_ROLE_UNKNOWN: Final = "API_ROLE_UNKNOWN"
+#: The API tokens file cannot be read or written.
+API_TOKENS_FILE_INVALID: Final = "API_TOKENS_FILE_INVALID"
+#: An event posted to the API was refused; nothing of the request was published.
+API_EVENTS_REFUSED: Final = "API_EVENTS_REFUSED"
+#: The request body is larger than API__MAX_BODY_BYTES.
+API_BODY_TOO_LARGE: Final = "API_BODY_TOO_LARGE"
+#: A pagination cursor the API did not hand out.
+API_CURSOR_INVALID: Final = "API_CURSOR_INVALID"
+#: No such API path.
+API_NOT_FOUND: Final = "API_NOT_FOUND"
+#: A request body or parameter does not have the shape the endpoint takes.
+API_REQUEST_INVALID: Final = "API_REQUEST_INVALID"

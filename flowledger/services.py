@@ -1,5 +1,5 @@
-"""The runtime's own components (processor, worker, projector, reconciler) as child processes of
-`flowledger up`, recorded in <state>/services.json next to stack.json so that `down`
+"""The runtime's own components (processor, worker, projector, reconciler, api) as child
+processes of `flowledger up`, recorded in <state>/services.json next to stack.json so that `down`
 (or `up` again) finds them."""
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ COMPONENTS: dict[str, list[str]] = {
     "projector": ["projector"],
     "processor": ["processor"],
     "reconciler": ["reconciler"],
+    "api": ["api"],
 }
+# The API serves its /metrics beside its endpoints, on its own port.
+SERVES_HTTP = {"api"}
 FILE = "services.json"
 # Long enough for the processor to finish its batches in flight and commit.
 STOP_GRACE_S = 30.0
@@ -73,14 +76,19 @@ def _spawn(
     argv = [*_command(), *COMPONENTS[name]]
     port = _metrics_port(known)
     own = {**env, "FLOWLEDGER_METRICS__HOST": "127.0.0.1", "FLOWLEDGER_METRICS__PORT": str(port)}
+    if name in SERVES_HTTP:
+        own.update({"FLOWLEDGER_API__HOST": "127.0.0.1", "FLOWLEDGER_API__PORT": str(port)})
     proc = processes.spawn(argv, log, env=own)
-    return {
+    entry: dict[str, Any] = {
         "pid": proc.pid,
         "log": str(log),
         "argv": argv,
         "metrics_port": port,
         "metrics": metrics_url(port),
     }
+    if name in SERVES_HTTP:
+        entry["endpoint"] = f"http://127.0.0.1:{port}"
+    return entry
 
 
 def start(settings: Settings, env: dict[str, str]) -> list[str]:
@@ -140,6 +148,8 @@ def status(settings: Settings) -> dict[str, dict[str, Any]]:
         known = current.get(name)
         if not known:
             out[name] = {"state": "down", "pid": None, "log": None, "metrics": None}
+            if name in SERVES_HTTP:
+                out[name]["endpoint"] = None
             continue
         up = processes.alive(known.get("pid"))
         out[name] = {
@@ -148,4 +158,6 @@ def status(settings: Settings) -> dict[str, dict[str, Any]]:
             "log": known.get("log"),
             "metrics": known.get("metrics") if up else None,
         }
+        if name in SERVES_HTTP:
+            out[name]["endpoint"] = known.get("endpoint") if up else None
     return out

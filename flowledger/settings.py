@@ -242,6 +242,24 @@ class MetricsSettings(_Section):
     temporal_sdk: bool = True
 
 
+class ApiSettings(_Section):
+    """`flowledger api`: where it listens and where its bearer tokens are kept (hashed)."""
+
+    host: str = "127.0.0.1"
+    # 0: a free port, picked at start (what `flowledger up` does).
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Default: api-tokens.json under the stack's state directory.
+    tokens_file: Path | None = None
+    # The largest request body taken (an NDJSON batch of events, a definition).
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    page_size: int = Field(default=100, ge=1, le=10_000)
+    # The tenants of the operator token `flowledger up` creates for development.
+    development_tenants: list[str] = Field(default_factory=lambda: ["acme"])
+
+    def resolved_tokens_file(self, state_dir: Path) -> Path:
+        return self.tokens_file or state_dir / "api-tokens.json"
+
+
 class ExpressionSettings(_Section):
     extra_functions: list[str] = Field(default_factory=list)
     step_budget: int = Field(default=DEFAULT_STEP_BUDGET, ge=1)
@@ -302,6 +320,7 @@ class Settings(BaseSettings):
     # run_id, event_id and trace_id where known.
     log_format: Literal["text", "json"] = "text"
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     def database_url(self) -> str:
         """The projection database to connect to: the configured URL with the TLS

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from confluent_kafka import Producer
 
@@ -26,7 +27,9 @@ from processors.redrive_rules import (
     Coordinate,
     DeadLetter,
     Decision,
+    Filter,
     Sent,
+    listed,
     pending,
     progress_key,
 )
@@ -54,6 +57,17 @@ def _letter(record: reader.ReadRecord) -> DeadLetter:
 
 def dead_letters(settings: Settings, span: reader.ReadRange | None = None) -> list[DeadLetter]:
     return [_letter(r) for r in reader.read(settings, settings.topic(DEADLETTER), span)]
+
+
+def listing(settings: Settings, chosen: Filter) -> list[dict[str, Any]]:
+    """`deadletters list --json` (and `GET /v1/deadletters`): each chosen dead letter's
+    summary with where a redrive sent it, if one did."""
+    marks = progress(settings)
+    out = []
+    for letter in listed(dead_letters(settings), chosen):
+        mark = marks.get(letter.coordinate)
+        out.append({**letter.summary(), "redriven": mark.as_dict() if mark else None})
+    return out
 
 
 def dead_letter(settings: Settings, at: Coordinate) -> DeadLetter:

@@ -127,6 +127,9 @@ class Filter:
     until: datetime | None = None
     tenant: str | None = None
     limit: int | None = None
+    # A reader scoped to tenants (an API token) sees only the dead letters whose value
+    # names one of them; a record too broken to name a tenant belongs to none.
+    tenants: frozenset[str] | None = None
 
 
 def listed(letters: Iterable[DeadLetter], f: Filter) -> list[DeadLetter]:
@@ -140,6 +143,8 @@ def listed(letters: Iterable[DeadLetter], f: Filter) -> list[DeadLetter]:
         if f.until is not None and letter.failed_at > f.until:
             continue
         if f.tenant is not None and letter.envelope_field("tenant") != f.tenant:
+            continue
+        if f.tenants is not None and letter.envelope_field("tenant") not in f.tenants:
             continue
         out.append(letter)
     return out[: f.limit] if f.limit else out

@@ -142,24 +142,43 @@ def _rows(conn: Connection, query: Select[Any], fields: Sequence[str]) -> list[d
 
 
 def _narrowed(query: Select[Any], table: Table, limit: int | None, **equal: Any) -> Select[Any]:
-    """``query`` with ``column = value`` for every filter given (None: not filtered on)
-    and the row limit."""
+    """``query`` with ``column = value`` for every filter given (None: not filtered on;
+    a tuple or frozenset: any of its values, as for the tenants of an API token) and
+    the row limit."""
     for column, value in equal.items():
-        if value is not None:
+        if isinstance(value, tuple | frozenset):
+            query = query.where(table.c[column].in_(sorted(value)))
+        elif value is not None:
             query = query.where(table.c[column] == value)
     return query if limit is None else query.limit(limit)
+
+
+# A page of runs ends at this (updated_at, run_id): the next page starts after it.
+RunCursor = tuple[datetime, str]
 
 
 def list_runs(
     conn: Connection,
     *,
-    tenant: str | None = None,
+    tenant: str | tuple[str, ...] | None = None,
     status: str | None = None,
     definition_id: str | None = None,
+    correlation_key: str | None = None,
+    after: RunCursor | None = None,
     limit: int | None = DEFAULT_LIMIT,
 ) -> list[dict[str, Any]]:
-    r = t.workflow_runs
+    """Most recently changed first. ``correlation_key``: runs that waited (or wait) on
+    it; ``after``: the runs past that point of this same order."""
+    r, w = t.workflow_runs, t.workflow_run_waits
     query = select(r).order_by(r.c.updated_at.desc(), r.c.run_id)
+    if correlation_key is not None:
+        waited = select(w.c.run_id).where(w.c.correlation_key == correlation_key)
+        query = query.where(r.c.run_id.in_(waited))
+    if after is not None:
+        at, run_id = after
+        query = query.where(
+            (r.c.updated_at < at) | ((r.c.updated_at == at) & (r.c.run_id > run_id))
+        )
     query = _narrowed(query, r, limit, tenant=tenant, status=status, definition_id=definition_id)
     return _rows(conn, query, RUN_FIELDS)
 
@@ -192,7 +211,7 @@ def list_waits(
     *,
     run_id: str | None = None,
     status: str | None = None,
-    tenant: str | None = None,
+    tenant: str | tuple[str, ...] | None = None,
     limit: int | None = DEFAULT_LIMIT,
 ) -> list[dict[str, Any]]:
     w = t.workflow_run_waits
@@ -206,18 +225,19 @@ def list_tasks(
     *,
     status: str | None = None,
     run_id: str | None = None,
+    tenant: str | tuple[str, ...] | None = None,
     limit: int | None = DEFAULT_LIMIT,
 ) -> list[dict[str, Any]]:
     h = t.workflow_human_tasks
     query = select(h).order_by(h.c.created_at, h.c.task_id)
-    query = _narrowed(query, h, limit, status=status, run_id=run_id)
+    query = _narrowed(query, h, limit, status=status, run_id=run_id, tenant=tenant)
     return _rows(conn, query, TASK_FIELDS)
 
 
 def list_audit(
     conn: Connection,
     *,
-    tenant: str | None = None,
+    tenant: str | tuple[str, ...] | None = None,
     event_type: str | None = None,
     correlation_key: str | None = None,
     status: str | None = None,
@@ -273,7 +293,7 @@ OPERATOR_FIELDS = (
 def list_operator_actions(
     conn: Connection,
     *,
-    tenant: str | None = None,
+    tenant: str | tuple[str, ...] | None = None,
     run_id: str | None = None,
     action: str | None = None,
     outcome: str | None = None,
@@ -287,7 +307,10 @@ def list_operator_actions(
 
 
 def list_definitions(
-    conn: Connection, *, tenant: str | None = None, limit: int | None = DEFAULT_LIMIT
+    conn: Connection,
+    *,
+    tenant: str | tuple[str, ...] | None = None,
+    limit: int | None = DEFAULT_LIMIT,
 ) -> list[dict[str, Any]]:
     d = t.workflow_definitions
     query = select(d).order_by(d.c.tenant, d.c.definition_id, d.c.version)

@@ -80,6 +80,9 @@ def _register() -> None:
     from flowledger.cli import deadletters
 
     app.add_typer(deadletters.app, name="deadletters")
+    from flowledger.cli import api_cmd
+
+    app.add_typer(api_cmd.app, name="api")
     from flowledger.cli import up
 
     app.command("up")(up.up)

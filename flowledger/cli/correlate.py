@@ -8,9 +8,10 @@ from typing import Any
 
 import typer
 
-from flowledger.cli import context, inputs
+from flowledger.cli import context
 from flowledger.cli.output import JSON_FLAG, console, print_json, refusals
 from flowledger.errors import InvalidInput
+from flowledger.operations import json_input as inputs
 from flowledger.settings import RecordSettings
 from processors.correlation import CorrelationPaths, load_paths, resolve
 

@@ -23,7 +23,6 @@ from processors.redrive_rules import (
     Fixed,
     Selector,
     decide,
-    listed,
     match_fixed,
     parse_coordinate,
     parse_fixed,
@@ -55,12 +54,7 @@ def list_cmd(
     settings = context.settings(ctx)
     with refusals(as_json):
         chosen = Filter(reason, _time(since), _time(until), tenant, limit or None)
-        found = listed(redrive.dead_letters(settings), chosen)
-        marks = redrive.progress(settings)
-    items = []
-    for letter in found:
-        mark = marks.get(letter.coordinate)
-        items.append({**letter.summary(), "redriven": mark.as_dict() if mark else None})
+        items = redrive.listing(settings, chosen)
     if as_json:
         print_json(items)
         return

@@ -3,12 +3,8 @@ run-control request (accepted or refused), and `audit operators`."""
 
 from __future__ import annotations
 
-import getpass
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import typer
@@ -16,78 +12,30 @@ import typer
 from flowledger.cli.output import JSON_FLAG, console, err_console, refusals, show, table
 from flowledger.cli.runs import DATABASE, database_url
 from flowledger.errors import FlowledgerError
+from flowledger.operations import audit_trail
+from flowledger.operations.audit_trail import Request, default_operator
 from flowledger.settings import Settings
-from projections import db, lookups, queries
-from schemas.operator import OperatorAction
-from topics import operator_log
+from projections import db, queries
 
-
-def default_operator() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name (a container without a passwd entry)
-        return "unknown"
+__all__ = ["Request", "audited", "by_option", "default_operator", "operators"]
 
 
 def by_option(help_text: str = "Who makes the request (recorded in the operator audit).") -> Any:
     return typer.Option(None, "--by", help=f"{help_text} Default: the OS user.")
 
 
-@dataclass
-class Request:
-    """One request being made; the command fills in what it learns on the way."""
-
-    action: str
-    requested_by: str
-    reason: str | None = None
-    tenant: str | None = None
-    run_id: str | None = None
-    task_id: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    requested_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+def _unrecorded(exc: FlowledgerError) -> None:
+    err_console.print(f"[yellow]operator audit not recorded[/]: {exc.code}: {exc.message}")
 
 
 @contextmanager
 def audited(settings: Settings, request: Request) -> Iterator[Request]:
-    """Record ``request`` with its outcome once the body is done: accepted, or refused
-    with the error's code. The command's own answer and exit code stay what they are;
-    an audit record Kafka would not take is reported on stderr."""
-    try:
-        yield request
-    except FlowledgerError as exc:
-        _write(settings, request, "refused", exc.code, exc.message)
-        raise
-    except Exception as exc:
-        # Not an answer the command knows (a bug, an SDK error): still a request made.
-        if not isinstance(exc, typer.Exit):
-            _write(settings, request, "refused", type(exc).__name__, str(exc))
-        raise
-    _write(settings, request, "accepted", None, None)
-
-
-def _write(
-    settings: Settings, request: Request, outcome: str, code: str | None, message: str | None
-) -> None:
-    if request.tenant is None and request.run_id is not None:
-        request.tenant = lookups.tenant_of(settings.database_url(), request.run_id)
-    record = OperatorAction(
-        action_id=uuid.uuid4(),
-        action=request.action,
-        requested_by=request.requested_by,
-        requested_at=request.requested_at,
-        outcome=outcome,
-        tenant=request.tenant,
-        run_id=request.run_id,
-        task_id=request.task_id,
-        reason=request.reason,
-        code=code,
-        message=message,
-        details=request.details,
-    )
-    try:
-        operator_log.record(settings, record)
-    except FlowledgerError as exc:
-        err_console.print(f"[yellow]operator audit not recorded[/]: {exc.code}: {exc.message}")
+    """The shared operator audit (flowledger.operations.audit_trail), warning on stderr
+    when Kafka does not take the record; the CLI's own exit is not an outcome."""
+    with audit_trail.audited(
+        settings, request, passthrough=(typer.Exit,), unrecorded=_unrecorded
+    ) as current:
+        yield current
 
 
 def _human(items: list[dict[str, Any]]) -> None:

@@ -1,5 +1,6 @@
 """`flowledger runs start|cancel|terminate|resume|retry|requeue|rerun` and `flowledger
-worker`. Every run-control request goes to the operator audit (flowledger.cli.operators)."""
+worker`. Every run-control request goes through flowledger.operations.run_actions, the
+same code as the API's, and into the operator audit."""
 
 from __future__ import annotations
 
@@ -9,18 +10,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import typer
-from temporalio.client import Client
 
 from flowledger import logs
-from flowledger.cli import context, inputs
-from flowledger.cli.operators import Request, audited, by_option, default_operator
+from flowledger.cli import context
+from flowledger.cli.operators import by_option, default_operator
 from flowledger.cli.output import JSON_FLAG, console, err_console, print_json, refusals
-from flowledger.errors import AuthenticationFailed, InvalidInput, ServiceUnavailable
+from flowledger.errors import InvalidInput
+from flowledger.operations import json_input as inputs
+from flowledger.operations import run_actions
 from flowledger.settings import Settings
-from projections import lookups, migrate
+from projections import migrate
 from workflows import control
 from workflows.client import connect
-from workflows.codes import TEMPORAL_UNAVAILABLE
 from workflows.reconciler import run_reconciler
 from workflows.worker import run_worker
 
@@ -45,84 +46,23 @@ def start(
 ) -> None:
     """Start a run of a published definition."""
     settings = context.settings(ctx)
-    request = Request(
-        "start",
-        by or default_operator(),
-        tenant=tenant,
-        details={"definition_id": definition_id, "version": version},
-    )
-    with refusals(as_json), audited(settings, request):
+    with refusals(as_json):
         data = inputs.parse(input_json, "--input", settings.records, field="--input")
         if not isinstance(data, dict):
             raise InvalidInput("--input must be a JSON object", field="--input")
-        record = control.find_definition(settings, tenant, definition_id, version)
-
-        async def go() -> control.StartedRun:
-            client = await connect(settings)
-            return await control.start(settings, client, record, data)
-
-        started = asyncio.run(go())
-        request.run_id = started.run_id
-        request.details["version"] = started.version
-    _report(as_json, started.as_dict())
-
-
-async def _maybe_client(settings: Settings) -> Client | None:
-    try:
-        return await asyncio.wait_for(connect(settings), timeout=10)
-    except AuthenticationFailed:
-        raise  # our credentials, not Temporal's answer to the request: nothing recorded
-    except (ServiceUnavailable, TimeoutError):
-        return None
-
-
-def _located(settings: Settings, run_id: str) -> str:
-    return lookups.workflow_id_of(settings.database_url(), run_id)
-
-
-Call = Callable[[Settings, Client | None, str, str, str], Awaitable[dict[str, Any]]]
-
-
-async def _cancel(
-    settings: Settings, client: Client | None, run_id: str, reason: str, by: str
-) -> dict[str, Any]:
-    return await control.cancel(
-        settings, client, run_id, reason, by, workflow_id=_located(settings, run_id)
-    )
-
-
-async def _terminate(
-    settings: Settings, client: Client | None, run_id: str, reason: str, by: str
-) -> dict[str, Any]:
-    return await control.terminate(
-        settings, client, run_id, reason, by, workflow_id=_located(settings, run_id)
-    )
-
-
-async def _rerun(
-    settings: Settings, client: Client | None, run_id: str, reason: str, by: str
-) -> dict[str, Any]:
-    if client is None:
-        raise ServiceUnavailable(
-            f"Temporal at {settings.temporal.address} is unreachable", code=TEMPORAL_UNAVAILABLE
+        document = run_actions.start_run(
+            settings,
+            tenant=tenant,
+            definition_id=definition_id,
+            data=data,
+            version=version,
+            requested_by=by or default_operator(),
+            passthrough=(typer.Exit,),
         )
-    return await control.rerun(
-        settings, client, run_id, reason, workflow_id=_located(settings, run_id)
-    )
+    _report(as_json, document)
 
 
-def _refusal(action: str) -> Call:
-    async def call(
-        settings: Settings, client: Client | None, run_id: str, reason: str, by: str
-    ) -> dict[str, Any]:
-        return await control.unsupported(
-            settings, client, action, run_id, reason, workflow_id=_located(settings, run_id)
-        )
-
-    return call
-
-
-def _command(action: str, call: Call, doc: str) -> Callable[..., None]:
+def _command(action: str, doc: str) -> Callable[..., None]:
     def command(
         ctx: typer.Context,
         run_id: str = typer.Argument(..., help="The run."),
@@ -131,16 +71,15 @@ def _command(action: str, call: Call, doc: str) -> Callable[..., None]:
         as_json: bool = JSON_FLAG,
     ) -> None:
         settings = context.settings(ctx)
-        who = by or default_operator()
-        request = Request(action, who, reason=reason, run_id=run_id)
-
-        async def go() -> dict[str, Any]:
-            return await call(settings, await _maybe_client(settings), run_id, reason, who)
-
-        with refusals(as_json), audited(settings, request):
-            document = asyncio.run(go())
-            if action == "rerun":
-                request.details["new_run_id"] = document.get("run_id")
+        with refusals(as_json):
+            document = run_actions.control_run(
+                settings,
+                action,
+                run_id,
+                reason=reason,
+                requested_by=by or default_operator(),
+                passthrough=(typer.Exit,),
+            )
         _report(as_json, document)
 
     command.__doc__ = doc
@@ -150,20 +89,19 @@ def _command(action: str, call: Call, doc: str) -> Callable[..., None]:
 def register(runs_app: typer.Typer) -> None:
     runs_app.command("start")(start)
     runs_app.command("cancel")(
-        _command("cancel", _cancel, "Ask Temporal to cancel a run; it turns CANCELED once stopped.")
+        _command("cancel", "Ask Temporal to cancel a run; it turns CANCELED once stopped.")
     )
     runs_app.command("terminate")(
         _command(
             "terminate",
-            _terminate,
             "Ask Temporal to terminate a run (no workflow code runs); it turns TERMINATED.",
         )
     )
     runs_app.command("rerun")(
-        _command("rerun", _rerun, "Start a new run with the original input on the pinned version.")
+        _command("rerun", "Start a new run with the original input on the pinned version.")
     )
     for action, hint in control.UNSUPPORTED_HINTS.items():
-        runs_app.command(action)(_command(action, _refusal(action), f"Refused (409): {hint}."))
+        runs_app.command(action)(_command(action, f"Refused (409): {hint}."))
 
 
 def _until_signalled(

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
 import typer
 
-from flowledger.cli import context, inputs
-from flowledger.cli.operators import Request, audited, by_option, default_operator
+from flowledger.cli import context
+from flowledger.cli.operators import by_option, default_operator
 from flowledger.cli.output import JSON_FLAG, console, print_json, refusals
-from projections import lookups
-from workflows import tasks
-from workflows.client import connect
+from flowledger.operations import json_input as inputs
+from flowledger.operations.task_actions import complete_task
 from workflows.codes import HUMAN_TASK_RESPONSE_INVALID
 
 
@@ -25,9 +24,9 @@ def complete(
     """Complete a human task; the response must match the task's form schema."""
     settings = context.settings(ctx)
     by = by or default_operator()
-    request = Request("task_complete", by, task_id=task_id)
-    with refusals(as_json), audited(settings, request):
-        response = inputs.parse(
+
+    def response() -> Any:
+        return inputs.parse(
             data,
             "--data",
             settings.records,
@@ -35,16 +34,8 @@ def complete(
             errors=[{"path": "(response)", "message": "not acceptable JSON"}],
         )
 
-        url = settings.database_url()
-        task = lookups.find_task(url, task_id)
-        request.run_id = str(task["run_id"])
-        request.tenant = task.get("tenant")
-        workflow_id = lookups.workflow_id_of(url, str(task["run_id"]))
-        document = asyncio.run(
-            tasks.complete(
-                settings, lambda: connect(settings), task, response, by, workflow_id=workflow_id
-            )
-        )
+    with refusals(as_json):
+        document = complete_task(settings, task_id, response, by, passthrough=(typer.Exit,))
     if as_json:
         print_json(document)
     else:

@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from flowledger import services
+from flowledger.api import tokens
 from flowledger.cli.output import (
     console,
     err_console,
@@ -70,7 +71,10 @@ def up(
     detach: bool = typer.Option(False, "--detach", help="Leave everything running and return."),
     as_json: bool = JSON_FLAG,
 ) -> None:
-    """Start what is not running: the stack, topics, worker, projector, processor, reconciler."""
+    """Start what is not running: the stack, topics, worker, projector, processor, reconciler, api.
+
+    The first time, an operator token for the API is created and printed (once).
+    """
     from topics import admin
 
     settings = settings_with_state_dir(ctx, state_dir)
@@ -79,9 +83,21 @@ def up(
         stack = launcher.up(settings, progress=_progress(as_json))
         live = launcher.settings_for(settings, stack)
         admin.ensure(live)
+        token = tokens.ensure_development(
+            settings.api.resolved_tokens_file(settings.stack.state_dir.resolve()),
+            settings.api.development_tenants,
+        )
         components = services.start(settings, _child_env(settings))
     document = _document(settings, check=False)
     document["started"] = [*launcher.started(before, stack), *components]
+    if token is not None:
+        # Shown this once: the tokens file keeps only its hash.
+        document["api_token"] = token
+        if not as_json:
+            err_console.print(
+                f"API development token (operator, {', '.join(settings.api.development_tenants)})"
+                f": {token}"
+            )
     if detach:
         if as_json:
             print_json(document)
@@ -129,7 +145,7 @@ def down(ctx: typer.Context, state_dir: Path | None = StateDir, as_json: bool = 
 
 def restart(
     ctx: typer.Context,
-    component: str = typer.Argument(..., help="processor, worker, projector or reconciler."),
+    component: str = typer.Argument(..., help="processor, worker, projector, reconciler or api."),
     state_dir: Path | None = StateDir,
     as_json: bool = JSON_FLAG,
 ) -> None:

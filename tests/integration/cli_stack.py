@@ -34,7 +34,7 @@ from workflows.definitions import store
 
 REPO = Path(__file__).resolve().parents[2]
 FLOWLEDGER = str(Path(sys.executable).parent / "flowledger")
-COMPONENTS = ("worker", "projector", "processor", "reconciler")
+COMPONENTS = ("worker", "projector", "processor", "reconciler", "api")
 ORDERS = 24
 # Payments in flight when the service is killed.
 CHUNK = 6

@@ -63,11 +63,25 @@ def test_up_detach_then_down(tmp_path: Path) -> None:
             "worker",
             "projector",
             "reconciler",
+            "api",
         ):
             assert services[name]["state"] == "up", (name, services[name])
         assert str(services["temporal"]["ui"]).startswith("http://127.0.0.1:")
         recorded = json.loads((state / "services.json").read_text())["components"]
-        assert set(recorded) == {"processor", "worker", "projector", "reconciler"}
+        assert set(recorded) == {"processor", "worker", "projector", "reconciler", "api"}
+        api = str(services["api"]["endpoint"])
+        assert (
+            api.startswith("http://127.0.0.1:") and services["api"]["metrics"] == f"{api}/metrics"
+        )
+        # The development token, printed once: it reads the (empty) inbox of acme.
+        token = str(up["api_token"])
+        wait_for(lambda: _answers(f"{api}/readyz"), 60, "api /readyz")
+        request = urllib.request.Request(
+            f"{api}/v1/tasks", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.loads(answer.read()) == []
+        assert token not in (state / "api-tokens.json").read_text()
         pids = [recorded[name]["pid"] for name in recorded]
         assert all(processes.alive(pid) for pid in pids)
         status = _cli(["stack", "status", "--json", "--state-dir", str(state)], env)["services"]
@@ -82,6 +96,12 @@ def test_up_detach_then_down(tmp_path: Path) -> None:
             wait_for(lambda base=base: _answers(f"{base}/readyz"), 60, f"{name} /readyz")
             body = _body(url)
             assert f"flowledger_{name}_" in body, (name, body[:500])
+        assert (
+            _cli(["stack", "status", "--json", "--state-dir", str(state)], env)["services"]["api"][
+                "endpoint"
+            ]
+            == api
+        )
     finally:
         down = _cli(["down", "--json", "--state-dir", str(state)], env)
     assert not (state / "services.json").exists()

@@ -17,7 +17,7 @@ from flowledger.cli import _register, app
 from flowledger.settings import Settings
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
-ROLES = ("processor", "worker", "projector", "reconciler")
+ROLES = ("processor", "worker", "projector", "reconciler", "api")
 
 _register()
 

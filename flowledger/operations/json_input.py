@@ -1,5 +1,6 @@
-"""JSON given on the command line or in a file, parsed within the record limits (size,
-depth, exact numbers), so no input can crash a command: it is refused, exit 2."""
+"""JSON given on the command line, in a file or in an API request body, parsed within
+the record limits (size, depth, exact numbers), so no input can crash a command or a
+request: it is refused (exit 2, or a 4xx answer)."""
 
 from __future__ import annotations
 
