@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from temporalio.client import Client
@@ -108,6 +109,9 @@ class Processor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_took = 0
         self._probe: Consumer | None = None
+        # The snapshot being written in the background, and when the last one started.
+        self._snapshotting: asyncio.Task[dict[str, Any]] | None = None
+        self._snapshot_at = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -123,6 +127,10 @@ class Processor:
             on=(FlowledgerError, KafkaException),
         )
         await asyncio.to_thread(self.follower.catch_up, self.stop.is_set)
+        self.follower.prune(datetime.now(UTC))
+        self.stats.startup = dict(self.follower.startup)
+        self.stats.startup["open_waits"] = len(self.follower.index.waits)
+        self._snapshot_at = time.monotonic()
         session_ms = int(self.settings.processor.session_timeout_s * 1000)
         consumer = clients.consumer(
             self.settings,
@@ -210,6 +218,12 @@ class Processor:
         self.metrics.set_lag(lags)
 
     def close(self) -> None:
+        if self._opened and self._writes_snapshots():
+            try:
+                self._save_snapshot()
+            except FlowledgerError as exc:
+                # The next start reads a longer tail after the previous snapshot.
+                log.warning("final snapshot not written: %s", exc)
         if self._consumer is not None:
             try:
                 self._commit()
@@ -283,6 +297,8 @@ class Processor:
             log.info("stop requested: finishing the batches in flight")
         finally:
             await self._drain()
+            if self._snapshotting is not None:
+                await asyncio.wait([self._snapshotting])
             self.close()
             if self._server is not None:
                 self._server.close()
@@ -311,6 +327,45 @@ class Processor:
         self._settle()
         self._commit_retrying()
         await self._sample_lag()
+        self._snapshot_when_due()
+
+    # -- snapshots -----------------------------------------------------------
+
+    def _writes_snapshots(self) -> bool:
+        """One instance of the group writes them: the owner of ingress partition 0.
+        Every instance folds the same topics, so its state is everyone's."""
+        return 0 in self._assigned
+
+    def _snapshot_when_due(self) -> None:
+        interval = self.settings.processor.snapshot_interval_s
+        if self._snapshotting is not None and self._snapshotting.done():
+            failed = self._snapshotting.exception()
+            if failed is not None:
+                log.warning("snapshot not written: %s", failed)
+            else:
+                self.stats.snapshots += 1
+            self._snapshotting = None
+        now = time.monotonic()
+        if (
+            interval <= 0
+            or self._snapshotting is not None
+            or now - self._snapshot_at < interval
+            or not self._writes_snapshots()
+        ):
+            return
+        self._snapshot_at = now
+        self.follower.prune(datetime.now(UTC))
+        # Copied here, between two polls of the follower, so it matches its offsets;
+        # encoded and written off the loop.
+        state = self.follower.state()
+        self._snapshotting = asyncio.create_task(
+            asyncio.to_thread(self.follower.snapshots.save, state)
+        )
+
+    def _save_snapshot(self) -> None:
+        self.follower.prune(datetime.now(UTC))
+        self.follower.snapshots.save(self.follower.state())
+        self.stats.snapshots += 1
 
     def _launch(self, batch: list[Message]) -> None:
         plans, todo = self._decide(batch)
@@ -466,7 +521,7 @@ class Processor:
             else:
                 if rejected is None:
                     outcome["processed"].inc()
-                self.follower.completed.add(plan.done_key())
+                self.follower.completed.add(plan.done_key(), plan.record.timestamp)
         if late:
             await self._release(late)
 
@@ -502,7 +557,7 @@ class Processor:
             self.settings.kafka.request_timeout_s,
         )
         for p in plans:
-            self.follower.completed.add(p.completion_key)
+            self.follower.completed.add(p.completion_key, p.record.timestamp)
 
     async def _retry_producing(self, what: str, call: Callable[[], Awaitable[None]]) -> None:
         # Never dropped: retried until acknowledged or asked to stop.
