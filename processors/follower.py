@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
@@ -40,6 +40,7 @@ class LogFollower:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.horizon = settings.processor.dedup_horizon
+        self.window = timedelta(seconds=settings.processor.early_event_window_s)
         self.index = RouterIndex(horizon=self.horizon)
         self.triggers = TriggerIndex()
         # Completion keys of the events of the de-duplication horizon.
@@ -64,14 +65,16 @@ class LogFollower:
         }
 
     def start(self) -> None:
+        began = time.monotonic()
         loaded = self.snapshots.load()
+        self.startup["snapshot_load_ms"] = int((time.monotonic() - began) * 1000)
         covered: dict[str, dict[int, int]] = {}
         if loaded is not None:
             state = loaded.state
             self.index, self.completed = state.index, state.completed
             self.pending_held = state.pending_held
             covered = state.positions
-            self.startup = {
+            self.startup |= {
                 "snapshot_bytes": loaded.bytes_read,
                 "snapshot_waits": len(state.index.waits),
                 "snapshot_completed": len(state.completed),
@@ -109,10 +112,11 @@ class LogFollower:
 
     def catch_up(self, stop: Callable[[], bool]) -> None:
         """Read up to the end offsets taken at start, before any ingress record."""
-        before = self._read
+        before, began = self._read, time.monotonic()
         while not self.caught_up() and not stop():
             self.poll(0.2)
         self.startup["tail_records"] = self._read - before
+        self.startup["catch_up_ms"] = int((time.monotonic() - began) * 1000)
 
     def poll(self, timeout: float, limit: int = 1000) -> list[OpenWait]:
         """Apply what is available; returns the event waits opened meanwhile."""
@@ -150,9 +154,10 @@ class LogFollower:
         return FollowerState(index, self.completed.copy(), dict(self.pending_held), positions)
 
     def prune(self, now: datetime) -> int:
-        """Forget what is past the de-duplication horizon (a held event that old has
-        long expired; its owner, had it lived, would have completed it)."""
-        cutoff = now - self.horizon
+        """Forget what is past the de-duplication horizon. A held event is kept until
+        its early-event window is over too (however short the horizon), so no owner
+        after a rebalance misses one it should still hold."""
+        cutoff = now - max(self.horizon, self.window)
         stale = [k for k, a in self.pending_held.items() if a.received_at < cutoff]
         for key in stale:
             del self.pending_held[key]

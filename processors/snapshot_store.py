@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,8 +108,18 @@ class SnapshotStore:
         todo = {p for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in todo])
         read = 0
+        quiet_since = time.monotonic()
         while todo:
-            for msg in consumer.consume(500, timeout=1.0):
+            # Short polls: `consume(n, t)` waits out `t` unless n records come, and a
+            # snapshot is a handful of big records.
+            messages = consumer.consume(500, timeout=0.05)
+            if messages:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > self.settings.kafka.request_timeout_s * 3:
+                raise ServiceUnavailable(
+                    f"reading {self.topic} stalled before its end", code=KAFKA_UNAVAILABLE
+                )
+            for msg in messages:
                 if msg.error():
                     if msg.error().code() != KafkaError._PARTITION_EOF:
                         log.debug("snapshot read: %s", msg.error())
