@@ -110,6 +110,8 @@ class Processor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_took = 0
         self._probe: Consumer | None = None
+        # Waits already open that held events restored on an assignment may go to.
+        self._reoffer: list[OpenWait] = []
         # The snapshot being written in the background, and when the last one started.
         self._snapshotting: asyncio.Task[dict[str, Any]] | None = None
         self._snapshot_at = time.monotonic()
@@ -249,8 +251,15 @@ class Processor:
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         owned = {tp.partition for tp in partitions}
         self._assigned.update(owned)
-        self.holding.restore(
-            self.follower.pending_held, self.events_topic, owned, datetime.now(UTC)
+        # Offered on the next step (this runs inside `consume`, off the loop).
+        self._reoffer.extend(
+            self.holding.restore(
+                self.follower.pending_held,
+                self.events_topic,
+                owned,
+                datetime.now(UTC),
+                self.follower.index,
+            )
         )
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -318,6 +327,8 @@ class Processor:
         assert self._consumer is not None
         poll_s = self.settings.processor.poll_timeout_s
         opened = await asyncio.to_thread(self.follower.poll, poll_s if not self._assigned else 0)
+        if self._reoffer:
+            opened, self._reoffer = [*self._reoffer, *opened], []
         await self._release(opened)
         await self._expire()
         messages = await asyncio.to_thread(self._take, poll_s)

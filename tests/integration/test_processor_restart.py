@@ -184,3 +184,22 @@ async def test_two_instances_one_killed_while_events_are_held_every_wait_resumes
         if e["type"] == "WaitResolved" and e["run_id"] in runs
     )
     assert {run: resolved[run] for run in runs} == {run: 1 for run in runs}
+
+
+def test_internal_topics_are_ensured_and_described_with_their_configs(settings: Settings) -> None:
+    from typer.testing import CliRunner
+
+    from flowledger.cli import _register, app
+    from topics.catalogue import INTERNAL_PREFIX, SNAPSHOTS
+
+    _register()
+    described = CliRunner().invoke(
+        app, ["topics", "describe", "--json"], obj={"settings": settings}, catch_exceptions=False
+    )
+    assert described.exit_code == 0
+    internal = [t for t in json.loads(described.stdout) if INTERNAL_PREFIX in t["name"]]
+    assert [t["name"] for t in internal] == [settings.topic(SNAPSHOTS)]
+    (snapshots,) = internal
+    assert snapshots["status"] == "exists"
+    assert snapshots["partitions"] == settings.kafka.events_partitions
+    assert snapshots["config"]["cleanup.policy"] == "compact"
