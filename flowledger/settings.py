@@ -3,6 +3,7 @@ down; library code never reads the environment itself."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -189,12 +190,21 @@ class ProcessorSettings(_Section):
     retry_max_backoff_s: float = Field(default=5.0, gt=0)
     # How soon the group notices a dead instance and hands its partitions on.
     session_timeout_s: float = Field(default=45.0, ge=1)
-    # Memory bounds. Completion keys (two per event, ~200 bytes each) of the most
-    # recent events: a duplicate of an event older than that is processed again, which
-    # is harmless (signals carry the event id, trigger ids are fixed, same audit key).
-    completed_keys_limit: int = Field(default=500_000, ge=1000)
-    # Events whose wait resolutions are remembered, to audit a redone event's signals.
-    resolved_events_limit: int = Field(default=200_000, ge=1000)
+    # The de-duplication horizon: an event is recognised as already processed for at
+    # least this long after Kafka received it (its completion keys and the waits it
+    # resolved are kept that long, then forgotten). Past it a redelivered copy is
+    # processed again, which starts no second run (trigger workflow ids are fixed and
+    # Temporal rejects a reused one) and wakes no run twice (signals carry event_id).
+    dedup_horizon_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # How often the owner of ingress partition 0 writes a snapshot of the routing state
+    # (with the runtime and audit offsets it covers): a restart reads the snapshot and
+    # the tail after it, not the whole history. 0 writes one only at a clean stop.
+    snapshot_interval_s: float = Field(default=30.0, ge=0)
+
+    @property
+    def dedup_horizon(self) -> timedelta:
+        return timedelta(seconds=self.dedup_horizon_s)
+
     # Held early events are not capped: they are bounded by the ingress rate of
     # correlated events times early_event_window_s (capping would lose wake-ups).
 

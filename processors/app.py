@@ -12,6 +12,7 @@ offset moves only past batches that are completely done. Rebalance callbacks run
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from temporalio.client import Client
@@ -108,21 +110,38 @@ class Processor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_took = 0
         self._probe: Consumer | None = None
+        # Waits already open that held events restored on an assignment may go to.
+        self._reoffer: list[OpenWait] = []
+        # The snapshot being written in the background, and when the last one started.
+        self._snapshotting: asyncio.Task[dict[str, Any]] | None = None
+        self._snapshot_at = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------
 
     async def open(self) -> None:
+        began = time.monotonic()
         self.deliveries.client = await self.backoff.retry(
             "connecting to Temporal",
             lambda: self.client_factory(self.settings),
             on=(FlowledgerError,),
         )
+        connected_ms = int((time.monotonic() - began) * 1000)
         await self.backoff.retry(
             "reading the runtime topic from Kafka",
             lambda: asyncio.to_thread(self.follower.start),
             on=(FlowledgerError, KafkaException),
         )
+        followed_ms = int((time.monotonic() - began) * 1000) - connected_ms
         await asyncio.to_thread(self.follower.catch_up, self.stop.is_set)
+        self.follower.prune(datetime.now(UTC))
+        # The restored state lives as long as the process: keep the cyclic collector
+        # from scanning it again on every full collection.
+        gc.freeze()
+        self.stats.startup = dict(self.follower.startup)
+        self.stats.startup["temporal_connect_ms"] = connected_ms
+        self.stats.startup["follower_start_ms"] = followed_ms
+        self.stats.startup["open_waits"] = len(self.follower.index.waits)
+        self._snapshot_at = time.monotonic()
         session_ms = int(self.settings.processor.session_timeout_s * 1000)
         consumer = clients.consumer(
             self.settings,
@@ -210,6 +229,12 @@ class Processor:
         self.metrics.set_lag(lags)
 
     def close(self) -> None:
+        if self._opened and self._writes_snapshots():
+            try:
+                self._save_snapshot()
+            except FlowledgerError as exc:
+                # The next start reads a longer tail after the previous snapshot.
+                log.warning("final snapshot not written: %s", exc)
         if self._consumer is not None:
             try:
                 self._commit()
@@ -226,8 +251,15 @@ class Processor:
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         owned = {tp.partition for tp in partitions}
         self._assigned.update(owned)
-        self.holding.restore(
-            self.follower.pending_held, self.events_topic, owned, datetime.now(UTC)
+        # Offered on the next step (this runs inside `consume`, off the loop).
+        self._reoffer.extend(
+            self.holding.restore(
+                self.follower.pending_held,
+                self.events_topic,
+                owned,
+                datetime.now(UTC),
+                self.follower.index,
+            )
         )
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -283,6 +315,8 @@ class Processor:
             log.info("stop requested: finishing the batches in flight")
         finally:
             await self._drain()
+            if self._snapshotting is not None:
+                await asyncio.wait([self._snapshotting])
             self.close()
             if self._server is not None:
                 self._server.close()
@@ -293,6 +327,8 @@ class Processor:
         assert self._consumer is not None
         poll_s = self.settings.processor.poll_timeout_s
         opened = await asyncio.to_thread(self.follower.poll, poll_s if not self._assigned else 0)
+        if self._reoffer:
+            opened, self._reoffer = [*self._reoffer, *opened], []
         await self._release(opened)
         await self._expire()
         messages = await asyncio.to_thread(self._take, poll_s)
@@ -311,6 +347,45 @@ class Processor:
         self._settle()
         self._commit_retrying()
         await self._sample_lag()
+        self._snapshot_when_due()
+
+    # -- snapshots -----------------------------------------------------------
+
+    def _writes_snapshots(self) -> bool:
+        """One instance of the group writes them: the owner of ingress partition 0.
+        Every instance folds the same topics, so its state is everyone's."""
+        return 0 in self._assigned
+
+    def _snapshot_when_due(self) -> None:
+        interval = self.settings.processor.snapshot_interval_s
+        if self._snapshotting is not None and self._snapshotting.done():
+            failed = self._snapshotting.exception()
+            if failed is not None:
+                log.warning("snapshot not written: %s", failed)
+            else:
+                self.stats.snapshots += 1
+            self._snapshotting = None
+        now = time.monotonic()
+        if (
+            interval <= 0
+            or self._snapshotting is not None
+            or now - self._snapshot_at < interval
+            or not self._writes_snapshots()
+        ):
+            return
+        self._snapshot_at = now
+        self.follower.prune(datetime.now(UTC))
+        # Copied here, between two polls of the follower, so it matches its offsets;
+        # encoded and written off the loop.
+        state = self.follower.state()
+        self._snapshotting = asyncio.create_task(
+            asyncio.to_thread(self.follower.snapshots.save, state)
+        )
+
+    def _save_snapshot(self) -> None:
+        self.follower.prune(datetime.now(UTC))
+        self.follower.snapshots.save(self.follower.state())
+        self.stats.snapshots += 1
 
     def _launch(self, batch: list[Message]) -> None:
         plans, todo = self._decide(batch)
@@ -469,7 +544,7 @@ class Processor:
             else:
                 if rejected is None:
                     outcome["processed"].inc()
-                self.follower.completed.add(plan.done_key())
+                self.follower.completed.add(plan.done_key(), plan.record.timestamp)
         if late:
             await self._release(late)
 
@@ -505,7 +580,7 @@ class Processor:
             self.settings.kafka.request_timeout_s,
         )
         for p in plans:
-            self.follower.completed.add(p.completion_key)
+            self.follower.completed.add(p.completion_key, p.record.timestamp)
 
     async def _retry_producing(self, what: str, call: Callable[[], Awaitable[None]]) -> None:
         # Never dropped: retried until acknowledged or asked to stop.

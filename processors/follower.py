@@ -1,6 +1,11 @@
-"""The log follower: every processor instance reads the whole runtime, definitions and
-audit topics (assigned, not shared through the group) to keep its own routing index,
-trigger table and set of completed events. Rebuilt from offset 0 on every start."""
+"""The log follower: every processor instance reads the runtime, definitions and audit
+topics (assigned, not shared through the group) to keep its own routing index, trigger
+table and set of completed events.
+
+A start does not fold the history: it loads the newest snapshot of this state
+(processors/snapshot_store.py) and reads the runtime and audit topics only from the
+offsets the snapshot covers; the definitions topic is compacted (live state only) and
+read whole. Without a snapshot (a first start) it folds the topics from offset 0."""
 
 from __future__ import annotations
 
@@ -8,15 +13,18 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from processors import audit as audit_records
-from processors.bounded import BoundedSet
+from processors.horizon import HorizonSet
 from processors.pipeline import audit_completion_keys
 from processors.router_index import OpenWait, RouterIndex
+from processors.snapshot import FollowerState
+from processors.snapshot_store import SnapshotStore
 from processors.triggers import TriggerIndex
 from schemas.audit import AuditRecord
 from schemas.schedule import ScheduleEvent
@@ -32,20 +40,25 @@ log = logging.getLogger(__name__)
 class LogFollower:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        p = settings.processor
-        self.index = RouterIndex(resolved_limit=p.resolved_events_limit)
+        self.horizon = settings.processor.dedup_horizon
+        self.window = timedelta(seconds=settings.processor.early_event_window_s)
+        self.index = RouterIndex(horizon=self.horizon)
         self.triggers = TriggerIndex()
-        # Completion keys of the most recent events (see processors/bounded.py).
-        self.completed = BoundedSet(p.completed_keys_limit)
+        # Completion keys of the events of the de-duplication horizon.
+        self.completed = HorizonSet(self.horizon)
         # Held events (audited with the held header, not completed yet) by completion
         # key: the durable copy of every instance's early events.
         self.pending_held: dict[str, AuditRecord] = {}
         self.runtime_topic = settings.topic(RUNTIME)
         self.definitions_topic = settings.topic(DEFINITIONS)
         self.audit_topic = settings.topic(AUDIT)
+        self.snapshots = SnapshotStore(settings)
+        # What the start read: the snapshot (if any) and the records after it.
+        self.startup: dict[str, int] = {}
         self._consumer: Consumer | None = None
         self._ends: dict[tuple[str, int], int] = {}
         self._positions: dict[tuple[str, int], int] = {}
+        self._read = 0
         self._handlers: dict[str, Callable[[Message], OpenWait | None]] = {
             self.runtime_topic: self._on_runtime,
             self.definitions_topic: self._on_definition,
@@ -53,6 +66,20 @@ class LogFollower:
         }
 
     def start(self) -> None:
+        began = time.monotonic()
+        loaded = self.snapshots.load()
+        self.startup["snapshot_load_ms"] = int((time.monotonic() - began) * 1000)
+        covered: dict[str, dict[int, int]] = {}
+        if loaded is not None:
+            state = loaded.state
+            self.index, self.completed = state.index, state.completed
+            self.pending_held = state.pending_held
+            covered = state.positions
+            self.startup |= {
+                "snapshot_bytes": loaded.bytes_read,
+                "snapshot_waits": len(state.index.waits),
+                "snapshot_completed": len(state.completed),
+            }
         consumer = clients.consumer(
             self.settings, f"{self.settings.processor.group_id}-follower-{uuid.uuid4().hex[:8]}"
         )
@@ -69,9 +96,12 @@ class LogFollower:
                     )
                 for partition in sorted(meta.partitions):
                     high = high_watermark(consumer, topic, partition, timeout)
+                    start = covered.get(topic, {}).get(partition, 0)
                     self._ends[(topic, partition)] = high
-                    self._positions[(topic, partition)] = 0
-                    assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
+                    self._positions[(topic, partition)] = start
+                    assignment.append(
+                        TopicPartition(topic, partition, start if start else OFFSET_BEGINNING)
+                    )
         except Exception:
             consumer.close()
             raise
@@ -83,8 +113,11 @@ class LogFollower:
 
     def catch_up(self, stop: Callable[[], bool]) -> None:
         """Read up to the end offsets taken at start, before any ingress record."""
+        before, began = self._read, time.monotonic()
         while not self.caught_up() and not stop():
             self.poll(0.2)
+        self.startup["tail_records"] = self._read - before
+        self.startup["catch_up_ms"] = int((time.monotonic() - began) * 1000)
 
     def poll(self, timeout: float, limit: int = 1000) -> list[OpenWait]:
         """Apply what is available; returns the event waits opened meanwhile."""
@@ -100,12 +133,36 @@ class LogFollower:
                 topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
                 assert topic is not None and partition is not None and offset is not None
                 self._positions[(topic, partition)] = offset + 1
+                self._read += 1
                 wait = self._handlers[topic](msg)
                 if wait is not None:
                     opened.append(wait)
             # Keep reading while whole batches come back: a backlog is applied in one go.
             if len(messages) < limit or time.monotonic() >= deadline:
                 return opened
+
+    def state(self) -> FollowerState:
+        """A copy of what is folded so far and the offsets it covers, for a snapshot.
+        Call it between polls (from the loop): the copy is then consistent."""
+        index = RouterIndex(horizon=self.horizon)
+        index.waits = dict(self.index.waits)
+        index.workflow_ids = dict(self.index.workflow_ids)
+        index.resolved_by = self.index.resolved_by.copy()
+        positions: dict[str, dict[int, int]] = {}
+        for (topic, partition), offset in self._positions.items():
+            if topic != self.definitions_topic:
+                positions.setdefault(topic, {})[partition] = offset
+        return FollowerState(index, self.completed.copy(), dict(self.pending_held), positions)
+
+    def prune(self, now: datetime) -> int:
+        """Forget what is past the de-duplication horizon. A held event is kept until
+        its early-event window is over too (however short the horizon), so no owner
+        after a rebalance misses one it should still hold."""
+        cutoff = now - max(self.horizon, self.window)
+        stale = [k for k, a in self.pending_held.items() if a.received_at < cutoff]
+        for key in stale:
+            del self.pending_held[key]
+        return self.completed.prune(now) + self.index.resolved_by.prune(now) + len(stale)
 
     def _on_runtime(self, msg: Message) -> OpenWait | None:
         try:
@@ -142,7 +199,7 @@ class LogFollower:
             if keys[-1] not in self.completed:
                 self.pending_held[keys[-1]] = record
             return None
-        self.completed.update(keys)
+        self.completed.update(keys, record.received_at)
         for key in keys:
             self.pending_held.pop(key, None)
         return None
@@ -151,3 +208,4 @@ class LogFollower:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+        self.snapshots.close()

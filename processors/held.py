@@ -43,16 +43,29 @@ class Holding:
         return [w for w in index.matching(*held.key) if eligible(w, held.received_at, self.skew)]
 
     def restore(
-        self, pending: Mapping[str, AuditRecord], topic: str, owned: set[int], now: datetime
-    ) -> None:
+        self,
+        pending: Mapping[str, AuditRecord],
+        topic: str,
+        owned: set[int],
+        now: datetime,
+        index: RouterIndex,
+    ) -> list[OpenWait]:
         """The early events of newly owned partitions, from their held audits: the
-        commit went past them when they were held, so this is where they live on."""
+        commit went past them when they were held, so this is where they live on.
+        Returns the waits already open that may take one of them: a wait that opened
+        while its event was held elsewhere (before this instance owned the partition,
+        or before it started) must be offered it now, or the wake-up is lost."""
+        offer: dict[str, OpenWait] = {}
         for key, audit in list(pending.items()):
             if audit.source_topic != topic or audit.source_partition not in owned:
                 continue
             held = self.held_event(plan_from_held_audit(audit, key))
             if held.expires_at > now:
                 self.early.hold(held)
+                for wait in index.matching(*held.key):
+                    if eligible(wait, held.received_at, self.skew):
+                        offer[wait.wait_id] = wait
+        return list(offer.values())
 
     def take(
         self, opened: list[OpenWait], workflow_id: Callable[[str], str]

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from processors.bounded import BoundedDict
+from processors.horizon import HorizonDict
 from schemas.runtime import (
     RUNTIME_EVENT_ADAPTER,
     RunCompleted,
@@ -32,7 +32,7 @@ from workflows.wait_rule import may_take
 WaitKey = tuple[str, str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OpenWait:
     run_id: str
     wait_id: str
@@ -60,15 +60,16 @@ class RouterIndex:
     waits: dict[str, OpenWait] = field(default_factory=dict)
     by_key: dict[WaitKey, dict[str, OpenWait]] = field(default_factory=dict)
     workflow_ids: dict[str, str] = field(default_factory=dict)
-    # How many events' resolutions `resolved_by` remembers (the most recent ones).
-    resolved_limit: int = 200_000
+    # How long `resolved_by` remembers an event's resolutions: the de-duplication
+    # horizon, counted from the resolution's workflow time.
+    horizon: timedelta = timedelta(days=7)
     # (tenant, event_id) -> (run_id, wait_id) of the waits it resolved: a redelivered
     # event whose signal already landed before a crash still gets its delivery in the
     # audit. Event ids are unique only within a tenant.
-    resolved_by: BoundedDict[tuple[str, str], list[tuple[str, str]]] = field(init=False)
+    resolved_by: HorizonDict[tuple[str, str], list[tuple[str, str]]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.resolved_by = BoundedDict(self.resolved_limit)
+        self.resolved_by = HorizonDict(self.horizon)
 
     def apply(self, event: RuntimeEvent) -> OpenWait | None:
         """Fold one runtime event; returns the event wait it opened, if any."""
@@ -97,7 +98,9 @@ class RouterIndex:
             if matched:
                 key = (event.tenant, matched)
                 found = self.resolved_by.get(key, [])
-                self.resolved_by[key] = [*found, (event.run_id, event.data.wait_id)]
+                pair = (event.run_id, event.data.wait_id)
+                if pair not in found:
+                    self.resolved_by.put(key, [*found, pair], event.occurred_at)
         elif isinstance(event, RunCompleted | RunReconciled):
             # A run Temporal closed (its own end, or a verdict such as a terminate)
             # takes no more events.

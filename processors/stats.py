@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -26,6 +26,10 @@ class Stats:
     # When --until-idle found every owned partition handled (shutdown not included).
     caught_up_seconds: float = 0.0
     seconds: float = 0.0
+    # What the start read to be ready: the snapshot's size and contents, the records
+    # after it, the open waits then known.
+    startup: dict[str, int] = field(default_factory=dict)
+    snapshots: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}

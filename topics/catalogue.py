@@ -16,6 +16,8 @@ DEADLETTER = "flowledger.deadletter.v1"
 OPERATORS = "flowledger.operators.v1"
 REDRIVES = "flowledger.redrives.v1"
 INTERNAL_PREFIX = "flowledger.internal."
+# The processor's routing-state snapshots (processors/snapshot_store.py).
+SNAPSHOTS = f"{INTERNAL_PREFIX}processor-snapshots.v1"
 
 _THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
 
@@ -80,6 +82,23 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "compact"},
             key="deadletter partition:offset",
             purpose="redrive progress: which dead letters were sent back, and where to",
+        ),
+        TopicSpec(
+            settings.topic(SNAPSHOTS),
+            # As many as the ingress topic: a snapshot's chunks are spread over them
+            # and read back in parallel.
+            k.events_partitions,
+            {
+                "cleanup.policy": "compact",
+                # Roll and clean often: a reader reads every slot's records that
+                # compaction has not yet removed.
+                "segment.ms": "60000",
+                "min.cleanable.dirty.ratio": "0.1",
+                "max.compaction.lag.ms": "60000",
+                "delete.retention.ms": "60000",
+            },
+            key="group:slot:chunk (or :manifest)",
+            purpose="the processor's routing-state snapshots, with the offsets they cover",
         ),
     ]
     # Set on every topic alike: a record one topic takes, the next one takes too.

@@ -87,11 +87,11 @@ async def test_event_processed_again_after_its_run_closed_starts_no_second_run(
     settings: Settings,
 ) -> None:
     tenant = f"tr-{uuid.uuid4().hex[:6]}"
-    # One partition per topic: the processor rebuilds its memory in log order, so the
-    # filler below is certain to push the first event out of it.
+    # A horizon of one second: by the restart below the processor has forgotten the
+    # first event (one partition per topic, as before the horizon was a time).
     forgetful = settings.model_copy(
         update={
-            "processor": settings.processor.model_copy(update={"completed_keys_limit": 1000}),
+            "processor": settings.processor.model_copy(update={"dedup_horizon_s": 1.0}),
             "kafka": settings.kafka.model_copy(
                 update={
                     "topic_prefix": f"{settings.kafka.topic_prefix}one.",
@@ -119,8 +119,8 @@ async def test_event_processed_again_after_its_run_closed_starts_no_second_run(
                 what="triggered start",
             )
             assert await output_of(client, wid) == {"amount": 3, "source": "literal"}
-            # More events than the processor remembers (two keys each): after a
-            # restart it has forgotten that it ever processed the first one.
+            # More events after it; after the restart, past the horizon, it has
+            # forgotten that it ever processed the first one.
             filler = [envelope(event_type="noise", tenant=tenant) for _ in range(700)]
             send(forgetful, *filler)
             last = str(filler[-1].event_id)

@@ -206,27 +206,29 @@ def test_mapping_values_are_expressions_or_literals() -> None:
         raise AssertionError("mapping should fail")
 
 
-def test_bounded_set_forgets_the_oldest_keys() -> None:
-    from processors.bounded import BoundedSet
+def test_horizon_set_forgets_by_age_not_count() -> None:
+    from processors.horizon import HorizonSet
 
-    seen = BoundedSet(3, ["a", "b", "c"])
-    seen.add("a")  # seen again: now the most recent
-    seen.add("d")
-    assert "b" not in seen and {"a", "c", "d"} == set(seen)
-    seen.update(["e", "f"])
-    assert set(seen) == {"d", "e", "f"} and len(seen) == 3 and seen.evicted == 3
-    seen.discard("d")
-    assert "d" not in seen and len(seen) == 2
+    seen = HorizonSet(timedelta(minutes=10))
+    seen.update(["a", "b"], T0)
+    seen.add("c", T0 + timedelta(minutes=5))
+    seen.add("a", T0 + timedelta(minutes=6))  # seen again, later: kept longer
+    assert seen.prune(T0 + timedelta(minutes=10)) == 0
+    assert seen.prune(T0 + timedelta(minutes=11)) == 1
+    assert "b" not in seen and {"a", "c"} == {k for k, _at in seen.entries()}
+    assert seen.prune(T0 + timedelta(minutes=17)) == 2 and len(seen) == 0
+    assert seen.forgotten == 3
 
 
-def test_an_evicted_completion_key_is_processed_again() -> None:
-    from processors.bounded import BoundedSet
+def test_a_completion_key_past_the_horizon_is_processed_again() -> None:
+    from processors.horizon import HorizonSet
 
     value = raw(workflow_correlation_key="k1")
     event_id = json.loads(value)["event_id"]
-    completed = BoundedSet(1, [event_completion_key("acme", event_id)])
+    completed = HorizonSet(timedelta(days=1))
+    completed.add(event_completion_key("acme", event_id), T0)
     assert plan_of(value, completed=completed).duplicate
-    completed.add("something newer")
+    completed.prune(T0 + timedelta(days=2))
     assert not plan_of(value, completed=completed).duplicate
 
 

@@ -129,20 +129,33 @@ def test_holding_blocks_the_commit_and_expires() -> None:
     assert len(early) == 0
 
 
-def test_resolutions_remembered_up_to_the_limit() -> None:
-    index = RouterIndex(resolved_limit=2)
+def test_resolutions_remembered_for_the_horizon() -> None:
+    index = RouterIndex(horizon=timedelta(hours=1))
     for n in range(3):
-        index.apply(created(f"r{n}", f"w{n}"))
+        at = T0 + timedelta(minutes=40 * n)
+        index.apply(created(f"r{n}", f"w{n}", at=at))
         index.apply(
             ev(
                 "WaitResolved",
                 f"r{n}",
                 {"wait_id": f"w{n}", "resolution": "RESOLVED", "matched_event_id": f"e{n}"},
+                at,
             )
         )
+    # A redelivered copy of the resolution adds nothing.
+    index.apply(
+        ev(
+            "WaitResolved",
+            "r2",
+            {"wait_id": "w2", "resolution": "RESOLVED", "matched_event_id": "e2"},
+            T0 + timedelta(minutes=80),
+        )
+    )
+    assert index.resolved_by.prune(T0 + timedelta(minutes=81)) == 1
     assert ("acme", "e0") not in index.resolved_by
-    assert index.resolved_by[("acme", "e2")] == [("r2", "w2")]
-    assert index.resolved_by.evicted == 1
+    assert index.resolved_by.get(("acme", "e1"), []) == [("r1", "w1")]
+    assert index.resolved_by.get(("acme", "e2"), []) == [("r2", "w2")]
+    assert index.resolved_by.forgotten == 1
 
 
 def _held(event_id: str, key: str, expires: datetime) -> HeldEvent:

@@ -1,0 +1,137 @@
+"""How long a processor instance takes to be ready (routing state restored, caught up
+with the runtime topic) after a restart, against the length of the history.
+
+A synthetic runtime history of --history records (closed runs older than the
+de-duplication horizon, then --open-waits open waits) is produced in bulk; a first
+processor folds it all (the one start that reads the history: no snapshot yet) and
+writes a snapshot at its clean stop; then --instances processors start together and
+each reports its ready time, what it read (snapshot bytes, records after it), the open
+waits it holds and its peak memory. Each processor is its own process.
+
+--restarts restarts are measured one after the other ("restart" shows the last one's
+instances). The last line printed is one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._history import produce
+from benchmarks._stack import local_stack
+from flowledger.settings import Settings
+
+
+def _env(settings: Settings, group: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLEDGER_")}
+    env.update(
+        {
+            "FLOWLEDGER_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "FLOWLEDGER_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+            "FLOWLEDGER_TEMPORAL__ADDRESS": settings.temporal.address,
+            "FLOWLEDGER_TEMPORAL__NAMESPACE": settings.temporal.namespace,
+            "FLOWLEDGER_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue,
+            "FLOWLEDGER_PROCESSOR__GROUP_ID": group,
+            "FLOWLEDGER_PROCESSOR__SESSION_TIMEOUT_S": "6",
+            "FLOWLEDGER_METRICS__ENABLED": "false",
+            "FLOWLEDGER_STACK__STATE_DIR": str(settings.stack.state_dir.resolve()),
+        }
+    )
+    return env
+
+
+def child() -> None:
+    """One processor: until ready and idle (no ingress), then a clean stop."""
+    from processors.app import Processor
+
+    settings = Settings()
+    processor = Processor(settings, threading.Event())
+    stats = asyncio.run(processor.run(until_idle=True, timeout=600))
+    print(
+        json.dumps(
+            {
+                "ready_s": round(stats.ready_seconds, 3),
+                "startup": stats.startup,
+                "snapshots_written": stats.snapshots,
+                # Linux reports kilobytes.
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            }
+        ),
+        flush=True,
+    )
+
+
+def _instances(settings: Settings, group: str, count: int) -> list[dict[str, Any]]:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--child"],
+            env=_env(settings, group),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+    out = []
+    for proc in procs:
+        stdout, _ = proc.communicate(timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"processor exited with {proc.returncode}")
+        out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--history", type=int, default=500_000)
+    parser.add_argument("--open-waits", type=int, default=100_000)
+    parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--restarts", type=int, default=3, help="restarts measured")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child()
+        return
+    with local_stack() as settings:
+        group = f"bench-restart-{uuid.uuid4().hex[:6]}"
+        started = time.monotonic()
+        produced = produce(settings, args.history, args.open_waits)
+        produce_s = time.monotonic() - started
+        if not args.json:
+            print(f"produced {produced} records in {produce_s:.1f} s", flush=True)
+        first = _instances(settings, group, 1)[0]
+        if not args.json:
+            print(f"first start (folds the history): {first}", flush=True)
+        rounds = [_instances(settings, group, args.instances) for _ in range(args.restarts)]
+        restarted = rounds[-1]
+        held = [r["startup"].get("open_waits", 0) for r in restarted]
+        readies = sorted(max(r["ready_s"] for r in one) for one in rounds)
+        result = {
+            "history": produced,
+            "open_waits": args.open_waits,
+            "instances": args.instances,
+            "produce_s": round(produce_s, 1),
+            "first_start": first,
+            "restart": restarted,
+            # Per restart, the slowest instance's ready time; the median of them.
+            "ready_s_each": readies,
+            "ready_s_median": readies[len(readies) // 2],
+            # Of the routing state (the open waits), the share each instance holds.
+            "held_share": [round(h / max(1, args.open_waits), 3) for h in held],
+        }
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
