@@ -451,3 +451,55 @@ async def test_correlation_keys_wait_for_the_patch() -> None:
         interpreter.deliver(event)
     assert (await interpreter.execute()).status == "SUCCEEDED"
     assert host.correlation_keys == []
+
+
+class BatchCountingHost(MemoryHost):
+    def __init__(self, batched: bool) -> None:
+        super().__init__()
+        self.batched = batched
+        self.batches: list[int] = []
+
+    async def emit(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        self.batches.append(len(events))
+        await super().emit(run_id, events)
+
+    def patched(self, change: str) -> bool:
+        return self.batched or change != "flowledger.emit.batched-pure-steps"
+
+
+def _assigns(count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"s{i}",
+            "type": "assign",
+            "assign": {"vars.n": {"$expr": "coalesce(vars.n, 0) + 1"}},
+        }
+        for i in range(count)
+    ]
+
+
+async def test_pure_steps_emit_once_per_execution_with_the_patch() -> None:
+    # 150 steps: RunStarted, 300 step events, RunCompleted.
+    batched = BatchCountingHost(batched=True)
+    result = await Interpreter(run_input(_assigns(150)), batched).execute()
+    assert result.status == "SUCCEEDED"
+    assert batched.batches == [302]
+    # A history recorded before the patch replays its emission every 200 events.
+    before = BatchCountingHost(batched=False)
+    await Interpreter(run_input(_assigns(150)), before).execute()
+    assert before.batches == [201, 101]
+    # The same records either way, only travelling in fewer batches.
+    assert batched.emitted == before.emitted
+
+
+async def test_parsed_steps_are_shared_only_for_equal_definitions() -> None:
+    # run_input gives every definition the same hash: the raw steps decide.
+    first = MemoryHost()
+    await Interpreter(
+        run_input([{"id": "a", "type": "assign", "assign": {"vars.x": 1}}]), first
+    ).execute()
+    second = Interpreter(
+        run_input([{"id": "b", "type": "assign", "assign": {"vars.y": 2}}]), MemoryHost()
+    )
+    await second.execute()
+    assert second.data.vars == {"y": 2}
