@@ -7,6 +7,7 @@ so that they can depend on this module without it depending on them."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -170,6 +171,8 @@ class RunState:
         self.seq = (carry.next_seq - 1) if carry else 0
         self.pending: list[dict[str, Any]] = []
         self._batched: bool | None = None
+        # An emission started by flush_beside and not waited for yet.
+        self._emitting: asyncio.Future[None] | None = None
         self.data = RunData(
             payload=copy.deepcopy(carry.payload if carry else run.input),
             vars=copy.deepcopy(carry.vars) if carry else {},
@@ -216,10 +219,27 @@ class RunState:
         self.pending.append(envelope.model_dump(mode="json"))
 
     async def flush(self) -> None:
+        await self._emitted()
         self.log_dropped()
         if self.pending:
             batch, self.pending = self.pending, []
             await self.host.emit(self.run.run_id, batch)
+
+    async def flush_beside(self) -> None:
+        """Start emitting what is pending and return before Kafka has it, so that the
+        next effect (an action) runs beside the emission instead of after it: one round
+        trip through Temporal instead of two. The next flush waits for this one first,
+        so a run's batches still land one after the other, in seq order."""
+        await self._emitted()
+        self.log_dropped()
+        if self.pending:
+            batch, self.pending = self.pending, []
+            self._emitting = asyncio.ensure_future(self.host.emit(self.run.run_id, batch))
+
+    async def _emitted(self) -> None:
+        if self._emitting is not None:
+            emitting, self._emitting = self._emitting, None
+            await emitting
 
     def drop_buffered(self, event: DeliveredEvent, reason: str) -> None:
         self.signals.dropped.append((reason, event))

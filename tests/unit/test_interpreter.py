@@ -503,3 +503,41 @@ async def test_parsed_steps_are_shared_only_for_equal_definitions() -> None:
     )
     await second.execute()
     assert second.data.vars == {"y": 2}
+
+
+class BesideHost(MemoryHost):
+    """Records when each emission finished relative to the actions."""
+
+    def __init__(self, beside: bool) -> None:
+        super().__init__()
+        self.beside = beside
+        self.order: list[str] = []
+
+    async def emit(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        self.order.append(f"emit {len(events)}")
+        await super().emit(run_id, events)
+
+    async def call_action(self, request: ActionRequest) -> dict[str, Any]:
+        self.order.append("action")
+        return await super().call_action(request)
+
+    def patched(self, change: str) -> bool:
+        return self.beside or change != "flowledger.action.emit-beside-action"
+
+
+async def test_events_before_an_action_go_out_beside_it_with_the_patch() -> None:
+    steps = [
+        {"id": "a", "type": "assign", "assign": {"vars.x": 1}},
+        {"id": "c", "type": "action.call", "action": "core.noop", "version": 1, "input": {}},
+        {"id": "d", "type": "action.call", "action": "core.noop", "version": 1, "input": {}},
+    ]
+    beside = BesideHost(beside=True)
+    await Interpreter(run_input(steps), beside).execute()
+    before = BesideHost(beside=False)
+    await Interpreter(run_input(steps), before).execute()
+    # The same records in the same order; each batch still waits for the one before.
+    assert beside.emitted == before.emitted
+    assert [e["seq"] for e in beside.emitted] == list(range(1, len(beside.emitted) + 1))
+    assert before.order == ["emit 4", "action", "emit 3", "action", "emit 3"]
+    # Each emission starts with the action after it, and is done before the next one.
+    assert beside.order == ["action", "emit 4", "action", "emit 3", "emit 3"]
