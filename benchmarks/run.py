@@ -59,7 +59,11 @@ TARGETS: tuple[tuple[str, Callable[[float, float], bool], float], ...] = (
 
 # Sample sizes: (full, quick).
 SIZES: dict[str, tuple[dict[str, int], dict[str, int]]] = {
-    "runtime": ({"steps": 2000, "runs": 100}, {"steps": 1000, "runs": 40}),
+    "expressions": ({"rounds": 9}, {"rounds": 9}),
+    "runtime": (
+        {"steps": 2000, "runs": 100, "rounds": 4},
+        {"steps": 1000, "runs": 60, "rounds": 4},
+    ),
     "processor": (
         {"events": 5000, "runs": 500, "wakes": 100, "rounds": 2},
         {"events": 2000, "runs": 100, "wakes": 30, "rounds": 2},
@@ -72,10 +76,10 @@ SIZES: dict[str, tuple[dict[str, int], dict[str, int]]] = {
 def _harness(name: str, settings: Settings, quick: bool, tmp: Path) -> dict[str, Any]:
     size = SIZES.get(name, ({}, {}))[1 if quick else 0]
     if name == "expressions":
-        return expressions.measure()
+        return expressions.measure(size["rounds"])
     own = fresh_topics(settings)
     if name == "runtime":
-        return asyncio.run(runtime.measure(own, size["steps"], size["runs"]))
+        return asyncio.run(runtime.measure(own, size["steps"], size["runs"], rounds=size["rounds"]))
     if name == "processor":
         logs = tmp / "processor-logs"
         logs.mkdir()
