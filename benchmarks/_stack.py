@@ -24,16 +24,21 @@ def local_stack(database: str | None = None) -> Iterator[Settings]:
         )
         state = launcher.up(base, database_choice=database)
         try:
-            settings = launcher.settings_for(base, state)
-            tag = uuid.uuid4().hex[:8]
-            settings = settings.model_copy(
-                update={
-                    "kafka": settings.kafka.model_copy(update={"topic_prefix": f"bench{tag}."}),
-                    "temporal": settings.temporal.model_copy(update={"task_queue": f"bench-{tag}"}),
-                }
-            )
-            admin.ensure(settings)
-            yield settings
+            yield fresh_topics(launcher.settings_for(base, state))
         finally:
             gc.collect()
             launcher.down(base)
+
+
+def fresh_topics(settings: Settings) -> Settings:
+    """``settings`` with a topic prefix and task queue of their own, topics created: one
+    harness's records never mix with another's on a shared stack (benchmarks/run.py)."""
+    tag = uuid.uuid4().hex[:8]
+    settings = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"topic_prefix": f"bench{tag}."}),
+            "temporal": settings.temporal.model_copy(update={"task_queue": f"bench-{tag}"}),
+        }
+    )
+    admin.ensure(settings)
+    return settings

@@ -40,8 +40,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-# A sibling module: the scripts run as `.venv/bin/python benchmarks/NAME.py`.
-from _stack import local_stack
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from temporalio.client import Client
 
@@ -56,6 +54,11 @@ from workflows import control
 from workflows.client import connect
 from workflows.definitions.canonical import definition_hash
 from workflows.messages import DeliveredEvent, run_workflow_id
+
+# Run as a script, Python puts benchmarks/ on the path, not the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._stack import local_stack
 
 BIN = Path(sys.executable).parent / "flowledger"
 

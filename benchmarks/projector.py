@@ -18,17 +18,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-# Sibling modules: the benchmarks run as scripts, `.venv/bin/python benchmarks/NAME.py`.
-from _runtime_events import EVENTS_PER_RUN, produce
-from _stack import local_stack
+# Run as a script, Python puts benchmarks/ on the path, not the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._runtime_events import EVENTS_PER_RUN, produce
+from benchmarks._stack import local_stack
 from flowledger.settings import Settings
 from flowledger.stack import database
 from projections import db, migrate
@@ -102,6 +104,45 @@ def postgres_url(settings: Settings, given: str | None, tmp: Path) -> Iterator[s
         database.stop_postgres(service)
 
 
+def measure(
+    settings: Settings,
+    events: int,
+    batch: int,
+    tmp: Path,
+    postgres: str | bool | None = True,
+    say: Callable[[str], None] = lambda _text: None,
+) -> dict[str, Any]:
+    """Produce, then the raw consume, the projector into SQLite and (unless
+    ``postgres`` is False) into PostgreSQL: ``postgres`` is a URL to attach to, or
+    True for a private cluster under ``tmp``."""
+    # The same collector settings as `flowledger projector`.
+    tune_gc()
+    produced = produce(settings, events)
+    say(f"produced {produced} runtime events to {settings.topic(RUNTIME)}")
+    raw = raw_consume(settings, produced, batch)
+    say(f"raw consume: {raw:,.0f}/s")
+    sqlite_stats = project(settings, f"sqlite:///{tmp / 'bench.db'}", batch)
+    sqlite_rate = sqlite_stats["per_s"]
+    say(f"sqlite: {sqlite_rate:,.0f}/s {sqlite_stats}")
+    pg_rate: float | None = None
+    if postgres is not False:
+        given = postgres if isinstance(postgres, str) else None
+        with postgres_url(settings, given, tmp) as url:
+            pg_stats = project(settings, url, batch)
+        pg_rate = pg_stats["per_s"]
+        say(f"postgres: {pg_rate:,.0f}/s {pg_stats}")
+    return {
+        "events": produced,
+        "runs": max(1, events // EVENTS_PER_RUN),
+        "batch_size": batch,
+        "raw_consume_per_s": round(raw),
+        "sqlite_per_s": round(sqlite_rate),
+        "postgres_per_s": round(pg_rate) if pg_rate is not None else None,
+        "sqlite_ratio": round(sqlite_rate / raw, 4),
+        "postgres_ratio": round(pg_rate / raw, 4) if pg_rate is not None else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
@@ -116,8 +157,6 @@ def main() -> None:
         if not args.json:
             print(text, flush=True)
 
-    # The same collector settings as `flowledger projector`.
-    tune_gc()
     with (
         kafka_settings(args.kafka) as settings,
         tempfile.TemporaryDirectory(prefix="flowledger-bench-db-") as tmp_dir,
@@ -125,33 +164,9 @@ def main() -> None:
         tmp = Path(tmp_dir)
         # postgres needs to reach its data directory through the temporary one
         tmp.chmod(0o755)
-        produced = produce(settings, args.events)
-        say(f"produced {produced} runtime events to {settings.topic(RUNTIME)}")
-        raw = raw_consume(settings, produced, args.batch_size)
-        say(f"raw consume: {raw:,.0f}/s")
-        sqlite_stats = project(settings, f"sqlite:///{tmp / 'bench.db'}", args.batch_size)
-        sqlite_rate = sqlite_stats["per_s"]
-        say(f"sqlite: {sqlite_rate:,.0f}/s {sqlite_stats}")
-        pg_rate: float | None = None
-        if not args.no_postgres:
-            with postgres_url(settings, args.postgres_url, tmp) as url:
-                pg_stats = project(settings, url, args.batch_size)
-            pg_rate = pg_stats["per_s"]
-            say(f"postgres: {pg_rate:,.0f}/s {pg_stats}")
-    print(
-        json.dumps(
-            {
-                "events": produced,
-                "runs": max(1, args.events // EVENTS_PER_RUN),
-                "batch_size": args.batch_size,
-                "raw_consume_per_s": round(raw),
-                "sqlite_per_s": round(sqlite_rate),
-                "postgres_per_s": round(pg_rate) if pg_rate is not None else None,
-                "sqlite_ratio": round(sqlite_rate / raw, 4),
-                "postgres_ratio": round(pg_rate / raw, 4) if pg_rate is not None else None,
-            }
-        )
-    )
+        postgres = False if args.no_postgres else (args.postgres_url or True)
+        figures = measure(settings, args.events, args.batch_size, tmp, postgres, say)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -93,8 +93,11 @@ class ActionSettings(_Section):
 
 
 class WorkflowSettings(_Section):
-    # Continue-as-new after this many executed steps (Temporal may ask sooner).
-    continue_as_new_steps: int = Field(default=250, ge=10)
+    # Continue-as-new after this many executed steps (Temporal may ask sooner). Each
+    # switch costs a new execution, its input (the whole definition) and an emission:
+    # at 250 a run of pure steps spent most of its time switching (docs/decisions.md,
+    # "Performance"); runs keep the value they started with.
+    continue_as_new_steps: int = Field(default=1000, ge=10)
     # Continue-as-new after this many signals in one execution, also while a run sits
     # in one wait (Temporal refuses signals past 10,000 per execution by default).
     continue_as_new_signals: int = Field(default=2000, ge=10)

@@ -6,6 +6,7 @@ field at fault."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, get_args
@@ -15,6 +16,8 @@ from pydantic import Field, TypeAdapter
 from schemas.base import NonEmptyStr, Record, Timestamp
 
 RUNTIME_NAMESPACE = uuid.UUID("6b1f3c1e-2a57-5d0e-9a3c-4f6e0f1a7d21")
+_NAMESPACE_BYTES = RUNTIME_NAMESPACE.bytes
+_SHA1 = hashlib.sha1
 
 RunStatus = Literal[
     "RUNNING", "WAITING", "SUCCEEDED", "FAILED", "CANCELED", "TERMINATED", "TIMED_OUT"
@@ -57,7 +60,10 @@ CATCHABLE_CATEGORIES: tuple[str, ...] = get_args(CatchableCategory)
 def runtime_event_id(run_id: str, seq: int) -> uuid.UUID:
     """Deterministic id, so a replayed workflow or a retried activity re-emits the same
     event and consumers drop the copy."""
-    return uuid.uuid5(RUNTIME_NAMESPACE, f"{run_id}:{seq}")
+    # uuid.uuid5 itself, with its hash function imported once here: uuid5 imports it
+    # on every call, which in Temporal's sandbox runs the sandbox's import hook.
+    digest = _SHA1(_NAMESPACE_BYTES + f"{run_id}:{seq}".encode()).digest()
+    return uuid.UUID(bytes=digest[:16], version=5)
 
 
 class RunError(Record):

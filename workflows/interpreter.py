@@ -16,6 +16,7 @@ run's beginning and end, continue-as-new and the signal handlers."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -44,6 +45,13 @@ from workflows.semantics import SEMANTICS_VERSION
 from workflows.step_types import HANDLERS
 
 _STEPS: TypeAdapter[list[Step]] = TypeAdapter(list[Step])
+# Parsed step lists by definition hash, shared by the runs of one worker process: each
+# execution of a long run (one per continue-as-new) would otherwise parse the whole
+# definition again. The models are never changed once parsed, and a hit is used only
+# when its raw steps equal the run's own, so a wrong hash cannot lend another
+# definition's steps.
+_PARSED: dict[str, tuple[list[Any], list[Step]]] = {}
+_PARSED_LIMIT = 32
 
 
 class Interpreter(RunState):
@@ -147,11 +155,15 @@ class Interpreter(RunState):
         )
 
     def _steps(self) -> list[Step]:
-        """The definition's steps as typed models, parsed once per execution. Publish
+        """The definition's steps as typed models (parsed once per worker). Publish
         validated them already, so a refusal here is a corrupt input, not an author's
         mistake."""
+        raw = self.run.definition.get("steps", [])
+        known = _PARSED.get(self.run.definition_hash)
+        if known is not None and known[0] == raw:
+            return known[1]
         try:
-            return _STEPS.validate_python(self.run.definition.get("steps", []))
+            steps = _STEPS.validate_python(raw)
         except ValidationError as exc:
             raise StepError(
                 "InterpreterCorruption",
@@ -159,6 +171,10 @@ class Interpreter(RunState):
                 f"the pinned definition does not parse: {exc}",
                 "root",
             ) from None
+        if len(_PARSED) >= _PARSED_LIMIT:
+            _PARSED.clear()
+        _PARSED[self.run.definition_hash] = (copy.deepcopy(raw), steps)
+        return steps
 
     async def _continue_as_new(self, cursor: list[dict[str, Any]]) -> RunResult:
         self.log_dropped()

@@ -52,6 +52,7 @@ Local = dict[str, Any]
 # Temporal patch ids of changes of behaviour (see Host.patched).
 REFUSED_RESPONSE_FAILS = "flowledger.human-task.refused-response-fails"
 UNUSABLE_KEY_FAILS = "flowledger.action.unusable-idempotency-key-fails"
+EMIT_BESIDE_ACTION = "flowledger.action.emit-beside-action"
 # Dropped buffered events logged at most this many to an entry while a run waits.
 DROPS_PER_LOG = 100
 
@@ -129,8 +130,11 @@ async def action(
             path,
         )
     retry = Retry(step.retry)
+    # The events before an attempt go out while it runs (they land before any event
+    # after it); an execution recorded before the patch waited for them first.
+    beside = it.host.patched(EMIT_BESIDE_ACTION)
     for attempt in range(1, retry.attempts + 1):
-        await it.flush()
+        await (it.flush_beside() if beside else it.flush())
         record = {
             "invocation_id": f"{key}#{attempt}",
             "step_path": path,

@@ -451,3 +451,93 @@ async def test_correlation_keys_wait_for_the_patch() -> None:
         interpreter.deliver(event)
     assert (await interpreter.execute()).status == "SUCCEEDED"
     assert host.correlation_keys == []
+
+
+class BatchCountingHost(MemoryHost):
+    def __init__(self, batched: bool) -> None:
+        super().__init__()
+        self.batched = batched
+        self.batches: list[int] = []
+
+    async def emit(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        self.batches.append(len(events))
+        await super().emit(run_id, events)
+
+    def patched(self, change: str) -> bool:
+        return self.batched or change != "flowledger.emit.batched-pure-steps"
+
+
+def _assigns(count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"s{i}",
+            "type": "assign",
+            "assign": {"vars.n": {"$expr": "coalesce(vars.n, 0) + 1"}},
+        }
+        for i in range(count)
+    ]
+
+
+async def test_pure_steps_emit_once_per_execution_with_the_patch() -> None:
+    # 150 steps: RunStarted, 300 step events, RunCompleted.
+    batched = BatchCountingHost(batched=True)
+    result = await Interpreter(run_input(_assigns(150)), batched).execute()
+    assert result.status == "SUCCEEDED"
+    assert batched.batches == [302]
+    # A history recorded before the patch replays its emission every 200 events.
+    before = BatchCountingHost(batched=False)
+    await Interpreter(run_input(_assigns(150)), before).execute()
+    assert before.batches == [201, 101]
+    # The same records either way, only travelling in fewer batches.
+    assert batched.emitted == before.emitted
+
+
+async def test_parsed_steps_are_shared_only_for_equal_definitions() -> None:
+    # run_input gives every definition the same hash: the raw steps decide.
+    first = MemoryHost()
+    await Interpreter(
+        run_input([{"id": "a", "type": "assign", "assign": {"vars.x": 1}}]), first
+    ).execute()
+    second = Interpreter(
+        run_input([{"id": "b", "type": "assign", "assign": {"vars.y": 2}}]), MemoryHost()
+    )
+    await second.execute()
+    assert second.data.vars == {"y": 2}
+
+
+class BesideHost(MemoryHost):
+    """Records when each emission finished relative to the actions."""
+
+    def __init__(self, beside: bool) -> None:
+        super().__init__()
+        self.beside = beside
+        self.order: list[str] = []
+
+    async def emit(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        self.order.append(f"emit {len(events)}")
+        await super().emit(run_id, events)
+
+    async def call_action(self, request: ActionRequest) -> dict[str, Any]:
+        self.order.append("action")
+        return await super().call_action(request)
+
+    def patched(self, change: str) -> bool:
+        return self.beside or change != "flowledger.action.emit-beside-action"
+
+
+async def test_events_before_an_action_go_out_beside_it_with_the_patch() -> None:
+    steps = [
+        {"id": "a", "type": "assign", "assign": {"vars.x": 1}},
+        {"id": "c", "type": "action.call", "action": "core.noop", "version": 1, "input": {}},
+        {"id": "d", "type": "action.call", "action": "core.noop", "version": 1, "input": {}},
+    ]
+    beside = BesideHost(beside=True)
+    await Interpreter(run_input(steps), beside).execute()
+    before = BesideHost(beside=False)
+    await Interpreter(run_input(steps), before).execute()
+    # The same records in the same order; each batch still waits for the one before.
+    assert beside.emitted == before.emitted
+    assert [e["seq"] for e in beside.emitted] == list(range(1, len(beside.emitted) + 1))
+    assert before.order == ["emit 4", "action", "emit 3", "action", "emit 3"]
+    # Each emission starts with the action after it, and is done before the next one.
+    assert beside.order == ["action", "emit 4", "action", "emit 3", "emit 3"]

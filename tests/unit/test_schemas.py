@@ -13,6 +13,7 @@ from flowledger import schema_export as export
 from schemas.runtime import (
     RUNTIME_EVENT_ADAPTER,
     RUNTIME_EVENT_TYPES,
+    RUNTIME_NAMESPACE,
     RunCompleted,
     runtime_event_id,
 )
@@ -26,6 +27,12 @@ def test_committed_json_schemas_are_fresh() -> None:
 def test_runtime_event_ids_are_deterministic() -> None:
     assert runtime_event_id("r1", 3) == runtime_event_id("r1", 3)
     assert runtime_event_id("r1", 3) != runtime_event_id("r1", 4)
+
+
+def test_runtime_event_ids_are_uuid5_of_run_and_seq() -> None:
+    # Consumers de-duplicate on these ids across versions: they must never change.
+    for run_id, seq in [("r1", 1), ("0b6e4c1f-run", 123_456), ("é-run", 7)]:
+        assert runtime_event_id(run_id, seq) == uuid.uuid5(RUNTIME_NAMESPACE, f"{run_id}:{seq}")
 
 
 def test_runtime_event_round_trip() -> None:

@@ -33,6 +33,7 @@ from workflows.expressions.functions import (
     NotSerializable,
     compact_json,
     helper_functions,
+    helpers_named_in,
     plain,
 )
 from workflows.expressions.syntax import Rewritten, parse
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 _CACHE_SIZE: Final = 1024
 # jsonata refuses ranges above ten million elements on its own (D2014).
 _JSONATA_RANGE_LIMIT: Final = "D2014"
+# `false` is the longest JSON text of null, true and false.
+_SHORTEST_JSON_LIMIT: Final = 5
 
 
 class _MeteredJsonata(Jsonata):
@@ -68,9 +71,19 @@ class _MeteredJsonata(Jsonata):
         # jsonata would otherwise run on whichever instance this thread built last.
         return self
 
-    def _eval(self, expr: Any, input: Any, environment: Any) -> Any:
-        self.meter.charge(1)
-        return super()._eval(expr, input, environment)
+    def eval(self, expr: Any, input: Any, environment: Any) -> Any:
+        # jsonata's own `eval` plus one step on the meter: every node goes through
+        # here, so the charge is inlined and the per-thread lookup (always this
+        # instance) left out; the context is saved and restored as jsonata does.
+        meter = self.meter
+        meter.used += 1
+        if meter.used > meter.budget:
+            meter.charge(0)
+        saved_input, saved_environment = self.input, self.environment
+        try:
+            return self._eval(expr, input, environment)
+        finally:
+            self.input, self.environment = saved_input, saved_environment
 
     def evaluate_range_expression(self, lhs: Any, rhs: Any) -> Any:
         if (
@@ -110,6 +123,8 @@ class CompiledExpression:
     max_output_chars: int
     _ast: Parser.Symbol = field(repr=False)
     _rewritten: Rewritten = field(repr=False)
+    # The helpers the source may refer to; only those are bound for an evaluation.
+    _helpers: frozenset[str] = field(repr=False, default=HELPERS)
 
     def evaluate(self, context: Mapping[str, Any] | Any, clock: datetime) -> Any:
         """The expression's value on `context` at `clock`, as plain JSON data.
@@ -118,6 +133,12 @@ class CompiledExpression:
         """
         meter = StepMeter(self.step_budget, self.source)
         raw = _run(self, meter, context, clock)
+        # The commonest results (a condition's verdict, a missing path) have a JSON
+        # form of at most five characters: no need to write it to measure it.
+        if (raw is None or raw is True or raw is False) and (
+            self.max_output_chars >= _SHORTEST_JSON_LIMIT
+        ):
+            return raw
         try:
             value = plain(raw)
             text = compact_json(value)
@@ -148,7 +169,7 @@ class CompiledExpression:
 def _run(compiled: CompiledExpression, meter: StepMeter, context: Any, clock: datetime) -> Any:
     engine = _MeteredJsonata(compiled._ast, meter)
     env = Jsonata.Frame(Jsonata.static_frame)
-    for name, implementation in helper_functions(clock, meter).items():
+    for name, implementation in helper_functions(clock, meter, compiled._helpers).items():
         env.bind(name, Jsonata.JLambda(implementation))
     env.bind("$", context)
     data = context
@@ -161,7 +182,9 @@ def _run(compiled: CompiledExpression, meter: StepMeter, context: Any, clock: da
     # Built-ins allowed through settings (e.g. $map) reach the evaluator this way.
     holder.jsonata = engine
     try:
-        Functions.validate_input(data)
+        if not _json_only(data):
+            # jsonata's own check then raises its own refusal of the odd value.
+            Functions.validate_input(data)
         result = engine.eval(compiled._ast, data, env)
     except ExpressionError as exc:
         raise (meter.failure or exc) from None
@@ -193,6 +216,31 @@ def _run(compiled: CompiledExpression, meter: StepMeter, context: Any, clock: da
         # Something inside jsonata swallowed the refusal; it still stands.
         raise meter.failure
     return result
+
+
+_JSON_LEAVES: Final = (str, int, float, Jsonata.JFunction, Parser.Symbol)
+
+
+def _json_only(value: Any) -> bool:
+    """What jsonata's `Functions.validate_input` accepts, answered without raising:
+    JSON values (dicts walked keys and values, lists items), its functions and
+    parsed nodes. One frame per level as there, so that a deeply nested input meets
+    the recursion limit as it did; without its import per value, which Temporal's
+    sandbox turns into a Python call (the whole run context is walked every time)."""
+    if value is None or value is Utils.NULL_VALUE or isinstance(value, _JSON_LEAVES):
+        return True
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not (isinstance(key, str) or _json_only(key)) or not _json_only(item):
+                return False
+        return True
+    if isinstance(value, list):
+        # A loop, not all(...): a generator would add a frame per level.
+        for item in value:  # noqa: SIM110
+            if not _json_only(item):
+                return False
+        return True
+    return False
 
 
 def _from_jsonata(compiled: CompiledExpression, exc: JException) -> ExpressionError:
@@ -263,6 +311,7 @@ def _compile_uncached(
         max_output_chars=max_output_chars,
         _ast=ast,
         _rewritten=rewritten,
+        _helpers=helpers_named_in(source),
     )
 
 

@@ -96,9 +96,27 @@ def _is_null(value: Any) -> bool:
     return value is None or value is Utils.NULL_VALUE
 
 
-def helper_functions(clock: datetime, meter: StepMeter) -> dict[str, Callable[..., Any]]:
-    """The five helpers bound for one evaluation, sharing its clock and meter."""
-    now_text = format_now(clock)
+# jsonata counts a function's parameters to decide what a higher-order built-in may
+# pass it ($reduce wants two); `*args` alone would count as one.
+_APPEND_SIGNATURE: Final = inspect.Signature(
+    [
+        inspect.Parameter("array1", inspect.Parameter.POSITIONAL_ONLY),
+        inspect.Parameter("array2", inspect.Parameter.POSITIONAL_ONLY),
+    ]
+)
+
+
+def helpers_named_in(source: str) -> frozenset[str]:
+    """The helpers `source` may refer to: every one whose name occurs in its text, with
+    or without the `$` (validation turns a bare `len(x)` into `$len(x)`); a superset
+    of those it calls or passes around, found without walking the tree."""
+    return frozenset(name for name in HELPERS if name in source)
+
+
+def helper_functions(
+    clock: datetime, meter: StepMeter, names: frozenset[str] = HELPERS
+) -> dict[str, Callable[..., Any]]:
+    """The helpers in `names` bound for one evaluation, sharing its clock and meter."""
 
     def arity(name: str, got: int, expected: int) -> None:
         if got != expected:
@@ -113,7 +131,7 @@ def helper_functions(clock: datetime, meter: StepMeter) -> dict[str, Callable[..
 
     def now_iso(*args: Any) -> str:
         arity("nowIso", len(args), 0)
-        return now_text
+        return format_now(clock)
 
     def coalesce(*args: Any) -> Any:
         meter.charge(len(args))
@@ -174,19 +192,13 @@ def helper_functions(clock: datetime, meter: StepMeter) -> dict[str, Callable[..
         meter.charge(len(out))
         return out
 
-    # jsonata counts a function's parameters to decide what a higher-order built-in
-    # may pass it ($reduce wants two); `*args` alone would count as one.
-    append.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [
-            inspect.Parameter("array1", inspect.Parameter.POSITIONAL_ONLY),
-            inspect.Parameter("array2", inspect.Parameter.POSITIONAL_ONLY),
-        ]
-    )
+    append.__signature__ = _APPEND_SIGNATURE  # type: ignore[attr-defined]
 
-    return {
+    every = {
         "nowIso": now_iso,
         "coalesce": coalesce,
         "len": length,
         "toString": to_string,
         "append": append,
     }
+    return {name: every[name] for name in names}
