@@ -90,7 +90,10 @@ def envelope_from_obj(data: Any) -> EventEnvelope:
 
 
 def decode_runtime(raw: bytes | str) -> RuntimeEvent:
-    data = _parse_json(raw)
+    return _runtime_event(_parse_json(raw))
+
+
+def _runtime_event(data: Any) -> RuntimeEvent:
     try:
         return RUNTIME_EVENT_ADAPTER.validate_python(data)
     except ValidationError as exc:
@@ -108,16 +111,7 @@ def decode_runtime_topic(raw: bytes | str) -> RuntimeEvent | ScheduleEvent:
     data = _parse_json(raw)
     if is_schedule_event(data):
         return _validate(ScheduleEvent, data, "schedule event")
-    try:
-        return RUNTIME_EVENT_ADAPTER.validate_python(data)
-    except ValidationError as exc:
-        problems = _problems(exc)
-        raise RecordRefused(
-            f"runtime event refused: {problems[0]['field']}: {problems[0]['reason']}",
-            field=problems[0]["field"],
-            reason=problems[0]["reason"],
-            problems=problems,
-        ) from exc
+    return _runtime_event(data)
 
 
 def encode_runtime(event: RuntimeEvent) -> bytes:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +22,15 @@ from sqlalchemy import Engine, select
 
 from flowledger.settings import Settings
 from flowledger.stack import launcher, processes, state
+from processors.status import lag as processor_lag
 from processors.triggers import trigger_run_id, trigger_workflow_id
 from projections import db
+from projections import lag as projection_lag
 from projections import tables as t
 from schemas.envelope import EventEnvelope
 from tests.integration.runtime_support import keyed_event, send
 from tests.stack_fixture import CACHE
+from tests.waiting import wait_for
 from topics.catalogue import RUNTIME
 from topics.reader import read_all
 from workflows.definitions import store
@@ -278,3 +281,69 @@ def check_once(settings: Settings, engine: Engine, orders: Orders) -> None:
     for run, order in runs.items():
         paid_by = str(orders.paid[order].event_id)
         assert finished[run]["output"] == {"order_id": order, "paid_by": paid_by}
+
+
+@dataclass
+class Workload:
+    """The orders of one test through a stack's components (`up --detach`): placed,
+    the first CHUNK paid as their runs wait, the rest paid as they start waiting."""
+
+    stack: Stack
+    engine: Engine
+    orders: Orders
+    payer: Payer
+    pids: dict[str, int]
+
+    @classmethod
+    def start(cls, stack: Stack) -> Workload:
+        up = stack.json("up", "--detach")
+        assert sorted(up["started"]) == sorted(COMPONENTS), up["started"]
+        pids = {name: up["services"][name]["pid"] for name in COMPONENTS}
+        engine = db.engine(stack.settings.database_url())
+        orders = Orders.make(stack.tenant, ORDERS)
+        work = cls(stack, engine, orders, Payer(stack, engine, orders, set()), pids)
+        send(stack.settings, list(orders.placed.values()))
+
+        def first_paid() -> bool:
+            work.payer.pay(CHUNK - len(work.payer.answered))
+            return len(work.payer.answered) >= CHUNK
+
+        wait_for(first_paid, RUNS_TIMEOUT_S, f"{CHUNK} runs to wait", stack.diagnostics)
+        return work
+
+    def statuses(self) -> Counter[str]:
+        return statuses(self.engine, self.orders)
+
+    def paying_until(self, done: Callable[[Counter[str]], bool], what: str) -> None:
+        """Pay whatever waits until `done` holds of the runs' statuses, the components
+        alive all along."""
+
+        def check() -> bool:
+            self.stack.check_components_alive(self.pids)
+            self.payer.pay()
+            return done(self.statuses())
+
+        wait_for(
+            check,
+            RUNS_TIMEOUT_S,
+            what,
+            lambda: (
+                f"now {self.statuses()}, {len(self.payer.answered)} paid\n"
+                + self.stack.diagnostics()
+            ),
+        )
+
+    def finish(self) -> None:
+        """Every run succeeded, by the same component processes, every record committed
+        and projected, each event audited and delivered once."""
+        self.paying_until(lambda s: s["SUCCEEDED"] == ORDERS, "every run to succeed")
+        now = self.stack.services()
+        assert {name: now[name]["pid"] for name in COMPONENTS} == self.pids
+        wait_for(
+            lambda: processor_lag(self.stack.settings)["total_lag"] == 0,
+            60,
+            "the processor to commit every ingress record",
+            self.stack.diagnostics,
+        )
+        assert projection_lag.wait_caught_up(self.stack.settings, self.engine, timeout=60)
+        check_once(self.stack.settings, self.engine, self.orders)

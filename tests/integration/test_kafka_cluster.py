@@ -19,22 +19,12 @@ import pytest
 
 from flowledger.settings import Settings
 from flowledger.stack import processes, state
-from processors.status import lag as processor_lag
-from projections import db
-from projections import lag as projection_lag
 from tests.integration.cli_stack import (
-    CHUNK,
-    COMPONENTS,
     ORDERS,
-    RUNS_TIMEOUT_S,
-    Orders,
-    Payer,
     Stack,
-    check_once,
+    Workload,
     own_stack,
-    statuses,
 )
-from tests.integration.runtime_support import send
 from tests.waiting import wait_for
 from topics import clients
 from topics.catalogue import catalogue
@@ -80,77 +70,35 @@ def check_replicated(cluster: Stack) -> None:
 
 def test_the_broker_leading_most_partitions_dies_mid_workload(cluster: Stack) -> None:
     check_replicated(cluster)
-    up = cluster.json("up", "--detach")
-    assert sorted(up["started"]) == sorted(COMPONENTS), up["started"]
-    pids = {name: up["services"][name]["pid"] for name in COMPONENTS}
-    engine = db.engine(cluster.settings.database_url())
-    orders = Orders.make(cluster.tenant, ORDERS)
-    payer = Payer(cluster, engine, orders, set())
+    work = Workload.start(cluster)
     try:
-        send(cluster.settings, list(orders.placed.values()))
-
-        def first_paid() -> bool:
-            payer.pay(CHUNK - len(payer.answered))
-            return len(payer.answered) >= CHUNK
-
-        wait_for(first_paid, RUNS_TIMEOUT_S, f"{CHUNK} runs to wait", cluster.diagnostics)
-
         # The payments just sent are in flight when their likeliest leader dies.
         leads = Counter(p.leader for p in partitions(cluster.settings))
         victim_id, led = leads.most_common(1)[0]
         victim = next(n for n in kafka_nodes(cluster) if n["node_id"] == victim_id)
         os.kill(victim["pid"], signal.SIGKILL)
         wait_for(lambda: not processes.alive(victim["pid"]), 30, "the broker to die")
-        at_kill = statuses(engine, orders)
-
-        def progress_on_two() -> bool:
-            cluster.check_components_alive(pids)
-            payer.pay()
-            return statuses(engine, orders)["SUCCEEDED"] > at_kill["SUCCEEDED"]
-
-        wait_for(
-            progress_on_two,
-            RUNS_TIMEOUT_S,
+        at_kill = work.statuses()
+        work.paying_until(
+            lambda now: now["SUCCEEDED"] > at_kill["SUCCEEDED"],
             "runs to finish while one broker is down",
-            cluster.diagnostics,
         )
         kafka = cluster.json("stack", "status")["services"]["kafka"]
         assert kafka["state"] == "degraded", kafka
         assert [n["state"] for n in kafka["nodes"]].count("down") == 1
-        during = statuses(engine, orders)
+        during = work.statuses()
 
         again = cluster.json("stack", "up")
         assert again["started"] == ["kafka"], again["started"]
         back = next(n for n in kafka_nodes(cluster) if n["node_id"] == victim_id)
         assert back["endpoint"] == victim["endpoint"] and back["pid"] != victim["pid"]
         assert again["services"]["kafka"]["state"] == "up"
-
-        def all_succeeded() -> bool:
-            cluster.check_components_alive(pids)
-            payer.pay()
-            return statuses(engine, orders)["SUCCEEDED"] == ORDERS
-
-        wait_for(
-            all_succeeded,
-            RUNS_TIMEOUT_S,
-            "every run to succeed",
-            lambda: f"at kill {at_kill}, now {statuses(engine, orders)}\n{cluster.diagnostics()}",
-        )
+        work.finish()
         assert at_kill["SUCCEEDED"] < ORDERS, "the broker was killed after the work was done"
         print(
             f"broker {victim_id} led {led} partitions; runs at the kill {dict(at_kill)}, "
             f"with two brokers {dict(during)}"
         )
-        now = cluster.services()
-        assert {name: now[name]["pid"] for name in COMPONENTS} == pids
-        wait_for(
-            lambda: processor_lag(cluster.settings)["total_lag"] == 0,
-            60,
-            "the processor to commit every ingress record",
-            cluster.diagnostics,
-        )
-        assert projection_lag.wait_caught_up(cluster.settings, engine, timeout=60)
-        check_once(cluster.settings, engine, orders)
         # The broker caught up with what was written without it.
         wait_for(
             lambda: all(sorted(p.isrs) == [1, 2, 3] for p in partitions(cluster.settings)),
@@ -158,6 +106,6 @@ def test_the_broker_leading_most_partitions_dies_mid_workload(cluster: Stack) ->
             "the restarted broker to rejoin every partition's in-sync replicas",
         )
     finally:
-        engine.dispose()
+        work.engine.dispose()
     verified = cluster.json("replay", "verify", "--shadow")
     assert verified["identical"] is True and verified["differences"] == []

@@ -20,18 +20,13 @@ from sqlalchemy import create_engine, text
 from flowledger.settings import Settings
 from flowledger.stack import processes, state
 from flowledger.stack.state import ServiceState
-from processors.status import lag as processor_lag
 from projections import db
-from projections import lag as projection_lag
 from tests.integration.cli_stack import (
-    CHUNK,
     COMPONENTS,
     ORDERS,
-    RUNS_TIMEOUT_S,
     Orders,
-    Payer,
     Stack,
-    check_once,
+    Workload,
     env_for,
     own_stack,
     statuses,
@@ -63,31 +58,14 @@ def restart_mid_workload(stack: Stack, service: str) -> None:
     """Orders placed; the first runs to wait are paid, and the service is killed with
     those payments (and the other runs' starts) in flight; it comes back with `stack
     restart` and every other run is paid as it starts waiting."""
-    up = stack.json("up", "--detach")
-    assert sorted(up["started"]) == sorted(COMPONENTS), up["started"]
-    pids = {name: up["services"][name]["pid"] for name in COMPONENTS}
-    engine = db.engine(stack.settings.database_url())
-    orders = Orders.make(stack.tenant, ORDERS)
-    payer = Payer(stack, engine, orders, set())
+    work = Workload.start(stack)
     try:
-        send(stack.settings, list(orders.placed.values()))
-
-        def first_paid() -> bool:
-            payer.pay(CHUNK - len(payer.answered))
-            return len(payer.answered) >= CHUNK
-
-        wait_for(
-            first_paid,
-            RUNS_TIMEOUT_S,
-            f"{CHUNK} runs to wait for their payment",
-            stack.diagnostics,
-        )
         before = kill_service(stack, service)
-        at_kill = statuses(engine, orders)
+        at_kill = work.statuses()
         if service == "temporal":
             # More payments while Temporal is gone, and it stays gone until the
             # processor retries its signals itself, past the client's quick retries.
-            payer.pay()
+            work.payer.pay()
             wait_for(
                 lambda: "failed, retrying" in processes.tail(stack.log("processor"), 200),
                 60,
@@ -102,38 +80,13 @@ def restart_mid_workload(stack: Stack, service: str) -> None:
         assert restarted["restarted"] == [service]
         assert after["state"] == "up" and after["endpoint"] == before.endpoint
         assert after["pid"] != before.pid
-        stack.check_components_alive(pids)
-
-        def all_succeeded() -> bool:
-            stack.check_components_alive(pids)
-            payer.pay()
-            return statuses(engine, orders)["SUCCEEDED"] == ORDERS
-
-        wait_for(
-            all_succeeded,
-            RUNS_TIMEOUT_S,
-            "every run to succeed",
-            lambda: (
-                f"at kill {at_kill}, now {statuses(engine, orders)}, "
-                f"{len(payer.answered)} paid\n{stack.diagnostics()}"
-            ),
-        )
+        stack.check_components_alive(work.pids)
+        # The same processes do all of it: nobody restarts them.
+        work.finish()
         assert at_kill["SUCCEEDED"] < ORDERS, f"{service} was killed after the work was done"
         print(f"{service}: runs at the kill {dict(at_kill)}, `stack restart` took {took:.1f}s")
-
-        # The same processes did all of it: nobody restarted them.
-        now = stack.services()
-        assert {name: now[name]["pid"] for name in COMPONENTS} == pids
-        wait_for(
-            lambda: processor_lag(stack.settings)["total_lag"] == 0,
-            60,
-            "the processor to commit every ingress record",
-            stack.diagnostics,
-        )
-        assert projection_lag.wait_caught_up(stack.settings, engine, timeout=60)
-        check_once(stack.settings, engine, orders)
     finally:
-        engine.dispose()
+        work.engine.dispose()
     verified = stack.json("replay", "verify", "--shadow")
     assert verified["identical"] is True and verified["differences"] == []
 
