@@ -5,6 +5,7 @@ the exact record that would be re-published."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -69,10 +70,8 @@ class DeadLetter:
     def failed_at(self) -> datetime:
         text = self.header(names.FAILED_AT)
         if text:
-            try:
+            with contextlib.suppress(ValueError):
                 return datetime.fromisoformat(text)
-            except ValueError:
-                pass
         return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
 
     def envelope_field(self, name: str) -> str | None:

@@ -4,6 +4,7 @@ turned back into a response object, and the schema's errors placed at their fiel
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from html import escape
@@ -56,10 +57,8 @@ def fields(schema: dict[str, Any] | None) -> list[FormField]:
 def _number(text: str, integer: bool) -> Any:
     """A number when the text is one; else the text itself, so that the schema says
     what is wrong with it (its type), in its own words."""
-    try:
+    with contextlib.suppress(ValueError):
         return int(text)
-    except ValueError:
-        pass
     if integer:
         return text
     try:
