@@ -11,13 +11,31 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, Table, func, select
 
-from flowledger.errors import CheckFailed, NotFound
+from flowledger.errors import CheckFailed, InvalidInput, NotFound
 from projections import tables as t
 from schemas.runtime import TERMINAL_STATUSES
 from workflows.codes import RUN_NOT_FOUND, RUN_WAIT_TIMEOUT
 
 TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 RUN_STATUSES = ("RUNNING", "WAITING", *TERMINAL)
+
+
+def run_status(wanted: str | None, field: str, **context: Any) -> str | None:
+    """A run-status filter as the tables spell it (upper case); refused when it names
+    no status a run can have."""
+    if wanted is None:
+        return None
+    value = wanted.upper()
+    if value not in RUN_STATUSES:
+        raise InvalidInput(
+            f"unknown run status {wanted!r}",
+            field=field,
+            allowed=list(RUN_STATUSES),
+            **context,
+        )
+    return value
+
+
 WAIT_STATUSES = ("OPEN", "RESOLVED", "TIMED_OUT", "CANCELED")
 AUDIT_STATUSES = ("matched", "unmatched", "error")
 DEFAULT_LIMIT = 1000

@@ -378,23 +378,33 @@ async def describe(client: Client, schedule_id: str) -> dict[str, Any]:
 async def pause(
     settings: Settings, client: Client, schedule_id: str, note: str | None, requested_by: str
 ) -> dict[str, Any]:
-    handle = client.get_schedule_handle(schedule_id)
-    try:
-        await handle.pause(note=note or f"paused by {requested_by}")
-    except RPCError as exc:
-        raise _failed("pause", schedule_id, exc) from exc
-    return await _recorded(settings, client, schedule_id, "SchedulePaused", requested_by, note)
+    return await _set_paused(settings, client, schedule_id, note, requested_by, paused=True)
 
 
 async def unpause(
     settings: Settings, client: Client, schedule_id: str, note: str | None, requested_by: str
 ) -> dict[str, Any]:
+    return await _set_paused(settings, client, schedule_id, note, requested_by, paused=False)
+
+
+async def _set_paused(
+    settings: Settings,
+    client: Client,
+    schedule_id: str,
+    note: str | None,
+    requested_by: str,
+    *,
+    paused: bool,
+) -> dict[str, Any]:
+    verb = "pause" if paused else "unpause"
     handle = client.get_schedule_handle(schedule_id)
+    text = note or f"{verb}d by {requested_by}"
     try:
-        await handle.unpause(note=note or f"unpaused by {requested_by}")
+        await (handle.pause(note=text) if paused else handle.unpause(note=text))
     except RPCError as exc:
-        raise _failed("unpause", schedule_id, exc) from exc
-    return await _recorded(settings, client, schedule_id, "ScheduleUnpaused", requested_by, note)
+        raise _failed(verb, schedule_id, exc) from exc
+    kind = "SchedulePaused" if paused else "ScheduleUnpaused"
+    return await _recorded(settings, client, schedule_id, kind, requested_by, note)
 
 
 async def trigger(

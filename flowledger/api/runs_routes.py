@@ -64,17 +64,7 @@ def _decode_cursor(cursor: str) -> queries.RunCursor:
 
 
 def _status(status: str | None) -> str | None:
-    if status is None:
-        return None
-    value = status.upper()
-    if value not in queries.RUN_STATUSES:
-        raise InvalidInput(
-            f"unknown run status {status!r}",
-            field="status",
-            allowed=list(queries.RUN_STATUSES),
-            status=422,
-        )
-    return value
+    return queries.run_status(status, "status", status=422)
 
 
 def router(settings: Settings) -> APIRouter:

@@ -14,7 +14,6 @@ from flowledger.cli.output import (
     show,
     table,
 )
-from flowledger.errors import InvalidInput
 from projections import db, queries
 
 app = typer.Typer(help="Workflow runs, as projected from flowledger.runtime.v1.")
@@ -27,16 +26,7 @@ def database_url(ctx: typer.Context, database: str | None) -> str:
 
 
 def _check_status(status: str | None) -> str | None:
-    if status is None:
-        return None
-    value = status.upper()
-    if value not in queries.RUN_STATUSES:
-        raise InvalidInput(
-            f"unknown run status {status!r}",
-            field="--status",
-            allowed=list(queries.RUN_STATUSES),
-        )
-    return value
+    return queries.run_status(status, "--status")
 
 
 def _runs_table(runs: list[dict[str, Any]]) -> None:

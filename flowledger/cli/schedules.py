@@ -99,15 +99,7 @@ def pause(
     as_json: bool = JSON_FLAG,
 ) -> None:
     """Stop the schedule starting runs until unpaused."""
-    settings = context.settings(ctx)
-    _operator(
-        settings,
-        "schedule_pause",
-        schedule_id,
-        by,
-        as_json,
-        lambda c, who: schedules.pause(settings, c, schedule_id, note, who),
-    )
+    _set_paused(ctx, schedule_id, note, by, as_json, paused=True)
 
 
 @app.command("unpause")
@@ -119,14 +111,27 @@ def unpause(
     as_json: bool = JSON_FLAG,
 ) -> None:
     """Let a paused schedule start runs again."""
+    _set_paused(ctx, schedule_id, note, by, as_json, paused=False)
+
+
+def _set_paused(
+    ctx: typer.Context,
+    schedule_id: str,
+    note: str | None,
+    by: str | None,
+    as_json: bool,
+    *,
+    paused: bool,
+) -> None:
     settings = context.settings(ctx)
+    change = schedules.pause if paused else schedules.unpause
     _operator(
         settings,
-        "schedule_unpause",
+        "schedule_pause" if paused else "schedule_unpause",
         schedule_id,
         by,
         as_json,
-        lambda c, who: schedules.unpause(settings, c, schedule_id, note, who),
+        lambda c, who: change(settings, c, schedule_id, note, who),
     )
 
 

@@ -112,6 +112,19 @@ async def actions(env: Env, sid: str) -> int:
     return (await env.client.get_schedule_handle(sid).describe()).info.num_actions
 
 
+def schedule_row(env: Env, sid: str, **wanted: Any) -> dict[str, Any] | None:
+    """The schedule's projected row once its columns hold the `wanted` values."""
+    with db.reading(env.settings.database_url()) as conn:
+        found = (
+            conn.execute(select(workflow_schedules).where(workflow_schedules.c.schedule_id == sid))
+            .mappings()
+            .first()
+        )
+    if found is None or any(found[k] != v for k, v in wanted.items()):
+        return None
+    return dict(found)
+
+
 def tenant() -> str:
     return f"sched-{uuid.uuid4().hex[:8]}"
 
@@ -170,19 +183,12 @@ async def test_an_interval_schedule_runs_pauses_and_resumes(env: Env) -> None:
     # The reconciler's look at Temporal carries the run times into the projection.
     assert sid in await Reconciler(env.settings, env.client).observe_schedules()
 
-    def row() -> dict[str, Any] | None:
-        with db.reading(env.settings.database_url()) as conn:
-            found = (
-                conn.execute(
-                    select(workflow_schedules).where(workflow_schedules.c.schedule_id == sid)
-                )
-                .mappings()
-                .first()
-            )
-        return dict(found) if found and found["last_event_type"] == "ScheduleObserved" else None
-
     with projector(env.settings):
-        projected = await until(row, 60, "the observed schedule's row")
+        projected = await until(
+            lambda: schedule_row(env, sid, last_event_type="ScheduleObserved"),
+            60,
+            "the observed schedule's row",
+        )
     assert projected["state"] == "active" and projected["paused"] is False
     assert projected["overlap"] == "skip" and projected["version"] == 1
     assert projected["spec"] == {"interval_ms": 2000}
@@ -327,19 +333,10 @@ async def test_the_reconciler_restores_a_deleted_schedule(env: Env) -> None:
     assert retired.exit_code == 0, retired.stdout
     assert json.loads(retired.stdout)["schedules"]["deleted"] == [sid]
 
-    def row() -> dict[str, Any] | None:
-        with db.reading(env.settings.database_url()) as conn:
-            found = (
-                conn.execute(
-                    select(workflow_schedules).where(workflow_schedules.c.schedule_id == sid)
-                )
-                .mappings()
-                .first()
-            )
-        return dict(found) if found and found["state"] == "deleted" else None
-
     with projector(env.settings):
-        projected = await until(row, 60, "the schedule's row")
+        projected = await until(
+            lambda: schedule_row(env, sid, state="deleted"), 60, "the schedule's row"
+        )
     assert projected["tenant"] == t and projected["name"] == "hourly"
     assert projected["last_event_type"] == "ScheduleDeleted"
     why = await cli(env, "audit", "why", "workflow_schedules", sid, "--json")
