@@ -48,13 +48,18 @@ async def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "co
 
 
 async def holds(check: Callable[[], Any], seconds: float, what: str) -> None:
-    """The other side of `until`: `check` stays truthy for `seconds` (something that
-    must not happen, such as a paused schedule starting a run, does not)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    """The other side of `until`, polled by it: `check` stays truthy for `seconds`
+    (something that must not happen, such as a paused schedule starting a run, does
+    not). A lapse fails at once; `until` timing out is the pass."""
+
+    async def lapsed() -> bool:
         value = (
             await check() if inspect.iscoroutinefunction(check) else await asyncio.to_thread(check)
         )
-        if not value:
-            raise AssertionError(f"{what} stopped holding within {seconds}s")
-        await asyncio.sleep(POLL_S * 5)
+        return not value
+
+    try:
+        await until(lapsed, seconds, what)
+    except Timeout:
+        return
+    raise AssertionError(f"{what} stopped holding within {seconds}s")
