@@ -40,7 +40,10 @@ from workflows import control
 from workflows.client import connect
 from workflows.messages import run_workflow_id
 
-LEASE_S = 15.0
+# Long enough that the retry, which comes at the heartbeat timeout (10 s after the
+# last beat) plus the replacement worker's start, still finds the lease held on a
+# loaded machine: at 15 s the margin was 5 s, and a busy CI run used it all.
+LEASE_S = 25.0
 # How the activity's ACTION_KEY_BUSY failure reads in Temporal's history (its code
 # travels in the encoded details; the message is plain text).
 BUSY_TEXT = "is being run by"
