@@ -135,7 +135,9 @@ def _processor(table: Table, name: str, dialect: Dialect) -> Callable[[Any], Any
 
 
 def _sqlite_timestamp(value: datetime | None) -> str | None:
-    return None if value is None else value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    # The wall-clock part of isoformat is its first 26 characters (the year is always
+    # four digits), with or without an offset after it: no naive copy is needed.
+    return None if value is None else value.isoformat(" ", "microseconds")[:26]
 
 
 _PROBES = (
