@@ -68,7 +68,7 @@ def run_slots(decoded: Sequence[Decoded]) -> dict[str, Slot]:
 
 def ingress_keys(decoded: Sequence[Decoded]) -> tuple[list[str], list[DefinitionKey]]:
     """The audit ids and definition keys a batch names."""
-    audit_ids = sorted({audit_id(r) for _, r in decoded if isinstance(r, AuditRecord)})
+    audit_ids = sorted({audit_id(r) for _, r in decoded if type(r) is AuditRecord})
     def_keys = sorted(
         {definition_key(item, r) for item, r in decoded if item.kind == "definitions"}
     )
