@@ -384,10 +384,11 @@ def _outcomes(
     """Per topic, what became of a batch's records: folded (applied or skipped),
     behind a stored checkpoint (skipped) or refused."""
     out = Counter(folded)
-    fresh = {r.at for r in todo}
-    for r in records:
-        if r.at not in fresh:
-            out[(r.at.topic, "skipped")] += 1
+    if len(todo) < len(records):  # ``todo`` is a subset of ``records``
+        fresh = {r.at for r in todo}
+        for r in records:
+            if r.at not in fresh:
+                out[(r.at.topic, "skipped")] += 1
     for refusal in refused:
         out[(refusal.at.topic, "refused")] += 1
     return out

@@ -59,15 +59,16 @@ def run_slots(decoded: Sequence[Decoded]) -> dict[str, Slot]:
     """The partition each run's records came from, in first-seen order."""
     slots: dict[str, Slot] = {}
     for item, record in decoded:
-        if item.kind == "runtime" and not isinstance(record, ScheduleEvent):
-            # only run and schedule events come from the runtime topic (records.decode_all)
+        # only run and schedule events come from the runtime topic (records.decode_all);
+        # an exact class check, as isinstance on a model costs a metaclass call
+        if item.kind == "runtime" and type(record) is not ScheduleEvent:
             slots[cast(RuntimeEvent, record).run_id] = (item.at.topic, item.at.partition)
     return slots
 
 
 def ingress_keys(decoded: Sequence[Decoded]) -> tuple[list[str], list[DefinitionKey]]:
     """The audit ids and definition keys a batch names."""
-    audit_ids = sorted({audit_id(r) for _, r in decoded if isinstance(r, AuditRecord)})
+    audit_ids = sorted({audit_id(r) for _, r in decoded if type(r) is AuditRecord})
     def_keys = sorted(
         {definition_key(item, r) for item, r in decoded if item.kind == "definitions"}
     )
@@ -84,29 +85,33 @@ def fold_batch(
     full: set[str] = set()
     applied = skipped = 0
     outcomes: Counter[tuple[str, str]] = Counter()
+    # run events per topic, counted here and added to outcomes once
+    runs_applied: Counter[str] = Counter()
+    runs_skipped: Counter[str] = Counter()
+    add = changes.add
     for item, record in decoded:
-        if isinstance(record, ScheduleEvent):
-            applied += 1
-            outcomes[(item.at.topic, "applied")] += 1
-            changes.extend(fold_schedule_event(record, item.at))
-            continue
-        if item.kind == "runtime":
+        at = item.at
+        if item.kind == "runtime" and type(record) is not ScheduleEvent:
             event = cast(RuntimeEvent, record)
             run_id = event.run_id
-            folded = fold_rows(event, item.at, runs[run_id])
+            state = runs[run_id]
+            folded = fold_rows(event, at, state)
             if folded is None:
-                skipped += 1
-                outcomes[(item.at.topic, "skipped")] += 1
+                runs_skipped[at.topic] += 1
                 continue
             new_state, run_changes = folded
-            if runs[run_id] is None or event.type in _FULL_ROW_EVENTS:
+            if state is None or event.type in _FULL_ROW_EVENTS:
                 full.add(run_id)
             runs[run_id] = new_state
-            touched[run_id] = ((item.at.topic, item.at.partition), new_state)
-            applied += 1
-            outcomes[(item.at.topic, "applied")] += 1
+            touched[run_id] = ((at.topic, at.partition), new_state)
+            runs_applied[at.topic] += 1
             for change in run_changes:
-                changes.add(change)
+                add(change)
+            continue
+        if isinstance(record, ScheduleEvent):
+            applied += 1
+            outcomes[(at.topic, "applied")] += 1
+            changes.extend(fold_schedule_event(record, at))
             continue
         if isinstance(record, OperatorAction):
             applied += 1
@@ -140,4 +145,10 @@ def fold_batch(
         else:
             skipped += 1
         outcomes[(item.at.topic, "applied" if ok else "skipped")] += 1
+    for topic, count in runs_applied.items():
+        outcomes[(topic, "applied")] += count
+    for topic, count in runs_skipped.items():
+        outcomes[(topic, "skipped")] += count
+    applied += runs_applied.total()
+    skipped += runs_skipped.total()
     return Folded(changes, touched, full, applied, skipped, outcomes)

@@ -325,7 +325,10 @@ class Projector:
             # assigned, which the consumer would have fetched if it were there.
             lags[(topic, partition)] = max(0, high - done) if high >= 0 else 0
         self.metrics.set_lag(lags)
-        if not self._caught_up_once:
+        # A cached end offset is never past the broker's, so while it shows records
+        # pending the answer is no. Asking anyway drained the pipeline and waited on
+        # the broker once a second through a whole catch-up (a quarter to half of it).
+        if not self._caught_up_once and not any(lags.values()):
             # Asked of the broker, once a second, only until it first holds.
             try:
                 self._caught_up_once = self.caught_up()

@@ -22,6 +22,7 @@ from projections.pipeline import Pipeline
 from projections.projector import topic_kinds
 from projections.records import Incoming
 from projections.replay.cut import Cut
+from projections.run_cache import RunCache
 from topics import clients
 
 BATCH = 20_000
@@ -127,7 +128,9 @@ def rebuild(
 
     pipeline = Pipeline(
         target,
-        Applier(),
+        # An emptied target holds no run this rebuild has not written: those runs
+        # are not looked up (the live projector must, another instance may have).
+        Applier(cache=RunCache(complete=fresh)),
         retry_timeout_s=settings.kafka.request_timeout_s,
         on_batch=count,
         thread_name="rebuild-writer",

@@ -12,16 +12,17 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from flowledger.settings import Settings
-from projections import db, lag, migrate
+from projections import db, lag, migrate, statements
 from projections import tables as t
 from projections.projector import Projector, topic_kinds
 from projections.queries import iso
@@ -323,3 +324,67 @@ def test_projections_status_and_wait_until_caught_up(
     status = _cli(settings, "projections", "status", "--json")
     assert status.returncode == 0, status.stderr
     assert all(r["lag"] == 0 for r in json.loads(status.stdout))
+
+
+def test_bulk_statements_store_on_postgres_what_sqlalchemy_stores(
+    stack: StackHandle, engines: list[Engine]
+) -> None:
+    reference = open_engine(engines, stack.postgres_url())
+    bulk = open_engine(engines, stack.postgres_url())
+    base = {
+        "tenant": "acme",
+        "status": "RUNNING",
+        "last_seq": 1,
+        "continued_as_new_count": 0,
+        "source_topic": "t",
+        "source_partition": 0,
+        "source_offset": 2**40,
+        "source_event_id": None,
+    }
+    rows = [
+        {**base, "run_id": "a", "input": {"q": 'say "hi"\\', "n": [1, 2.5, None, True]}},
+        {**base, "run_id": "b", "input": "plain text", "output": None, "error": []},
+        {**base, "run_id": "c", "input": {"unicode": "été ☃ 𝄞", "nul": "a\u0000b"}},
+        {
+            **base,
+            "run_id": "d",
+            "current_step_path": 'root.steps[0] "quoted", {braced}',
+            "started_at": datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
+            "updated_at": datetime(2026, 11, 25, 10, 0, 1, 5, tzinfo=UTC),
+            "completed_at": datetime(2026, 11, 25, 12, 0, tzinfo=timezone(timedelta(hours=2))),
+        },
+    ]
+    columns = sorted(set().union(*rows))
+    full = [{c: r.get(c) for c in columns} for r in rows]
+    with reference.begin() as conn:
+        conn.execute(insert(t.workflow_runs), full)
+    with bulk.begin() as conn:
+        statements.write_rows(conn, "workflow_runs", frozenset(columns), full)
+
+    def stored(eng: Engine) -> list[str]:
+        # the row as PostgreSQL prints it: JSON text exactly as stored
+        with eng.connect() as conn:
+            return [
+                r[0]
+                for r in conn.exec_driver_sql("SELECT r::text FROM workflow_runs r ORDER BY run_id")
+            ]
+
+    assert stored(bulk) == stored(reference)
+    # A value the database refuses is refused with the same message either way.
+    for bad in ({"run_id": "x" * 300}, {"run_id": "e", "tenant": "a\u0000b"}):
+        row = [{**full[0], **bad}]
+        plain = _refusal(bulk, lambda conn, rows=row: conn.execute(insert(t.workflow_runs), rows))
+        mine = _refusal(
+            bulk,
+            lambda conn, rows=row: statements.write_rows(
+                conn, "workflow_runs", frozenset(columns), rows
+            ),
+        )
+        assert mine == plain
+
+
+def _refusal(eng: Engine, write: Callable[[Connection], object]) -> tuple[type, str]:
+    with pytest.raises(StatementError) as refused, eng.begin() as conn:
+        write(conn)
+    orig = refused.value.orig if isinstance(refused.value, DBAPIError) else refused.value
+    return type(refused.value), str(orig).splitlines()[0]

@@ -13,11 +13,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, insert, select
 
+from projections import apply as apply_module
 from projections import db, migrate, statements
 from projections import tables as t
 from projections.apply import Applier, Plan, StalePlan, apply_batch
 from projections.checkpoints import read_checkpoints
+from projections.fold_runtime import TERMINAL
 from projections.pipeline import Pipeline
+from projections.run_cache import RunCache
 from projections.synthetic import stream
 from tests.unit.test_projection_db import apply, dump, incoming
 
@@ -166,3 +169,58 @@ def test_the_pipeline_applies_afresh_a_batch_whose_checkpoints_moved(
         pipeline.close()
     assert dump(shared) == dump(clean)
     assert pipeline.positions == {(records[0].at.topic, 0): len(records)}
+
+
+def test_a_complete_cache_gives_the_same_tables_without_looking_runs_up(
+    engines: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean, rebuilt = engines
+    records = incoming(list(stream(runs=25, seed=5, audits=12, definitions=4)))
+    apply(clean, records, batch=len(records))
+    looked_up: list[str] = []
+    real = apply_module.load_runs
+
+    def counting(conn: Any, run_ids: Any) -> Any:
+        looked_up.extend(run_ids)
+        return real(conn, run_ids)
+
+    monkeypatch.setattr(apply_module, "load_runs", counting)
+    pipeline = Pipeline(rebuilt, Applier(cache=RunCache(complete=True)), retry_timeout_s=5)
+    try:
+        for start in range(0, len(records), 40):
+            pipeline.submit(records[start : start + 40])
+        assert pipeline.drain()
+    finally:
+        pipeline.close()
+    assert dump(rebuilt) == dump(clean)
+    # Only the runs the cache let go at their end (a late copy is read back) are read.
+    with rebuilt.connect() as conn:
+        ended = {
+            r.run_id
+            for r in conn.execute(select(t.workflow_runs.c.run_id, t.workflow_runs.c.status))
+            if r.status in TERMINAL
+        }
+    assert set(looked_up) <= ended
+
+
+def test_a_complete_cache_stops_trusting_itself_when_a_checkpoint_moves(
+    engines: tuple[Engine, Engine],
+) -> None:
+    clean, shared = engines
+    records = incoming(list(stream(runs=6, seed=17)), partitions=1)
+    apply(clean, records, batch=len(records))
+    third = len(records) // 3
+    cache = RunCache(complete=True)
+    pipeline = Pipeline(shared, Applier(cache=cache), retry_timeout_s=5)
+    try:
+        pipeline.submit(records[:third])
+        assert pipeline.drain()
+        assert cache.written
+        with shared.begin() as conn:  # a writer the cache was not told about
+            apply_batch(conn, records[third : 2 * third])
+        pipeline.submit(records[third:])
+        assert not pipeline.drain()
+    finally:
+        pipeline.close()
+    assert cache.written is None
+    assert dump(shared) == dump(clean)
