@@ -43,7 +43,7 @@ from processors.router_index import OpenWait
 from processors.stats import Stats
 from topics import clients
 from topics.catalogue import AUDIT, DEADLETTER, EVENTS
-from topics.producing import NotAcknowledged, Sink, produce_all
+from topics.producing import NotAcknowledged, Outgoing, produce_all
 from topics.watermarks import high_watermark
 from workflows.client import connect
 
@@ -103,6 +103,7 @@ class Processor:
         self._start_offsets: dict[int, int] = {}
         self._consumer: Consumer | None = None
         self._producer = clients.producer(settings)
+        self._acks = audits.Acknowledger(self._producer)
         # Batches in consumption order; offsets move only past a done prefix of them.
         self.offsets: OffsetWindow[asyncio.Task[None]] = OffsetWindow()
         self._assigned: set[int] = set()
@@ -246,6 +247,7 @@ class Processor:
             self._probe.close()
             self._probe = None
         self.follower.close()
+        self._acks.close()
         self._producer.flush(self.settings.kafka.request_timeout_s)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -513,8 +515,10 @@ class Processor:
     async def _process(self, todo: list[Plan]) -> None:
         """A batch's effects and records, in flight while the next batches come in."""
         # Each plan's records go out the moment its effects are done (those without
-        # any at once), not behind the batch's slowest signal; one flush at the end.
-        sink = Sink(self._producer)
+        # any at once), not behind the batch's slowest signal; at the end, wait for
+        # their acknowledgements (this batch's, not a flush of every batch's).
+        self._acks.start()
+        sink = audits.BatchSink(self._producer)
         limits = self.settings.records
         group = self.settings.processor.group_id
 
@@ -524,7 +528,7 @@ class Processor:
                 sink.send(
                     deadletter.outgoing(self.deadletter_topic, plan, rejected, limits, group=group)
                 )
-            sink.send(audits.outgoing(self.audit_topic, plan, held=plan.hold and not rejected))
+            sink.send(self._audit_record(plan, held=plan.hold and not rejected))
 
         await self.deliveries.run(todo, finished)
         await sink.finish(self._retry_producing, self.settings.kafka.request_timeout_s)
@@ -575,12 +579,19 @@ class Processor:
         """The complete audit of events that were held: now they are done."""
         await produce_all(
             self._producer,
-            [audits.outgoing(self.audit_topic, p, held=False) for p in plans],
+            [self._audit_record(p, held=False) for p in plans],
             self._retry_producing,
             self.settings.kafka.request_timeout_s,
         )
         for p in plans:
             self.follower.completed.add(p.completion_key, p.record.timestamp)
+
+    def _audit_record(self, plan: Plan, held: bool) -> Outgoing:
+        """The plan's audit record, announced to the follower, which reads it back."""
+        item = audits.outgoing(self.audit_topic, plan, held)
+        assert item.value is not None
+        self.follower.expect_audit(item.value, plan.audit)
+        return item
 
     async def _retry_producing(self, what: str, call: Callable[[], Awaitable[None]]) -> None:
         # Never dropped: retried until acknowledged or asked to stop.
