@@ -88,7 +88,9 @@ class BatchSink:
         self._reported = 0
         self._lock = threading.Lock()
         self._loop = asyncio.get_running_loop()
-        self._all_reported: asyncio.Future[None] = self._loop.create_future()
+        # Made by `finish` (no record is sent after it): a report that comes while the
+        # plans are still sending records must not end the wait for those after it.
+        self._all_reported: asyncio.Future[None] | None = None
 
     def send(self, item: Outgoing) -> None:
         self.items.append(item)
@@ -123,15 +125,17 @@ class BatchSink:
             self._loop.call_soon_threadsafe(self._settle)
 
     def _settle(self) -> None:
-        if not self._all_reported.done() and self._reported >= len(self.items):
-            self._all_reported.set_result(None)
+        waiting = self._all_reported
+        if waiting is not None and not waiting.done() and self._reported >= len(self.items):
+            waiting.set_result(None)
 
     async def finish(self, retry: Retry, timeout: float) -> None:
         if not self.items:
             return
         if self._reported < len(self.items):
+            self._all_reported = self._loop.create_future()
             # Not all reported in time: what was not acknowledged is produced again.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._all_reported), timeout)
+                await asyncio.wait_for(self._all_reported, timeout)
         pending = [i for i in self.items if id(i) not in self.acked]
         await produce_all(self.producer, pending, retry, timeout)
