@@ -441,7 +441,10 @@ class Processor:
         timeout = self.settings.kafka.request_timeout_s
         for p in self._assigned:
             high = high_watermark(probe, self.events_topic, p, timeout)
-            if self.offsets.next.get(p, self._committed_offset(p)) < high:
+            # The group's committed offset is asked only for a partition with no record
+            # handled yet (a default argument would ask it of every partition, each time).
+            done = self.offsets.next.get(p)
+            if (done if done is not None else self._committed_offset(p)) < high:
                 return False
         return True
 
