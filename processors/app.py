@@ -212,6 +212,7 @@ class Processor:
             tp.partition: tp.offset
             for tp in self._consumer.position([TopicPartition(self.events_topic, p) for p in owned])
         }
+        ends: dict[int, int] = {}
         for p in owned:
             _low, high = self._consumer.get_watermark_offsets(
                 TopicPartition(self.events_topic, p), cached=True
@@ -220,13 +221,18 @@ class Processor:
                 # No end offset cached: nothing came from the partition since it was
                 # assigned, which the consumer would have fetched if it were there.
                 lags[p] = 0
-                continue
-            done = self.offsets.next.get(p, positions.get(p, -1))
-            if done < 0:
-                if p not in self._start_offsets:
-                    self._start_offsets[p] = await asyncio.to_thread(self._committed_offset, p)
-                done = self._start_offsets[p]
-            lags[p] = max(0, high - done)
+            else:
+                ends[p] = high
+        done = {p: self.offsets.next.get(p, positions.get(p, -1)) for p in ends}
+        unknown = [p for p, d in done.items() if d < 0 and p not in self._start_offsets]
+        if unknown:
+            # One request for all of them: asked one by one, the round trips add up
+            # while the loop takes no record (the first sample after an assignment).
+            self._start_offsets.update(await asyncio.to_thread(self._committed_offsets, unknown))
+        for p, high in ends.items():
+            if done[p] < 0:
+                done[p] = self._start_offsets.get(p, 0)
+            lags[p] = max(0, high - done[p])
         self.metrics.set_lag(lags)
 
     def close(self) -> None:
@@ -464,13 +470,15 @@ class Processor:
         return probe
 
     def _committed_offset(self, partition: int) -> int:
+        return self._committed_offsets([partition]).get(partition, 0)
+
+    def _committed_offsets(self, partitions: list[int]) -> dict[int, int]:
         assert self._consumer is not None
         found = self._consumer.committed(
-            [TopicPartition(self.events_topic, partition)],
+            [TopicPartition(self.events_topic, p) for p in partitions],
             timeout=self.settings.kafka.request_timeout_s,
         )
-        offset = found[0].offset if found else -1
-        return max(0, offset)
+        return {tp.partition: max(0, tp.offset) for tp in found}
 
     # -- one batch -----------------------------------------------------------
 
