@@ -43,7 +43,7 @@ from processors.router_index import OpenWait
 from processors.stats import Stats
 from topics import clients
 from topics.catalogue import AUDIT, DEADLETTER, EVENTS
-from topics.producing import NotAcknowledged, Sink, produce_all
+from topics.producing import NotAcknowledged, Outgoing, produce_all
 from topics.watermarks import high_watermark
 from workflows.client import connect
 
@@ -103,6 +103,7 @@ class Processor:
         self._start_offsets: dict[int, int] = {}
         self._consumer: Consumer | None = None
         self._producer = clients.producer(settings)
+        self._acks = audits.Acknowledger(self._producer)
         # Batches in consumption order; offsets move only past a done prefix of them.
         self.offsets: OffsetWindow[asyncio.Task[None]] = OffsetWindow()
         self._assigned: set[int] = set()
@@ -211,6 +212,7 @@ class Processor:
             tp.partition: tp.offset
             for tp in self._consumer.position([TopicPartition(self.events_topic, p) for p in owned])
         }
+        ends: dict[int, int] = {}
         for p in owned:
             _low, high = self._consumer.get_watermark_offsets(
                 TopicPartition(self.events_topic, p), cached=True
@@ -219,13 +221,18 @@ class Processor:
                 # No end offset cached: nothing came from the partition since it was
                 # assigned, which the consumer would have fetched if it were there.
                 lags[p] = 0
-                continue
-            done = self.offsets.next.get(p, positions.get(p, -1))
-            if done < 0:
-                if p not in self._start_offsets:
-                    self._start_offsets[p] = await asyncio.to_thread(self._committed_offset, p)
-                done = self._start_offsets[p]
-            lags[p] = max(0, high - done)
+            else:
+                ends[p] = high
+        done = {p: self.offsets.next.get(p, positions.get(p, -1)) for p in ends}
+        unknown = [p for p, d in done.items() if d < 0 and p not in self._start_offsets]
+        if unknown:
+            # One request for all of them: asked one by one, the round trips add up
+            # while the loop takes no record (the first sample after an assignment).
+            self._start_offsets.update(await asyncio.to_thread(self._committed_offsets, unknown))
+        for p, high in ends.items():
+            if done[p] < 0:
+                done[p] = self._start_offsets.get(p, 0)
+            lags[p] = max(0, high - done[p])
         self.metrics.set_lag(lags)
 
     def close(self) -> None:
@@ -246,6 +253,7 @@ class Processor:
             self._probe.close()
             self._probe = None
         self.follower.close()
+        self._acks.close()
         self._producer.flush(self.settings.kafka.request_timeout_s)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -439,7 +447,10 @@ class Processor:
         timeout = self.settings.kafka.request_timeout_s
         for p in self._assigned:
             high = high_watermark(probe, self.events_topic, p, timeout)
-            if self.offsets.next.get(p, self._committed_offset(p)) < high:
+            # The group's committed offset is asked only for a partition with no record
+            # handled yet (a default argument would ask it of every partition, each time).
+            done = self.offsets.next.get(p)
+            if (done if done is not None else self._committed_offset(p)) < high:
                 return False
         return True
 
@@ -459,13 +470,15 @@ class Processor:
         return probe
 
     def _committed_offset(self, partition: int) -> int:
+        return self._committed_offsets([partition]).get(partition, 0)
+
+    def _committed_offsets(self, partitions: list[int]) -> dict[int, int]:
         assert self._consumer is not None
         found = self._consumer.committed(
-            [TopicPartition(self.events_topic, partition)],
+            [TopicPartition(self.events_topic, p) for p in partitions],
             timeout=self.settings.kafka.request_timeout_s,
         )
-        offset = found[0].offset if found else -1
-        return max(0, offset)
+        return {tp.partition: max(0, tp.offset) for tp in found}
 
     # -- one batch -----------------------------------------------------------
 
@@ -513,8 +526,10 @@ class Processor:
     async def _process(self, todo: list[Plan]) -> None:
         """A batch's effects and records, in flight while the next batches come in."""
         # Each plan's records go out the moment its effects are done (those without
-        # any at once), not behind the batch's slowest signal; one flush at the end.
-        sink = Sink(self._producer)
+        # any at once), not behind the batch's slowest signal; at the end, wait for
+        # their acknowledgements (this batch's, not a flush of every batch's).
+        self._acks.start()
+        sink = audits.BatchSink(self._producer)
         limits = self.settings.records
         group = self.settings.processor.group_id
 
@@ -524,7 +539,7 @@ class Processor:
                 sink.send(
                     deadletter.outgoing(self.deadletter_topic, plan, rejected, limits, group=group)
                 )
-            sink.send(audits.outgoing(self.audit_topic, plan, held=plan.hold and not rejected))
+            sink.send(self._audit_record(plan, held=plan.hold and not rejected))
 
         await self.deliveries.run(todo, finished)
         await sink.finish(self._retry_producing, self.settings.kafka.request_timeout_s)
@@ -575,12 +590,19 @@ class Processor:
         """The complete audit of events that were held: now they are done."""
         await produce_all(
             self._producer,
-            [audits.outgoing(self.audit_topic, p, held=False) for p in plans],
+            [self._audit_record(p, held=False) for p in plans],
             self._retry_producing,
             self.settings.kafka.request_timeout_s,
         )
         for p in plans:
             self.follower.completed.add(p.completion_key, p.record.timestamp)
+
+    def _audit_record(self, plan: Plan, held: bool) -> Outgoing:
+        """The plan's audit record, announced to the follower, which reads it back."""
+        item = audits.outgoing(self.audit_topic, plan, held)
+        assert item.value is not None
+        self.follower.expect_audit(item.value, plan.audit)
+        return item
 
     async def _retry_producing(self, what: str, call: Callable[[], Awaitable[None]]) -> None:
         # Never dropped: retried until acknowledged or asked to stop.

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 from temporalio.client import Client
 
 from flowledger import tracing
@@ -81,7 +81,10 @@ class Deliveries:
         left: dict[int, int] = {
             id(p): (len(p.signals) + len(p.starts)) if p.envelope is not None else 0 for p in plans
         }
-        spans = {id(p): self._span(p) for p in plans}
+        # With tracing off a span only carries the record's trace into the logs of its
+        # effects: a record without any (held, refused, no wait) needs none.
+        traced = self.settings.tracing.active
+        spans = {id(p): self._span(p) if traced or left[id(p)] else INVALID_SPAN for p in plans}
 
         def end(plan: Plan) -> None:
             span = spans[id(plan)]

@@ -36,6 +36,10 @@ from topics.watermarks import high_watermark
 
 log = logging.getLogger(__name__)
 
+# Own audit records remembered until read back (about 0.5 kB each): far more than the
+# records of the batches in flight, which is all that is ever waiting to be read.
+OWN_AUDITS_MAX = 100_000
+
 
 class LogFollower:
     def __init__(self, settings: Settings) -> None:
@@ -59,6 +63,10 @@ class LogFollower:
         self._ends: dict[tuple[str, int], int] = {}
         self._positions: dict[tuple[str, int], int] = {}
         self._read = 0
+        # Audit records this instance produced, by their exact bytes, until the
+        # follower reads them back: the record is the one those bytes decode to, so
+        # folding it needs no second decode (see `expect_audit`).
+        self._own_audits: dict[bytes, AuditRecord] = {}
         self._handlers: dict[str, Callable[[Message], OpenWait | None]] = {
             self.runtime_topic: self._on_runtime,
             self.definitions_topic: self._on_definition,
@@ -188,11 +196,28 @@ class LogFollower:
             log.warning("definition record at %s refused: %s", msg.offset(), exc)
         return None
 
+    def expect_audit(self, value: bytes, record: AuditRecord) -> None:
+        """``value`` (the encoding of ``record``) is about to be produced to the audit
+        topic: when the follower reads those bytes back, it folds ``record`` instead
+        of decoding them again. Called before the produce, so the entry is there
+        before the record can be read; a copy written twice (a produce retried) is
+        decoded the second time. Bounded: past OWN_AUDITS_MAX entries not yet read
+        back, the older half is forgotten (decoded as any other record when read)."""
+        own = self._own_audits
+        own[value] = record
+        if len(own) > OWN_AUDITS_MAX:
+            # list() of a dict runs in C: the follower's thread cannot change it midway.
+            for stale in list(own)[: len(own) - OWN_AUDITS_MAX // 2]:
+                own.pop(stale, None)
+
     def _on_audit(self, msg: Message) -> OpenWait | None:
-        try:
-            record = decode_audit(msg.value() or b"")
-        except RecordRefused:
-            return None
+        value = msg.value() or b""
+        record = self._own_audits.pop(value, None)
+        if record is None:
+            try:
+                record = decode_audit(value)
+            except RecordRefused:
+                return None
         keys = audit_completion_keys(record)
         if audit_records.is_held(msg.headers()):
             # Held, not done: whoever owns its ingress partition holds it again.

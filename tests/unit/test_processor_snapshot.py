@@ -68,3 +68,16 @@ def test_damaged_chunks_are_refused() -> None:
     encoded = snapshot.encode(_state(10), "s3", T0)
     with pytest.raises(snapshot.SnapshotUnreadable):
         snapshot.decode([encoded.chunks[0][:-5]], HORIZON)
+
+
+@pytest.mark.parametrize("size", [0, 1, snapshot.DUMP_ITEMS, snapshot.DUMP_ITEMS + 1, 1000])
+def test_the_document_is_written_in_pieces_as_one_dump_would_write_it(size: int) -> None:
+    import json
+
+    state = _state(size + 1)
+    for n in range(size):
+        state.completed.add(f"event:acme:e{n}", T0)
+        state.index.workflow_ids[f"r{n}"] = f"flowledger:run:r{n}"
+        state.pending_held[f"event:acme:h{n}"] = state.pending_held["event:acme:e9"]
+    document = snapshot._document(state)
+    assert snapshot.dumps(document) == json.dumps(document, separators=(",", ":"))
