@@ -40,10 +40,11 @@ from workflows import control
 from workflows.client import connect
 from workflows.messages import run_workflow_id
 
-# Long enough that the retry, which comes at the heartbeat timeout (10 s after the
-# last beat) plus the replacement worker's start, still finds the lease held on a
-# loaded machine: at 15 s the margin was 5 s, and a busy CI run used it all.
-LEASE_S = 25.0
+# Long enough that the retry still finds the lease held on a loaded machine: it comes
+# at the heartbeat timeout (10 s after the last beat), plus the sticky queue's 10 s
+# timeout (the workflow task first goes to the killed worker's queue), plus the
+# replacement worker's start. Measured under load: refused at 19 s after the kill.
+LEASE_S = 40.0
 # How the activity's ACTION_KEY_BUSY failure reads in Temporal's history (its code
 # travels in the encoded details; the message is plain text).
 BUSY_TEXT = "is being run by"

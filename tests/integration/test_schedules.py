@@ -199,7 +199,10 @@ async def test_an_interval_schedule_runs_pauses_and_resumes(env: Env) -> None:
 async def test_a_one_time_schedule_runs_once(env: Env) -> None:
     t = tenant()
     sid = schedule_id(t, "nightly", "once")
-    at = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+    # A few seconds ahead, with room for the publish itself: a schedule created after
+    # its one time has passed would not run (Temporal starts no action for a time
+    # before the schedule existed), and a publish on a loaded machine took over 2 s.
+    at = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
     trigger = {
         "type": "schedule",
         "name": "once",
