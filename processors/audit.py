@@ -17,7 +17,7 @@ from collections.abc import Callable
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from processors.pipeline import Plan
-from topics.producing import Outgoing, Retry, produce_all
+from topics.producing import Outgoing, Retry, produce, produce_all
 from topics.serde import encode
 
 HELD_HEADER = "flowledger.held"
@@ -95,14 +95,7 @@ class BatchSink:
     def send(self, item: Outgoing) -> None:
         self.items.append(item)
         try:
-            self.producer.produce(
-                item.topic,
-                key=item.key,
-                value=item.value,
-                headers=item.headers or None,
-                timestamp=item.timestamp_ms or 0,
-                on_delivery=self._on_delivery(id(item)),
-            )
+            produce(self.producer, item, self._on_delivery(id(item)))
         except (BufferError, KafkaException):
             # Left unacknowledged: `finish` produces it again.
             self._count_report()

@@ -44,6 +44,22 @@ class Round:
         return [item for item, _why in self.failed]
 
 
+def produce(
+    producer: Producer,
+    item: Outgoing,
+    on_delivery: Callable[[KafkaError | None, Message], None],
+) -> None:
+    """Hand one item to the producer (it may raise BufferError or KafkaException)."""
+    producer.produce(
+        item.topic,
+        key=item.key,
+        value=item.value,
+        headers=item.headers or None,
+        timestamp=item.timestamp_ms or 0,
+        on_delivery=on_delivery,
+    )
+
+
 class NotAcknowledged(Exception):
     """Some records were not acknowledged; producing them again may succeed."""
 
@@ -69,14 +85,7 @@ def produce_and_flush(producer: Producer, items: Sequence[Outgoing], timeout: fl
     for item in items:
         while True:
             try:
-                producer.produce(
-                    item.topic,
-                    key=item.key,
-                    value=item.value,
-                    headers=item.headers or None,
-                    timestamp=item.timestamp_ms or 0,
-                    on_delivery=callback(item),
-                )
+                produce(producer, item, callback(item))
                 break
             except BufferError:
                 # The local queue is full: let deliveries drain it, then go on.
@@ -135,14 +144,7 @@ class Sink:
                 self.acked.add(key)
 
         try:
-            self.producer.produce(
-                item.topic,
-                key=item.key,
-                value=item.value,
-                headers=item.headers or None,
-                timestamp=item.timestamp_ms or 0,
-                on_delivery=on_delivery,
-            )
+            produce(self.producer, item, on_delivery)
         except (BufferError, KafkaException) as exc:
             # Left unacknowledged: `finish` produces it again.
             log.debug("produce deferred: %s", exc)

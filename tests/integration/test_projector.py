@@ -13,7 +13,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from projections import tables as t
 from projections.projector import Projector, topic_kinds
 from projections.queries import iso
 from projections.synthetic import Generated, stream
+from tests.bulk_rows import write_both
 from tests.stack_fixture import StackHandle
 from tests.waiting import wait_for
 from topics import clients
@@ -331,35 +332,7 @@ def test_bulk_statements_store_on_postgres_what_sqlalchemy_stores(
 ) -> None:
     reference = open_engine(engines, stack.postgres_url())
     bulk = open_engine(engines, stack.postgres_url())
-    base = {
-        "tenant": "acme",
-        "status": "RUNNING",
-        "last_seq": 1,
-        "continued_as_new_count": 0,
-        "source_topic": "t",
-        "source_partition": 0,
-        "source_offset": 2**40,
-        "source_event_id": None,
-    }
-    rows = [
-        {**base, "run_id": "a", "input": {"q": 'say "hi"\\', "n": [1, 2.5, None, True]}},
-        {**base, "run_id": "b", "input": "plain text", "output": None, "error": []},
-        {**base, "run_id": "c", "input": {"unicode": "été ☃ 𝄞", "nul": "a\u0000b"}},
-        {
-            **base,
-            "run_id": "d",
-            "current_step_path": 'root.steps[0] "quoted", {braced}',
-            "started_at": datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
-            "updated_at": datetime(2026, 11, 25, 10, 0, 1, 5, tzinfo=UTC),
-            "completed_at": datetime(2026, 11, 25, 12, 0, tzinfo=timezone(timedelta(hours=2))),
-        },
-    ]
-    columns = sorted(set().union(*rows))
-    full = [{c: r.get(c) for c in columns} for r in rows]
-    with reference.begin() as conn:
-        conn.execute(insert(t.workflow_runs), full)
-    with bulk.begin() as conn:
-        statements.write_rows(conn, "workflow_runs", frozenset(columns), full)
+    columns, full = write_both(reference, bulk)
 
     def stored(eng: Engine) -> list[str]:
         # the row as PostgreSQL prints it: JSON text exactly as stored

@@ -6,15 +6,14 @@ bulk statements store exactly what SQLAlchemy's own insert stores."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
 
 from projections import apply as apply_module
-from projections import db, migrate, statements
+from projections import db, migrate
 from projections import tables as t
 from projections.apply import Applier, Plan, StalePlan, apply_batch
 from projections.checkpoints import read_checkpoints
@@ -22,6 +21,7 @@ from projections.fold_runtime import TERMINAL
 from projections.pipeline import Pipeline
 from projections.run_cache import RunCache
 from projections.synthetic import stream
+from tests.bulk_rows import write_both
 from tests.unit.test_projection_db import apply, dump, incoming
 
 
@@ -85,6 +85,16 @@ def test_a_plan_whose_checkpoints_moved_writes_nothing(engines: tuple[Engine, En
     assert dump(shared) == before
 
 
+def through(pipeline: Pipeline, records: list[Any]) -> None:
+    """Submit `records` 40 at a time, wait until all are written, close the pipeline."""
+    try:
+        for start in range(0, len(records), 40):
+            pipeline.submit(records[start : start + 40])
+        assert pipeline.drain()
+    finally:
+        pipeline.close()
+
+
 def _raw(engine: Engine, table: str) -> list[tuple[Any, ...]]:
     # what the file holds, without the column types' result processing
     with engine.connect() as conn:
@@ -93,38 +103,11 @@ def _raw(engine: Engine, table: str) -> list[tuple[Any, ...]]:
 
 def test_bulk_statements_store_what_sqlalchemy_stores(engines: tuple[Engine, Engine]) -> None:
     reference, bulk = engines
-    base = {
-        "tenant": "acme",
-        "status": "RUNNING",
-        "last_seq": 1,
-        "continued_as_new_count": 0,
-        "source_topic": "t",
-        "source_partition": 0,
-        "source_offset": 2**40,
-        "source_event_id": None,
-    }
-    rows = [
-        {**base, "run_id": "a", "input": {"q": 'say "hi"\\', "n": [1, 2.5, None, True]}},
-        {**base, "run_id": "b", "input": "plain text", "output": None, "error": []},
-        {**base, "run_id": "c", "input": {"unicode": "été ☃ 𝄞", "nul": "a\u0000b"}},
-        {
-            **base,
-            "run_id": "d",
-            "started_at": datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
-            "updated_at": datetime(2026, 11, 25, 10, 0, 1, 5, tzinfo=UTC),
-            "completed_at": datetime(2026, 11, 25, 12, 0, tzinfo=timezone(timedelta(hours=2))),
-        },
-    ]
-    columns = sorted(set().union(*rows))
-    full = [{c: r.get(c) for c in columns} for r in rows]
-    with reference.begin() as conn:
-        conn.execute(insert(t.workflow_runs), full)
-    with bulk.begin() as conn:
-        statements.write_rows(conn, "workflow_runs", frozenset(columns), full)
+    _columns, full = write_both(reference, bulk)
     assert _raw(bulk, "workflow_runs") == _raw(reference, "workflow_runs")
     with bulk.connect() as conn:
         back = {r.run_id: r for r in conn.execute(select(t.workflow_runs))}
-    assert back["c"].input == rows[2]["input"]
+    assert back["c"].input == full[2]["input"]
     assert back["a"].source_offset == 2**40
 
 
@@ -138,12 +121,7 @@ def test_the_pipeline_driver_gives_the_tables_of_synchronous_batches(
     pipeline = Pipeline(
         piped, Applier(), retry_timeout_s=5, on_batch=lambda _r, n: counted.append(n)
     )
-    try:
-        for start in range(0, len(records), 40):
-            pipeline.submit(records[start : start + 40])
-        assert pipeline.drain()
-    finally:
-        pipeline.close()
+    through(pipeline, records)
     assert sum(counted) == len(records)
     assert dump(piped) == dump(clean)
     with piped.connect() as a:
@@ -186,12 +164,7 @@ def test_a_complete_cache_gives_the_same_tables_without_looking_runs_up(
 
     monkeypatch.setattr(apply_module, "load_runs", counting)
     pipeline = Pipeline(rebuilt, Applier(cache=RunCache(complete=True)), retry_timeout_s=5)
-    try:
-        for start in range(0, len(records), 40):
-            pipeline.submit(records[start : start + 40])
-        assert pipeline.drain()
-    finally:
-        pipeline.close()
+    through(pipeline, records)
     assert dump(rebuilt) == dump(clean)
     # Only the runs the cache let go at their end (a late copy is read back) are read.
     with rebuilt.connect() as conn:
