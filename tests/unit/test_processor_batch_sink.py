@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from processors.audit import BatchSink
+from tests.waiting import holds
 from topics.producing import Outgoing
 
 
@@ -70,8 +71,7 @@ def test_an_early_report_does_not_end_the_wait_for_the_records_after_it() -> Non
         sink.send(item(1))
         sink.send(item(2))
         finishing = asyncio.create_task(sink.finish(no_retry, 30))
-        await asyncio.sleep(0.05)
-        assert not finishing.done()
+        await holds(lambda: not finishing.done(), 0.2, "the wait for the records after it")
         producer.report(1)
         producer.report(2)
         await asyncio.wait_for(finishing, 5)
