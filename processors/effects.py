@@ -154,50 +154,21 @@ class Backoff:
         on: tuple[type[Exception], ...] = (Transient,),
     ) -> T:
         """``call()`` until it stops raising one of ``on``, with doubling delays; a stop
-        request ends the retrying after a failed attempt (Stopped).
-
-        The first attempt is made here, outside the retry helper: nearly every call
-        succeeds at once, and setting up the helper's machinery cost more than a
-        signal's own client work (about 120 µs per call on this machine). From the
-        first failure on it is the helper's, with the same delays as if it had made
-        every attempt (the first pause here, then twice that, doubling)."""
-
-        def transient(exc: BaseException) -> bool:
-            # Refused credentials fail the same way every time: stop at once.
-            return isinstance(exc, on) and not isinstance(exc, AuthenticationFailed)
+        request ends the retrying after a failed attempt (Stopped)."""
 
         def counted() -> None:
             self.retries += 1
 
-        try:
-            return await call()
-        except Exception as exc:
-            if not transient(exc):
-                raise
-            if self.stop.is_set():
-                raise Stopped(what) from exc
-            counted()
-            log.warning("%s failed, retrying in %.1fs: %s", what, self.initial, exc)
-        await self._pause(self.initial)
         return await retry.until_stopped(
             what,
             call,
-            transient=transient,
+            # Refused credentials fail the same way every time: stop at once.
+            transient=lambda exc: isinstance(exc, on) and not isinstance(exc, AuthenticationFailed),
             stop=self.stop,
-            initial=min(2 * self.initial, self.cap),
+            initial=self.initial,
             cap=self.cap,
             on_retry=counted,
         )
-
-    async def _pause(self, seconds: float) -> None:
-        # In small steps, so that a stop request is honoured promptly.
-        loop = asyncio.get_running_loop()
-        end = loop.time() + seconds
-        while not self.stop.is_set():
-            left = end - loop.time()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(left, 0.1))
 
 
 class Lanes:

@@ -5,7 +5,7 @@ bulk statements store exactly what SQLAlchemy's own insert stores."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,23 +128,34 @@ def test_the_pipeline_driver_gives_the_tables_of_synchronous_batches(
         assert pipeline.positions == read_checkpoints(a)
 
 
-def test_the_pipeline_applies_afresh_a_batch_whose_checkpoints_moved(
-    engines: tuple[Engine, Engine],
-) -> None:
-    clean, shared = engines
+def overtaken(
+    clean: Engine, shared: Engine, applier: Applier, between: Callable[[], None] = lambda: None
+) -> tuple[Pipeline, list[Any]]:
+    """Six runs through `applier` into `shared`, where another writer applies the middle
+    third while the pipeline lags, so the rest is planned at a stale checkpoint
+    (`between` runs once the first third is in). `clean` gets them all in one batch."""
     records = incoming(list(stream(runs=6, seed=17)), partitions=1)
     apply(clean, records, batch=len(records))
     third = len(records) // 3
-    pipeline = Pipeline(shared, Applier(), retry_timeout_s=5)
+    pipeline = Pipeline(shared, applier, retry_timeout_s=5)
     try:
         pipeline.submit(records[:third])
         assert pipeline.drain()
+        between()
         with shared.begin() as conn:  # another instance, while this one lagged
             apply_batch(conn, records[third : 2 * third])
         pipeline.submit(records[third:])  # planned at the old checkpoint: stale
         assert not pipeline.drain()
     finally:
         pipeline.close()
+    return pipeline, records
+
+
+def test_the_pipeline_applies_afresh_a_batch_whose_checkpoints_moved(
+    engines: tuple[Engine, Engine],
+) -> None:
+    clean, shared = engines
+    pipeline, records = overtaken(clean, shared, Applier())
     assert dump(shared) == dump(clean)
     assert pipeline.positions == {(records[0].at.topic, 0): len(records)}
 
@@ -180,20 +191,11 @@ def test_a_complete_cache_stops_trusting_itself_when_a_checkpoint_moves(
     engines: tuple[Engine, Engine],
 ) -> None:
     clean, shared = engines
-    records = incoming(list(stream(runs=6, seed=17)), partitions=1)
-    apply(clean, records, batch=len(records))
-    third = len(records) // 3
     cache = RunCache(complete=True)
-    pipeline = Pipeline(shared, Applier(cache=cache), retry_timeout_s=5)
-    try:
-        pipeline.submit(records[:third])
-        assert pipeline.drain()
+
+    def written() -> None:
         assert cache.written
-        with shared.begin() as conn:  # a writer the cache was not told about
-            apply_batch(conn, records[third : 2 * third])
-        pipeline.submit(records[third:])
-        assert not pipeline.drain()
-    finally:
-        pipeline.close()
+
+    overtaken(clean, shared, Applier(cache=cache), between=written)
     assert cache.written is None
     assert dump(shared) == dump(clean)
