@@ -66,6 +66,7 @@ def list_cmd(
         "tenant",
         "source",
         "redrives",
+        "redriven",
         "failed_at",
     ]
     rows = [

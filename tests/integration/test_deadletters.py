@@ -43,6 +43,18 @@ def cli(settings: Settings, *args: str) -> Any:
     return result
 
 
+def table_rows(text: str) -> list[dict[str, str]]:
+    """The rows of a CLI table printed wide enough not to fold, by column header."""
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("┃"))
+    names = [cell.strip() for cell in header.strip("┃").split("┃")]
+    return [
+        dict(zip(names, [cell.strip() for cell in line.strip("│").split("│")], strict=True))
+        for line in lines
+        if line.startswith("│")
+    ]
+
+
 def cli_json(settings: Settings, *args: str, code: int = 0) -> Any:
     result = cli(settings, *args, "--json")
     assert result.exit_code == code, result.output
@@ -261,6 +273,18 @@ def test_dead_letters_keep_everything_and_a_fixed_copy_is_redriven_once(
         ]
         == "sent"
     )
+    wide = CliRunner().invoke(
+        app,
+        ["deadletters", "list", "--reason", "RECORD_INVALID"],
+        obj={"settings": settings},
+        env={"COLUMNS": "400"},
+        catch_exceptions=False,
+    )
+    assert wide.exit_code == 0, wide.output
+    (row,) = table_rows(wide.stdout)
+    sent_to = done["records"][0]["sent_to"]
+    assert row["redriven"] == f"{sent_to['partition']}:{sent_to['offset']}"
+    assert datetime.fromisoformat(row["failed_at"]) == datetime.fromisoformat(item["failed_at"])
 
 
 def test_the_loop_guard_stops_a_record_after_n_redrives(settings: Settings) -> None:
