@@ -26,6 +26,7 @@ from flowledger.cli import _register, app
 from flowledger.settings import DeadLetterSettings, Settings
 from processors import deadletter_headers as dh
 from processors.app import Processor
+from processors.stats import Stats as ProcessorStats
 from projections import db
 from projections import tables as t
 from projections.projector import Projector
@@ -92,11 +93,12 @@ def produce(
     assert producer.flush(30) == 0
 
 
-def process_until_idle(settings: Settings) -> None:
+def process_until_idle(settings: Settings) -> ProcessorStats:
     import asyncio
 
     stats = asyncio.run(Processor(settings, threading.Event()).run(until_idle=True, timeout=120))
     assert stats.caught_up, stats
+    return stats
 
 
 def project_until_idle(settings: Settings) -> None:
@@ -285,6 +287,38 @@ def test_dead_letters_keep_everything_and_a_fixed_copy_is_redriven_once(
     sent_to = done["records"][0]["sent_to"]
     assert row["redriven"] == f"{sent_to['partition']}:{sent_to['offset']}"
     assert datetime.fromisoformat(row["failed_at"]) == datetime.fromisoformat(item["failed_at"])
+
+
+def test_a_redriven_copy_of_an_event_already_processed_is_not_processed_again(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # The event went through once; a broken copy of it (same event_id) was refused.
+    event = envelope(f"acme-{uuid.uuid4().hex[:6]}")
+    produce(settings, [json.dumps(event).encode(), json.dumps({**event, "colour": "red"}).encode()])
+    process_until_idle(settings)
+    (letter,) = cli_json(settings, "deadletters", "list", "--reason", "RECORD_INVALID")
+    fixed_file = tmp_path / "FIXED.ndjson"
+    fixed_file.write_text(json.dumps({**letter, "value": event}) + "\n", encoding="utf-8")
+
+    done = cli_json(
+        settings,
+        "deadletters",
+        "redrive",
+        "--offsets",
+        f"{letter['partition']}:{letter['offset']}",
+        "--from-file",
+        str(fixed_file),
+        "--execute",
+    )
+    assert done["sent"] == 1
+    stats = process_until_idle(settings)
+    assert stats.duplicates == 1, stats
+    processed = [
+        a
+        for a in audits_of(settings, event["event_id"])
+        if a["error_code"] in (None, "CORRELATION_MISSING")
+    ]
+    assert len(processed) == 1, "the redriven copy is a duplicate, not a second event"
 
 
 def test_the_loop_guard_stops_a_record_after_n_redrives(settings: Settings) -> None:
