@@ -21,3 +21,5 @@ TOPIC_CREATE_FAILED: Final = "TOPIC_CREATE_FAILED"
 TOPIC_CONFIG_FAILED: Final = "TOPIC_CONFIG_FAILED"
 #: Kafka did not acknowledge every record published.
 PUBLISH_FAILED: Final = "PUBLISH_FAILED"
+#: Reading a topic up to its end stopped making progress before the end.
+TOPIC_READ_STALLED: Final = "TOPIC_READ_STALLED"

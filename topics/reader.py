@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from flowledger.errors import InvalidInput, ServiceUnavailable
 from flowledger.settings import Settings
 from topics import clients
-from topics.codes import KAFKA_UNAVAILABLE, TOPIC_MISSING
+from topics.codes import KAFKA_UNAVAILABLE, TOPIC_MISSING, TOPIC_READ_STALLED
 from topics.watermarks import high_watermark
 
 
@@ -148,20 +148,33 @@ def read(settings: Settings, topic: str, span: ReadRange | None = None) -> list[
         consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
         out: list[ReadRecord] = []
         positions = {p: starts[p] for p in ends}
+        # A limit on silence, not on the whole read: a large topic takes as long as
+        # it takes, and a read that stops short is an error, never a partial answer
+        # (a redrive's recovery must see every mark to send each record once).
         deadline = time.monotonic() + timeout
-        while any(positions[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+        while any(positions[p] < ends[p] for p in ends):
+            if time.monotonic() > deadline:
+                behind = {p: ends[p] - positions[p] for p in ends if positions[p] < ends[p]}
+                raise ServiceUnavailable(
+                    f"reading {topic} stopped short of its end: {behind} records left",
+                    code=TOPIC_READ_STALLED,
+                    topic=topic,
+                    behind=behind,
+                )
             msg = consumer.poll(0.5)
             if msg is None:
                 # Transaction markers are never delivered: the position says how far
                 # the consumer really is.
                 for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
-                    if tp.offset >= 0:
-                        positions[tp.partition] = max(positions[tp.partition], tp.offset)
+                    if tp.offset > positions.get(tp.partition, tp.offset):
+                        positions[tp.partition] = tp.offset
+                        deadline = time.monotonic() + timeout
                 continue
             if msg.error():
                 continue
             found = _record(topic, msg)
             positions[found.partition] = found.offset + 1
+            deadline = time.monotonic() + timeout
             if found.offset >= ends[found.partition]:
                 continue
             if span.from_ms is not None and found.timestamp_ms < span.from_ms:
