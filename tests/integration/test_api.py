@@ -129,6 +129,29 @@ def test_authentication_and_roles(api: ApiDeployment, defs: dict[str, Any]) -> N
     assert other.status_code == 403
 
 
+def test_every_endpoint_answers_401_and_403(api: ApiDeployment) -> None:
+    spec = api.call("GET", "/openapi.json").json()
+    routes = [
+        (method.upper(), path)
+        for path, operations in spec["paths"].items()
+        for method in operations
+        if path.startswith("/v1/")
+    ]
+    assert len(routes) == 19, routes
+    some = str(uuid.uuid4())
+    for method, template in routes:
+        path = template.replace("{run_id}", some).replace("{task_id}", some)
+        for token in (None, "not-a-token"):
+            answer = api.call(method, path, token, json={})
+            assert answer.status_code == 401, (method, template, token, answer.text)
+            assert answer.json()["code"] == "API_UNAUTHENTICATED"
+        if method == "POST" and template != "/v1/definitions:validate":
+            # The role is checked before the body or the run is looked at.
+            answer = api.call(method, path, "read_a", json={})
+            assert answer.status_code == 403, (method, template, answer.text)
+            assert answer.json()["code"] == "API_FORBIDDEN"
+
+
 def test_publishing_is_in_the_operator_audit(api: ApiDeployment, defs: dict[str, Any]) -> None:
     name = f"audited-{uuid.uuid4().hex[:6]}"
     made = tokens.create(
