@@ -1,5 +1,6 @@
-"""The operator audit record: one run-control (or schedule) request, who made it, and
-what became of it, on flowledger.operators.v1 (keyed by action_id)."""
+"""The operator audit record: one run-control, schedule or redrive request, or an event
+batch or definition published over the API; who made it, and what became of it, on
+flowledger.operators.v1 (keyed by action_id)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ OperatorActionName = Literal[
     "schedule_trigger",
     "schedule_backfill",
     "redrive",
+    "publish",
+    "definition_publish",
 ]
 Outcome = Literal["accepted", "refused"]
 

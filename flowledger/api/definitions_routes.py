@@ -1,5 +1,6 @@
 """`POST /v1/definitions:validate`, `POST /v1/definitions`, `GET /v1/definitions`: the
-same checks and records as `flowledger definitions validate|publish|list`."""
+same checks and records as `flowledger definitions validate|publish|list`. A publish
+that gets past parsing is in the operator audit, accepted or refused."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from flowledger.api.auth import PUBLISH, READ, check_tenants, require, tenant_sc
 from flowledger.api.tokens import Principal
 from flowledger.errors import FlowledgerError
 from flowledger.operations import definition_actions
+from flowledger.operations.audit_trail import Request as Audited
+from flowledger.operations.audit_trail import audited
 from flowledger.settings import Settings
 from projections import db, queries
 from workflows.definitions.validate import DefinitionInvalid
@@ -61,7 +64,17 @@ def router(settings: Settings) -> APIRouter:
         raw = await bodies.read(request, settings)
 
         def go() -> dict[str, Any]:
-            return definition_actions.publish(_document(raw, settings, principal), settings)
+            document = _document(raw, settings, principal)
+            request = Audited(
+                "definition_publish",
+                principal.name,
+                tenant=document.get("tenant") if isinstance(document.get("tenant"), str) else None,
+                details={"definition_id": document.get("id"), "version": document.get("version")},
+            )
+            with audited(settings, request):
+                body = definition_actions.publish(document, settings)
+                request.details["outcome"] = body.get("outcome")
+            return body
 
         try:
             body = await run_in_threadpool(go)

@@ -1,8 +1,11 @@
 """`POST /v1/events`: one envelope, or NDJSON for a batch, validated with the same
-model as `flowledger publish`; all published (202) or none (422 with every problem)."""
+model as `flowledger publish`; all published (202) or none (422 with every problem).
+A batch that is sent is in the operator audit, one record per tenant it publishes for."""
 
 from __future__ import annotations
 
+from collections import Counter
+from contextlib import ExitStack
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -14,6 +17,8 @@ from flowledger.api.auth import PUBLISH, check_tenants, require
 from flowledger.api.tokens import Principal
 from flowledger.codes import API_EVENTS_REFUSED
 from flowledger.errors import FlowledgerError
+from flowledger.operations.audit_trail import Request as Audited
+from flowledger.operations.audit_trail import audited
 from flowledger.settings import Settings
 from schemas.envelope import EventEnvelope
 from topics.publisher import parse_lines, publish
@@ -43,7 +48,14 @@ def _publish(settings: Settings, principal: Principal, text: str) -> list[dict[s
         )
     good = [(n, item) for n, item in parsed if isinstance(item, EventEnvelope)]
     check_tenants(principal, (envelope.tenant for _, envelope in good))
-    return [p.as_dict() for p in publish(settings, good)]
+    # The events topic holds the events but not which token sent them: that is the
+    # operator audit's. A record per tenant, so that each tenant's tokens see theirs.
+    counts = Counter(envelope.tenant for _, envelope in good)
+    with ExitStack() as stack:
+        for tenant, count in sorted(counts.items()):
+            request = Audited("publish", principal.name, tenant=tenant, details={"events": count})
+            stack.enter_context(audited(settings, request))
+        return [p.as_dict() for p in publish(settings, good)]
 
 
 def router(settings: Settings) -> APIRouter:

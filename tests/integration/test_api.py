@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from flowledger.api import tokens
 from tests.integration.api_support import ApiDeployment, deploy
 from tests.integration.runtime_support import REPO, component_env
 from tests.stack_fixture import StackHandle
@@ -128,6 +129,67 @@ def test_authentication_and_roles(api: ApiDeployment, defs: dict[str, Any]) -> N
     assert other.status_code == 403
 
 
+def test_every_endpoint_answers_401_and_403(api: ApiDeployment) -> None:
+    spec = api.call("GET", "/openapi.json").json()
+    routes = [
+        (method.upper(), path)
+        for path, operations in spec["paths"].items()
+        for method in operations
+        if path.startswith("/v1/")
+    ]
+    assert len(routes) == 19, routes
+    some = str(uuid.uuid4())
+    for method, template in routes:
+        path = template.replace("{run_id}", some).replace("{task_id}", some)
+        for token in (None, "not-a-token"):
+            answer = api.call(method, path, token, json={})
+            assert answer.status_code == 401, (method, template, token, answer.text)
+            assert answer.json()["code"] == "API_UNAUTHENTICATED"
+        if method == "POST" and template != "/v1/definitions:validate":
+            # The role is checked before the body or the run is looked at.
+            answer = api.call(method, path, "read_a", json={})
+            assert answer.status_code == 403, (method, template, answer.text)
+            assert answer.json()["code"] == "API_FORBIDDEN"
+
+
+def test_publishing_is_in_the_operator_audit(api: ApiDeployment, defs: dict[str, Any]) -> None:
+    name = f"audited-{uuid.uuid4().hex[:6]}"
+    made = tokens.create(
+        api.root / "api-tokens.json", tenants=[api.tenant_a], role="operator", name=name
+    )
+    token = str(made["token"])
+    batch = "\n".join(json.dumps(_envelope(api.tenant_a)) for _ in range(2))
+    assert api.call("POST", "/v1/events", token, content=batch).status_code == 202
+    document = _definition(api.tenant_a, QUICK, "audited")
+    assert api.call("POST", "/v1/definitions", token, json=document).status_code == 201
+    broken = {**document, "steps": [{"id": "x", "type": "nope"}]}
+    assert api.call("POST", "/v1/definitions", token, json=broken).status_code == 422
+    # Refused before anything was attempted: not an operator action.
+    foreign = api.call("POST", "/v1/events", token, json=_envelope(api.tenant_b))
+    assert foreign.status_code == 403
+
+    def recorded() -> list[dict[str, Any]]:
+        found = api.call("GET", "/v1/audit/operators", "read_a", params={"limit": 10_000}).json()
+        mine = [a for a in found if a["requested_by"] == name]
+        return mine if len(mine) >= 3 else []
+
+    actions = wait_for(recorded, 60, "the operator audit of the publishes")
+    assert [(a["action"], a["outcome"], a["tenant"]) for a in actions] == [
+        ("publish", "accepted", api.tenant_a),
+        ("definition_publish", "accepted", api.tenant_a),
+        ("definition_publish", "refused", api.tenant_a),
+    ]
+    assert actions[0]["details"] == {"events": 2}
+    assert actions[1]["details"] == {
+        "definition_id": document["id"],
+        "version": 1,
+        "outcome": "published",
+    }
+    assert actions[2]["code"] == "DEFINITION_INVALID"
+    theirs = api.call("GET", "/v1/audit/operators", "op_b", params={"limit": 10_000}).json()
+    assert not [a for a in theirs if a["requested_by"] == name]
+
+
 def test_token_create_cli(api: ApiDeployment) -> None:
     env = component_env(api.settings)
     env["FLOWLEDGER_API__TOKENS_FILE"] = str(api.root / "api-tokens.json")
@@ -163,11 +225,14 @@ def test_definitions_endpoints(api: ApiDeployment, defs: dict[str, Any]) -> None
     again = api.call("POST", "/v1/definitions", "op_a", json=defs["wait_a"])
     assert again.status_code == 200 and again.json()["outcome"] == "unchanged"
 
+    # Other tests publish definitions of their own for tenant A.
+    wanted = {d["id"] for key, d in defs.items() if key.endswith("_a")}
+
     def listed() -> list[dict[str, Any]]:
         found = api.call("GET", "/v1/definitions", "read_a").json()
-        return found if len(found) == 3 else []
+        return found if wanted <= {d["definition_id"] for d in found} else []
 
-    items = wait_for(listed, 60, "three definitions of tenant A")
+    items = wait_for(listed, 60, "the three definitions of tenant A")
     assert {d["tenant"] for d in items} == {api.tenant_a}
 
 

@@ -1,7 +1,8 @@
 """The inbox in a real headless Chromium (Debian's chromium and chromium-driver, driven
 by selenium) against `flowledger api` as a real process: sign in, open a task, see the
 schema refuse an answer inline, complete it, watch the run resume on its timeline.
-The screenshots are kept under the test's base temp directory."""
+The screenshots are test artifacts in test-artifacts/inbox/ of the checkout, where a CI
+job or a person finds them after the run (the README's two pictures come from there)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from tests.integration.api_support import ApiDeployment, deploy
+from tests.integration.runtime_support import REPO
 from tests.stack_fixture import StackHandle
 from tests.waiting import wait_for
 
@@ -82,8 +84,14 @@ def browser() -> Iterator[WebDriver]:
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("screenshots")
+def shots() -> Path:
+    # Not under pytest's base temp: its place changes with every run and worker, and
+    # only the last few are kept.
+    folder = REPO / "test-artifacts" / "inbox"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    return folder
 
 
 def _text(driver: WebDriver, css: str) -> str:
