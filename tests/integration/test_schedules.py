@@ -407,14 +407,29 @@ async def test_the_reconciler_restores_a_deleted_schedule(env: Env) -> None:
     gone = await cli(env, "schedules", "describe", sid, "--json")
     assert gone.exit_code == 2
 
+    # The reconciler's own loop: its first round reconciles, and keeps the report.
     reconciler = Reconciler(env.settings, env.client)
-    report = await reconciler.reconcile_schedules()
+    stop = asyncio.Event()
+    running = asyncio.create_task(reconciler.run(stop))
+    try:
+        report = await until(lambda: reconciler.schedule_report, 60, "the reconcile at start")
+    finally:
+        stop.set()
+        await running
+        reconciler.close()
     assert sid in report.created
     restored = json.loads((await cli(env, "schedules", "describe", sid, "--json")).stdout)
     assert restored["version"] == 1 and restored["spec"]["cron"] == "0 * * * *"
     assert restored["next_run_at"] is not None
     again = await reconciler.reconcile_schedules()
     assert sid not in again.created + again.updated + again.deleted
+
+    # An hourly schedule runs now only when asked.
+    triggered = await cli(env, "schedules", "trigger", sid, "--by", "ops-cleo", "--json")
+    assert triggered.exit_code == 0, triggered.stdout
+    assert json.loads(triggered.stdout)["action"] == "ScheduleTriggered"
+    runs = await until(lambda: started(env, sid), 30, "the triggered run")
+    assert {e["data"]["version"] for e in runs} == {1}
 
     retired = await cli(env, "definitions", "retire", "nightly", "--tenant", t, "--json")
     assert retired.exit_code == 0, retired.stdout
@@ -429,5 +444,12 @@ async def test_the_reconciler_restores_a_deleted_schedule(env: Env) -> None:
     why = await cli(env, "audit", "why", "workflow_schedules", sid, "--json")
     assert why.exit_code == 0, why.stdout
     chain = [link["type"] for link in json.loads(why.stdout)["chain"]]
-    # publish created it, the reconciler restored it, retire deleted it
-    assert chain == ["ScheduleUpserted", "ScheduleUpserted", "ScheduleDeleted"]
+    # publish created it, the reconciler restored it and looked at it, an operator
+    # triggered it, retire deleted it
+    assert chain == [
+        "ScheduleUpserted",
+        "ScheduleUpserted",
+        "ScheduleObserved",
+        "ScheduleTriggered",
+        "ScheduleDeleted",
+    ]

@@ -216,6 +216,7 @@ def scheduled_input(**extra: Any) -> RunInput:
 
 def test_a_scheduled_run_is_made_concrete_from_its_workflow_id() -> None:
     sid = schedule_id("acme", "d", "nightly")
+    assert sid == "flowledger:schedule:acme:d:nightly"
     workflow_id = f"{sid}-2026-06-01T02:00:00Z"
     at = time_from_workflow_id(workflow_id, sid)
     assert at == datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
