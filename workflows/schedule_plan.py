@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.definition_record import DefinitionRecord
@@ -53,6 +55,45 @@ class Wanted:
                 "options": dict(options),
             }
         )
+
+
+def once_at(trigger: Mapping[str, Any]) -> datetime:
+    """The second a one-time trigger runs at, in UTC: a calendar matches whole
+    seconds, so a fraction of one rounds up, never into the past."""
+    at = datetime.fromisoformat(str(trigger["at"])).astimezone(UTC)
+    return datetime.fromtimestamp(math.ceil(at.timestamp()), UTC)
+
+
+def catch_up(
+    trigger: Mapping[str, Any],
+    since: datetime | None,
+    *,
+    paused: bool,
+    remaining_actions: int,
+    next_action_times: Sequence[datetime],
+    taken: Iterable[datetime],
+) -> tuple[datetime, datetime] | None:
+    """The backfill window that starts, once, a one-time schedule whose time passed
+    while it was being created (or moved to that time), or None.
+
+    Temporal takes no action for a time before its schedule existed (or before its
+    last update), so such a schedule would never run. It is started only when Temporal
+    itself says it will not: no time left in `next_action_times`, its one action not
+    spent, and no action at that time yet. `since` is when the publish began: an `at`
+    already past then is not caught up, since only a schedule that cannot have run
+    before may be started this way (the reconciler, restoring a schedule deleted after
+    it ran, passes None). A paused schedule takes no action, so neither does this."""
+    if since is None or not trigger.get("at"):
+        return None
+    at = once_at(trigger)
+    if at < since or paused or remaining_actions < 1 or next_action_times:
+        return None
+    if any(t.astimezone(UTC) == at for t in taken):
+        return None
+    # The spec matches that one second only: a wider window starts nothing more, and
+    # covers the jitter Temporal adds to it.
+    jitter = timedelta(milliseconds=int(trigger.get("jitter_ms") or 0))
+    return at - timedelta(seconds=1), at + jitter + timedelta(seconds=1)
 
 
 def _digest(value: Any) -> str:
@@ -104,6 +145,8 @@ class Report:
     updated: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    # One-time schedules started at once: their time passed while being created.
+    caught_up: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -114,6 +157,7 @@ class Report:
         self.updated += other.updated
         self.deleted += other.deleted
         self.unchanged += other.unchanged
+        self.caught_up += other.caught_up
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +165,7 @@ class Report:
             "updated": sorted(self.updated),
             "deleted": sorted(self.deleted),
             "unchanged": len(self.unchanged),
+            "caught_up": sorted(self.caught_up),
         }
 
 

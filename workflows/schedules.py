@@ -5,9 +5,8 @@ each change is recorded as a schedule event (workflows/schedule_events.py)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from temporalio.client import (
@@ -44,6 +43,8 @@ from workflows.schedule_plan import (
     MEMO_SPEC_FINGERPRINT,
     Report,
     Wanted,
+    catch_up,
+    once_at,
     schedules_of,
     stale,
     wanted,
@@ -79,9 +80,7 @@ def schedule_spec(trigger: dict[str, Any]) -> tuple[ScheduleSpec, bool]:
     if trigger.get("interval_ms"):
         every = timedelta(milliseconds=int(trigger["interval_ms"]))
         return ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)], jitter=jitter), False
-    at = datetime.fromisoformat(trigger["at"]).astimezone(UTC)
-    # A calendar matches whole seconds: a fraction of one rounds up, never into the past.
-    at = datetime.fromtimestamp(math.ceil(at.timestamp()), UTC)
+    at = once_at(trigger)
     once = ScheduleCalendarSpec(
         second=(ScheduleRange(at.second),),
         minute=(ScheduleRange(at.minute),),
@@ -276,12 +275,37 @@ async def owned(settings: Settings, client: Client) -> dict[str, dict[str, Any]]
     return out
 
 
+async def _catch_up(
+    client: Client, item: Wanted, desc: ScheduleDescription, since: datetime | None
+) -> dict[str, Any] | None:
+    """Start a one-time schedule whose time passed while it was being created or
+    moved (schedule_plan.catch_up), under its overlap policy; the window, or None."""
+    window = catch_up(
+        item.trigger,
+        since,
+        paused=desc.schedule.state.paused,
+        remaining_actions=desc.schedule.state.remaining_actions,
+        next_action_times=desc.info.next_action_times,
+        taken=[a.scheduled_at for a in desc.info.recent_actions],
+    )
+    if window is None:
+        return None
+    try:
+        await client.get_schedule_handle(item.schedule_id).backfill(
+            ScheduleBackfill(start_at=window[0], end_at=window[1])
+        )
+    except RPCError as exc:
+        raise _failed("backfill", item.schedule_id, exc) from exc
+    return {"caught_up": {"from": window[0].isoformat(), "to": window[1].isoformat()}}
+
+
 async def _apply(
     settings: Settings,
     client: Client,
     wanted_items: Iterable[Wanted],
     remove: Iterable[str],
     requested_by: str,
+    catch_up_since: datetime | None = None,
 ) -> Report:
     report = Report()
     events = []
@@ -290,9 +314,11 @@ async def _apply(
         getattr(report, outcome).append(item.schedule_id)
         if outcome != "unchanged":
             desc = await describe_raw(client, item.schedule_id)
-            events.append(
-                schedule_event("ScheduleUpserted", await snapshot(client, desc), requested_by)
-            )
+            caught = await _catch_up(client, item, desc, catch_up_since)
+            if caught is not None:
+                report.caught_up.append(item.schedule_id)
+            found = await snapshot(client, desc)
+            events.append(schedule_event("ScheduleUpserted", found, requested_by, None, caught))
     for schedule_id in remove:
         gone = await _snapshot_or_none(client, schedule_id)
         if await delete(client, schedule_id):
@@ -318,10 +344,14 @@ async def sync_definition(
     definition_id: str,
     requested_by: str = "publish",
     retired: Iterable[DefinitionRecord] = (),
+    catch_up_since: datetime | None = None,
 ) -> Report:
     """Make one definition's schedules those of its latest published version among
     `records` (none when no version is left); `retired` are versions whose schedules
-    may exist though no longer wanted (those just removed, or all that were known)."""
+    may exist though no longer wanted (those just removed, or all that were known).
+    `catch_up_since` is when the publish of that version began: a one-time schedule
+    whose `at` came after it and passed before Temporal held the schedule is started
+    once (schedule_plan.catch_up)."""
     mine = [r for r in records if r.tenant == tenant and r.definition_id == definition_id]
     latest = max(mine, key=lambda r: r.version, default=None)
     items = schedules_of(latest) if latest is not None else []
@@ -333,7 +363,12 @@ async def sync_definition(
     # Temporal's list lags behind: the schedules the versions named are candidates too.
     present |= {w.schedule_id for r in [*mine, *retired] for w in schedules_of(r)}
     return await _apply(
-        settings, client, items, stale(present, [i.schedule_id for i in items]), requested_by
+        settings,
+        client,
+        items,
+        stale(present, [i.schedule_id for i in items]),
+        requested_by,
+        catch_up_since,
     )
 
 

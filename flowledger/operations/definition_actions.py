@@ -5,6 +5,7 @@ retiring also bring the definition's Temporal Schedules in line (workflows/sched
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 from flowledger.errors import InvalidInput
@@ -66,11 +67,17 @@ def publish(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
     # Imported here so validating never loads the Kafka client.
     from workflows.definitions import store
 
+    # Before validation, which refused any `at` already past: a one-time schedule
+    # whose time comes after this and passes before Temporal holds the schedule is
+    # started once. An identical version published again starts nothing: its
+    # schedule may have run and been deleted since.
+    began = datetime.now(UTC)
     outcome = store.publish(settings, document)
     records = list(store.published(settings).values())
     ident = (outcome.record.tenant, outcome.record.definition_id)
     mine = [r for r in records if (r.tenant, r.definition_id) == ident]
-    synced = sync_schedules(settings, *ident, records, mine)
+    since = began if outcome.published else None
+    synced = sync_schedules(settings, *ident, records, mine, since)
     body = outcome.as_dict()
     if synced is not None:
         body["schedules"] = synced
@@ -98,10 +105,11 @@ def sync_schedules(
     definition_id: str,
     records: list[DefinitionRecord],
     had: list[DefinitionRecord],
+    catch_up_since: datetime | None = None,
 ) -> dict[str, Any] | None:
     """Make the definition's Temporal Schedules those of its latest version in
     `records`; None (and Temporal never asked) when none of the versions it `had`
-    has a schedule."""
+    has a schedule. `catch_up_since`: schedules.sync_definition's."""
     from workflows.schedule_plan import schedules_of
 
     if not any(schedules_of(r) for r in had):
@@ -112,7 +120,13 @@ def sync_schedules(
     async def go() -> dict[str, Any]:
         client = await connect(settings)
         report = await schedules.sync_definition(
-            settings, client, records, tenant, definition_id, retired=had
+            settings,
+            client,
+            records,
+            tenant,
+            definition_id,
+            retired=had,
+            catch_up_since=catch_up_since,
         )
         return report.as_dict()
 

@@ -26,6 +26,7 @@ from flowledger.cli import _register, app
 from flowledger.settings import Settings
 from projections import db
 from projections.tables import workflow_schedules
+from schemas.definition_record import DefinitionRecord
 from tests.integration.runtime_support import projector, worker
 from tests.stack_fixture import StackHandle, isolated
 from tests.waiting import holds, until
@@ -33,6 +34,7 @@ from topics import admin
 from topics.catalogue import OPERATORS, RUNTIME
 from topics.reader import read_all
 from workflows import schedules
+from workflows.definitions.canonical import definition_hash
 from workflows.reconciler import Reconciler
 from workflows.scheduled_run import schedule_id
 
@@ -199,10 +201,9 @@ async def test_an_interval_schedule_runs_pauses_and_resumes(env: Env) -> None:
 async def test_a_one_time_schedule_runs_once(env: Env) -> None:
     t = tenant()
     sid = schedule_id(t, "nightly", "once")
-    # A few seconds ahead, with room for the publish itself: a schedule created after
-    # its one time has passed would not run (Temporal starts no action for a time
-    # before the schedule existed), and a publish on a loaded machine took over 2 s.
-    at = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
+    # 3 s ahead, rounded up to a whole second. A publish slower than that still runs
+    # it once: the next test shows how.
+    at = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
     trigger = {
         "type": "schedule",
         "name": "once",
@@ -219,6 +220,89 @@ async def test_a_one_time_schedule_runs_once(env: Env) -> None:
     await holds(once, 4, "a one-time schedule staying at one run")
     assert len(started(env, sid)) == 1
     await schedules.delete(env.client, sid)
+
+
+def once(name: str, at: datetime) -> dict[str, Any]:
+    return {
+        "type": "schedule",
+        "name": name,
+        "at": at.isoformat(),
+        "input": {"at": {"$expr": "system.scheduled_at"}},
+    }
+
+
+def record(doc: dict[str, Any]) -> DefinitionRecord:
+    """The record a publish would make, without the publish's check that `at` is ahead."""
+    return DefinitionRecord(
+        tenant=doc["tenant"],
+        definition_id=doc["id"],
+        version=doc["version"],
+        hash=definition_hash(doc),
+        published_at=datetime.now(UTC),
+        definition=doc,
+    )
+
+
+def scheduled_times(env: Env, sid: str) -> list[tuple[datetime, int]]:
+    return [
+        (datetime.fromisoformat(e["data"]["scheduled_at"]), e["data"]["version"])
+        for e in started(env, sid)
+    ]
+
+
+async def test_a_one_time_schedule_whose_time_passed_while_it_was_made_runs_once(
+    env: Env,
+) -> None:
+    t = tenant()
+    made, moved = schedule_id(t, "nightly", "made"), schedule_id(t, "nightly", "moved")
+    # What a publish slower than its `at` does, without waiting for one: the publish
+    # began before `at`, which passed before Temporal held the schedule.
+    passed = (datetime.now(UTC) - timedelta(seconds=2)).replace(microsecond=0)
+    later = passed + timedelta(hours=1)
+    one = record(document(t, [once("made", passed), once("moved", later)]))
+    report = await schedules.sync_definition(
+        env.settings, env.client, [one], t, "nightly", catch_up_since=passed - timedelta(seconds=1)
+    )
+    assert sorted(report.created) == sorted([made, moved]) and report.caught_up == [made]
+
+    # A new version moves the other one to a time that passed during its update.
+    moved_to = (datetime.now(UTC) - timedelta(seconds=1)).replace(microsecond=0)
+    two = record(document(t, [once("made", passed), once("moved", moved_to)], version=2))
+    report = await schedules.sync_definition(
+        env.settings,
+        env.client,
+        [one, two],
+        t,
+        "nightly",
+        catch_up_since=moved_to - timedelta(seconds=1),
+    )
+    assert sorted(report.updated) == sorted([made, moved]) and report.caught_up == [moved]
+
+    def both() -> bool:
+        return bool(started(env, made)) and bool(started(env, moved))
+
+    await until(both, 30, "the run of each one-time schedule")
+
+    async def one_each() -> bool:
+        return await actions(env, made) == 1 and await actions(env, moved) == 1
+
+    await holds(one_each, 4, "each one-time schedule staying at one run")
+    assert scheduled_times(env, made) == [(passed, 1)]
+    assert scheduled_times(env, moved) == [(moved_to, 2)]
+
+    # Restored after a hand delete (the reconciler asks for no catch-up): a time
+    # already past is not run again.
+    await env.client.get_schedule_handle(made).delete()
+    report = await schedules.sync_definition(env.settings, env.client, [one, two], t, "nightly")
+    assert report.created == [made] and report.caught_up == []
+
+    async def none() -> bool:
+        return await actions(env, made) == 0
+
+    await holds(none, 3, "a restored one-time schedule whose time passed starting nothing")
+    assert scheduled_times(env, made) == [(passed, 1)]
+    for sid in (made, moved):
+        await schedules.delete(env.client, sid)
 
 
 async def test_a_new_version_replaces_the_schedule(env: Env) -> None:
@@ -323,14 +407,29 @@ async def test_the_reconciler_restores_a_deleted_schedule(env: Env) -> None:
     gone = await cli(env, "schedules", "describe", sid, "--json")
     assert gone.exit_code == 2
 
+    # The reconciler's own loop: its first round reconciles, and keeps the report.
     reconciler = Reconciler(env.settings, env.client)
-    report = await reconciler.reconcile_schedules()
+    stop = asyncio.Event()
+    running = asyncio.create_task(reconciler.run(stop))
+    try:
+        report = await until(lambda: reconciler.schedule_report, 60, "the reconcile at start")
+    finally:
+        stop.set()
+        await running
+        reconciler.close()
     assert sid in report.created
     restored = json.loads((await cli(env, "schedules", "describe", sid, "--json")).stdout)
     assert restored["version"] == 1 and restored["spec"]["cron"] == "0 * * * *"
     assert restored["next_run_at"] is not None
     again = await reconciler.reconcile_schedules()
     assert sid not in again.created + again.updated + again.deleted
+
+    # An hourly schedule runs now only when asked.
+    triggered = await cli(env, "schedules", "trigger", sid, "--by", "ops-cleo", "--json")
+    assert triggered.exit_code == 0, triggered.stdout
+    assert json.loads(triggered.stdout)["action"] == "ScheduleTriggered"
+    runs = await until(lambda: started(env, sid), 30, "the triggered run")
+    assert {e["data"]["version"] for e in runs} == {1}
 
     retired = await cli(env, "definitions", "retire", "nightly", "--tenant", t, "--json")
     assert retired.exit_code == 0, retired.stdout
@@ -345,5 +444,12 @@ async def test_the_reconciler_restores_a_deleted_schedule(env: Env) -> None:
     why = await cli(env, "audit", "why", "workflow_schedules", sid, "--json")
     assert why.exit_code == 0, why.stdout
     chain = [link["type"] for link in json.loads(why.stdout)["chain"]]
-    # publish created it, the reconciler restored it, retire deleted it
-    assert chain == ["ScheduleUpserted", "ScheduleUpserted", "ScheduleDeleted"]
+    # publish created it, the reconciler restored it and looked at it, an operator
+    # triggered it, retire deleted it
+    assert chain == [
+        "ScheduleUpserted",
+        "ScheduleUpserted",
+        "ScheduleObserved",
+        "ScheduleTriggered",
+        "ScheduleDeleted",
+    ]

@@ -24,7 +24,7 @@ from workflows.definitions.schedule_rules import cron_problem
 from workflows.definitions.validate import validate
 from workflows.interpreter import Interpreter
 from workflows.messages import RunInput
-from workflows.schedule_plan import schedules_of, stale, wanted
+from workflows.schedule_plan import catch_up, once_at, schedules_of, stale, wanted
 from workflows.scheduled_run import (
     needs_resolving,
     resolve,
@@ -169,6 +169,38 @@ def test_a_new_version_changes_the_fingerprint_and_keeps_the_timing() -> None:
     assert one.fingerprint("q", {}) != one.fingerprint("other-queue", {})
 
 
+ONCE = {"type": "schedule", "name": "once", "at": "2026-06-01T12:00:00.250+02:00"}
+ONCE_AT = datetime(2026, 6, 1, 10, 0, 1, tzinfo=UTC)
+
+
+def window(trigger: dict[str, Any] = ONCE, **state: Any) -> tuple[datetime, datetime] | None:
+    since = state.pop("since", ONCE_AT - timedelta(seconds=3))
+    given = {"paused": False, "remaining_actions": 1, "next_action_times": [], "taken": []}
+    return catch_up(trigger, since, **{**given, **state})
+
+
+def test_a_one_time_schedule_runs_at_the_next_whole_second() -> None:
+    assert once_at(ONCE) == ONCE_AT
+    assert once_at({"at": "2026-06-01T10:00:01Z"}) == ONCE_AT
+
+
+def test_a_one_time_schedule_whose_time_passed_while_made_is_caught_up_once() -> None:
+    # Temporal lists no time for it, its one action is unspent: started, around `at`.
+    assert window() == (ONCE_AT - timedelta(seconds=1), ONCE_AT + timedelta(seconds=1))
+    jittered = window({**ONCE, "jitter_ms": 1500})
+    assert jittered is not None and jittered[1] == ONCE_AT + timedelta(seconds=2.5)
+    # Temporal will start it itself, or already has: never a second run.
+    assert window(next_action_times=[ONCE_AT]) is None
+    assert window(remaining_actions=0) is None
+    assert window(taken=[ONCE_AT]) is None
+    # Paused, or its time already past when the publish began (it may have run under
+    # a schedule deleted since), or not asked for (the reconciler), or recurring.
+    assert window(paused=True) is None
+    assert window(since=ONCE_AT + timedelta(seconds=1)) is None
+    assert window(since=None) is None
+    assert window({"type": "schedule", "name": "t", "interval_ms": 2000}) is None
+
+
 def scheduled_input(**extra: Any) -> RunInput:
     return RunInput(
         run_id="",
@@ -184,6 +216,7 @@ def scheduled_input(**extra: Any) -> RunInput:
 
 def test_a_scheduled_run_is_made_concrete_from_its_workflow_id() -> None:
     sid = schedule_id("acme", "d", "nightly")
+    assert sid == "flowledger:schedule:acme:d:nightly"
     workflow_id = f"{sid}-2026-06-01T02:00:00Z"
     at = time_from_workflow_id(workflow_id, sid)
     assert at == datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
