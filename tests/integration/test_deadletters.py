@@ -18,11 +18,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
 from flowledger import tracing
-from flowledger.cli import _register, app
+from flowledger.cli import _register, app, output
 from flowledger.settings import DeadLetterSettings, Settings
 from processors import deadletter_headers as dh
 from processors.app import Processor
@@ -130,7 +131,7 @@ def audits_of(settings: Settings, event_id: str) -> list[dict[str, Any]]:
 
 
 def test_dead_letters_keep_everything_and_a_fixed_copy_is_redriven_once(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tenant = f"acme-{uuid.uuid4().hex[:6]}"
     traceparent = tracing.new_traceparent()
@@ -275,11 +276,13 @@ def test_dead_letters_keep_everything_and_a_fixed_copy_is_redriven_once(
         ]
         == "sent"
     )
+    # The console took its width from the environment when first imported (80 under
+    # pytest-xdist): widened here so that no cell folds.
+    monkeypatch.setattr(output.console, "width", 400)
     wide = CliRunner().invoke(
         app,
         ["deadletters", "list", "--reason", "RECORD_INVALID"],
         obj={"settings": settings},
-        env={"COLUMNS": "400"},
         catch_exceptions=False,
     )
     assert wide.exit_code == 0, wide.output

@@ -26,15 +26,13 @@ from flowledger.cli import _register, app
 from flowledger.settings import Settings
 from projections import db
 from projections.tables import workflow_schedules
-from schemas.definition_record import DefinitionRecord
-from tests.integration.runtime_support import projector, worker
+from tests.integration.runtime_support import projector, record, worker
 from tests.stack_fixture import StackHandle, isolated
 from tests.waiting import holds, until
 from topics import admin
 from topics.catalogue import OPERATORS, RUNTIME
 from topics.reader import read_all
 from workflows import schedules
-from workflows.definitions.canonical import definition_hash
 from workflows.reconciler import Reconciler
 from workflows.scheduled_run import schedule_id
 
@@ -229,18 +227,6 @@ def once(name: str, at: datetime) -> dict[str, Any]:
         "at": at.isoformat(),
         "input": {"at": {"$expr": "system.scheduled_at"}},
     }
-
-
-def record(doc: dict[str, Any]) -> DefinitionRecord:
-    """The record a publish would make, without the publish's check that `at` is ahead."""
-    return DefinitionRecord(
-        tenant=doc["tenant"],
-        definition_id=doc["id"],
-        version=doc["version"],
-        hash=definition_hash(doc),
-        published_at=datetime.now(UTC),
-        definition=doc,
-    )
 
 
 def scheduled_times(env: Env, sid: str) -> list[tuple[datetime, int]]:
