@@ -224,7 +224,10 @@ def end_offsets(
             (tp.topic, tp.partition): future.result(timeout=timeout).offset
             for tp, future in futures.items()
         }
-    except KafkaException as exc:
+    except (KafkaException, TimeoutError) as exc:
+        # A broker that died holding the request answers neither way: its future
+        # times out (concurrent.futures' TimeoutError is the builtin since 3.11).
         raise ServiceUnavailable(
-            f"Kafka did not report end offsets: {exc}", code=KAFKA_UNAVAILABLE
+            f"Kafka did not report end offsets: {exc or 'no answer in time'}",
+            code=KAFKA_UNAVAILABLE,
         ) from exc
