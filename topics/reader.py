@@ -166,7 +166,7 @@ def read(settings: Settings, topic: str, span: ReadRange | None = None) -> list[
                 # Transaction markers are never delivered: the position says how far
                 # the consumer really is.
                 for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
-                    if tp.offset > positions.get(tp.partition, tp.offset):
+                    if tp.offset > positions[tp.partition]:
                         positions[tp.partition] = tp.offset
                         deadline = time.monotonic() + timeout
                 continue

@@ -318,7 +318,7 @@ async def _apply(
             if caught is not None:
                 report.caught_up.append(item.schedule_id)
             found = await snapshot(client, desc)
-            events.append(schedule_event("ScheduleUpserted", found, requested_by, None, caught))
+            events.append(schedule_event("ScheduleUpserted", found, requested_by, details=caught))
     for schedule_id in remove:
         gone = await _snapshot_or_none(client, schedule_id)
         if await delete(client, schedule_id):

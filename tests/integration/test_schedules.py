@@ -199,8 +199,8 @@ async def test_an_interval_schedule_runs_pauses_and_resumes(env: Env) -> None:
 async def test_a_one_time_schedule_runs_once(env: Env) -> None:
     t = tenant()
     sid = schedule_id(t, "nightly", "once")
-    # 3 s ahead, rounded up to a whole second. A publish slower than that still runs
-    # it once: the next test shows how.
+    # At least 3 s ahead (4 s, cut to the whole second). A publish slower than that
+    # still runs it once: the next test shows how.
     at = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
     trigger = {
         "type": "schedule",
