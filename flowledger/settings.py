@@ -203,6 +203,11 @@ class ProcessorSettings(_Section):
     # (with the runtime and audit offsets it covers): a restart reads the snapshot and
     # the tail after it, not the whole history. 0 writes one only at a clean stop.
     snapshot_interval_s: float = Field(default=30.0, ge=0)
+    # "replicated": every instance folds and holds all of the routing state (waits,
+    # held events, completion keys). "partitioned": ingress records are re-keyed by
+    # routing key onto flowledger.internal.routing.v1 and each instance holds only the
+    # state of the routing partitions it owns (docs/decisions.md, issue 19).
+    routing: Literal["replicated", "partitioned"] = "replicated"
 
     @property
     def dedup_horizon(self) -> timedelta:

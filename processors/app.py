@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from temporalio.client import Client
@@ -35,14 +34,19 @@ from processors.correlation import load_paths
 from processors.deliveries import Deliveries
 from processors.effects import Backoff, Stopped
 from processors.follower import LogFollower
+from processors.forwarder import Forwarder
 from processors.held import Holding
 from processors.metrics import ProcessorMetrics
 from processors.offsets import OffsetWindow
+from processors.partitioned_follower import PartitionedFollower
 from processors.pipeline import IngressRecord, Plan, decide, utc_from_ms
 from processors.router_index import OpenWait
+from processors.routing_key import SOURCE_HEADER, parse_source
+from processors.snapshot import FollowerState
+from processors.snapshot_store import SnapshotStore
 from processors.stats import Stats
 from topics import clients
-from topics.catalogue import AUDIT, DEADLETTER, EVENTS
+from topics.catalogue import AUDIT, DEADLETTER, EVENTS, ROUTING
 from topics.producing import NotAcknowledged, Outgoing, produce_all
 from topics.watermarks import high_watermark
 from workflows.client import connect
@@ -83,11 +87,18 @@ class Processor:
         p = settings.processor
         self.skew = timedelta(seconds=p.clock_skew_tolerance_s)
         self.window = timedelta(seconds=p.early_event_window_s)
-        self.events_topic = settings.topic(EVENTS)
+        # Partitioned routing: the forwarder consumes the ingress topic and this loop
+        # consumes the routing topic, in a group of its own (processors/forwarder.py).
+        self.partitioned = p.routing == "partitioned"
+        self.events_topic = settings.topic(ROUTING if self.partitioned else EVENTS)
+        self.group_id = f"{p.group_id}.routing" if self.partitioned else p.group_id
         self.audit_topic = settings.topic(AUDIT)
         self.deadletter_topic = settings.topic(DEADLETTER)
         self.backoff = Backoff(settings, self.stop)
-        self.follower = LogFollower(settings)
+        self.follower = PartitionedFollower(settings) if self.partitioned else LogFollower(settings)
+        self.forwarder = Forwarder(settings, self.paths, self.backoff) if self.partitioned else None
+        self._forwarding: asyncio.Task[None] | None = None
+        self._forward_stop = asyncio.Event()
         self.holding = Holding(self.skew, self.window)
         self.stats = Stats()
         self.metrics = ProcessorMetrics()
@@ -114,7 +125,7 @@ class Processor:
         # Waits already open that held events restored on an assignment may go to.
         self._reoffer: list[OpenWait] = []
         # The snapshot being written in the background, and when the last one started.
-        self._snapshotting: asyncio.Task[dict[str, Any]] | None = None
+        self._snapshotting: asyncio.Task[None] | None = None
         self._snapshot_at = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------
@@ -141,12 +152,22 @@ class Processor:
         self.stats.startup = dict(self.follower.startup)
         self.stats.startup["temporal_connect_ms"] = connected_ms
         self.stats.startup["follower_start_ms"] = followed_ms
-        self.stats.startup["open_waits"] = len(self.follower.index.waits)
+        self.stats.startup["open_waits"] = self.follower.counts()["open_waits"]
         self._snapshot_at = time.monotonic()
+        if self.forwarder is not None:
+            forwarder = self.forwarder
+            await self.backoff.retry(
+                "opening the forwarder",
+                lambda: asyncio.to_thread(forwarder.open),
+                on=(FlowledgerError, KafkaException),
+            )
+            assert isinstance(self.follower, PartitionedFollower)
+            self.follower.partitions = forwarder.partitions
+            self._forwarding = asyncio.create_task(forwarder.run(self._forward_stop))
         session_ms = int(self.settings.processor.session_timeout_s * 1000)
         consumer = clients.consumer(
             self.settings,
-            self.settings.processor.group_id,
+            self.group_id,
             **{
                 "session.timeout.ms": session_ms,
                 "heartbeat.interval.ms": max(100, min(3000, session_ms // 3)),
@@ -253,11 +274,16 @@ class Processor:
             self._probe.close()
             self._probe = None
         self.follower.close()
+        if self.forwarder is not None:
+            self.forwarder.close()
         self._acks.close()
         self._producer.flush(self.settings.kafka.request_timeout_s)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         owned = {tp.partition for tp in partitions}
+        if isinstance(self.follower, PartitionedFollower):
+            self._adopt(self.follower, owned)
+            return
         self._assigned.update(owned)
         # Offered on the next step (this runs inside `consume`, off the loop).
         self._reoffer.extend(
@@ -269,6 +295,27 @@ class Processor:
                 self.follower.index,
             )
         )
+
+    def _adopt(self, follower: PartitionedFollower, owned: set[int]) -> None:
+        """Partitioned routing: the new partitions' state (snapshot and tail), then
+        their held events; the waits that opened meanwhile are offered them."""
+        opened = follower.adopt(owned, self.stop.is_set)
+        self._assigned.update(owned)
+        now = datetime.now(UTC)
+        for p in sorted(owned):
+            state = follower.parts[p]
+            self._reoffer.extend(
+                self.holding.restore(
+                    state.pending_held,
+                    self.events_topic,
+                    {p},
+                    now,
+                    state.index,
+                    routing_partition=p,
+                )
+            )
+        self._reoffer.extend(opened)
+        self.stats.startup |= follower.counts()
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = {tp.partition for tp in partitions}
@@ -295,6 +342,8 @@ class Processor:
 
     def _forget(self, partitions: set[int]) -> None:
         self.holding.drop_partitions(partitions)
+        if isinstance(self.follower, PartitionedFollower):
+            self.follower.drop(partitions)
         self._assigned -= partitions
         for p in partitions:
             self._start_offsets.pop(p, None)
@@ -323,6 +372,9 @@ class Processor:
             log.info("stop requested: finishing the batches in flight")
         finally:
             await self._drain()
+            if self._forwarding is not None:
+                self._forward_stop.set()
+                await asyncio.wait([self._forwarding])
             if self._snapshotting is not None:
                 await asyncio.wait([self._snapshotting])
             self.close()
@@ -333,6 +385,9 @@ class Processor:
 
     async def step(self) -> None:
         assert self._consumer is not None
+        if self._forwarding is not None and self._forwarding.done():
+            failed = self._forwarding.exception()
+            raise failed if failed is not None else Stopped()
         poll_s = self.settings.processor.poll_timeout_s
         opened = await asyncio.to_thread(self.follower.poll, poll_s if not self._assigned else 0)
         if self._reoffer:
@@ -360,9 +415,22 @@ class Processor:
     # -- snapshots -----------------------------------------------------------
 
     def _writes_snapshots(self) -> bool:
-        """One instance of the group writes them: the owner of ingress partition 0.
-        Every instance folds the same topics, so its state is everyone's."""
+        """Replicated: one instance of the group writes them, the owner of ingress
+        partition 0 (every instance folds the same topics, so its state is everyone's).
+        Partitioned: each instance writes those of the partitions it owns."""
+        if self.partitioned:
+            return bool(self._assigned)
         return 0 in self._assigned
+
+    def _snapshot_copies(self) -> list[tuple[SnapshotStore, FollowerState]]:
+        if isinstance(self.follower, PartitionedFollower):
+            return self.follower.copies()
+        return [(self.follower.snapshots, self.follower.state())]
+
+    @staticmethod
+    def _save_all(copies: list[tuple[SnapshotStore, FollowerState]]) -> None:
+        for store, state in copies:
+            store.save(state)
 
     def _snapshot_when_due(self) -> None:
         interval = self.settings.processor.snapshot_interval_s
@@ -385,19 +453,17 @@ class Processor:
         self.follower.prune(datetime.now(UTC))
         # Copied here, between two polls of the follower, so it matches its offsets;
         # encoded and written off the loop.
-        state = self.follower.state()
-        self._snapshotting = asyncio.create_task(
-            asyncio.to_thread(self.follower.snapshots.save, state)
-        )
+        copies = self._snapshot_copies()
+        self._snapshotting = asyncio.create_task(asyncio.to_thread(self._save_all, copies))
 
     def _save_snapshot(self) -> None:
         self.follower.prune(datetime.now(UTC))
-        self.follower.snapshots.save(self.follower.state())
+        self._save_all(self._snapshot_copies())
         self.stats.snapshots += 1
 
     def _launch(self, batch: list[Message]) -> None:
         plans, todo = self._decide(batch)
-        ends = {plan.record.partition: plan.record.offset + 1 for plan in plans}
+        ends = {plan.record.at[0]: plan.record.at[1] + 1 for plan in plans}
         task = asyncio.create_task(self._process(todo))
         self.offsets.add(task, ends, {p.completion_key for p in todo})
 
@@ -440,6 +506,8 @@ class Processor:
     def idle(self) -> bool:
         """Every owned partition handled up to its end (held events aside)."""
         assert self._consumer is not None
+        if self.forwarder is not None and not self.forwarder.caught_up:
+            return False
         if not self._assigned or self._last_took or self.offsets:
             # A step that found records is no reason to ask the broker yet.
             return False
@@ -458,9 +526,7 @@ class Processor:
         """A client of its own for end offsets: the group consumer's connection has a
         fetch long-poll in flight, and a watermark request queued behind it waits for
         up to fetch.wait.max.ms. Opened (and connected) before the first record."""
-        probe = clients.consumer(
-            self.settings, f"{self.settings.processor.group_id}-probe-{uuid.uuid4().hex[:8]}"
-        )
+        probe = clients.consumer(self.settings, f"{self.group_id}-probe-{uuid.uuid4().hex[:8]}")
         probe.get_watermark_offsets(
             TopicPartition(self.events_topic, 0),
             timeout=self.settings.kafka.request_timeout_s,
@@ -486,6 +552,19 @@ class Processor:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None
         key, value = msg.key(), msg.value()
+        headers = tuple(
+            (name, raw.encode() if isinstance(raw, str) else raw)
+            for name, raw in tracing.pairs(msg.headers())
+        )
+        routed = None
+        if self.partitioned:
+            # The copy on the routing topic: the record is the ingress one, at its own
+            # coordinates (audits, dead letters and completion keys name those).
+            source = next((raw for name, raw in headers if name == SOURCE_HEADER), None)
+            if source is not None:
+                routed = (partition, offset)
+                topic, partition, offset = parse_source(source)
+                headers = tuple((n, r) for n, r in headers if n != SOURCE_HEADER)
         return IngressRecord(
             topic,
             partition,
@@ -493,20 +572,24 @@ class Processor:
             key if isinstance(key, bytes) else None,
             value if isinstance(value, bytes) else None,
             utc_from_ms(msg.timestamp()[1]),
-            tuple(
-                (name, raw.encode() if isinstance(raw, str) else raw)
-                for name, raw in tracing.pairs(msg.headers())
-            ),
+            headers,
+            routed,
         )
 
     def _decide(self, batch: list[Message]) -> tuple[list[Plan], list[Plan]]:
-        seen = _Seen(self.follower.completed, set(self.offsets.keys))
+        in_flight = set(self.offsets.keys)
+        seen_by: dict[int, _Seen] = {}
         now = datetime.now(UTC)
         plans: list[Plan] = []
         for msg in batch:
+            record = self._ingress(msg)
+            at = record.at[0]
+            seen = seen_by.get(at)
+            if seen is None:
+                seen = seen_by[at] = _Seen(self.follower.completed_for(at), in_flight)
             plan = decide(
-                self._ingress(msg),
-                index=self.follower.index,
+                record,
+                index=self.follower.index_for(at),
                 triggers=self.follower.triggers,
                 completed=seen,
                 paths=self.paths,
@@ -515,7 +598,7 @@ class Processor:
                 now=now,
                 limits=self.settings.records,
             )
-            seen.batch.add(plan.completion_key)
+            in_flight.add(plan.completion_key)
             plans.append(plan)
         todo = [p for p in plans if not p.duplicate]
         self.stats.records += len(plans)
@@ -555,11 +638,13 @@ class Processor:
             if plan.hold and rejected is None:
                 self.stats.held += 1
                 outcome["held"].inc()
-                late.extend(self.holding.hold(plan, self.follower.index))
+                late.extend(self.holding.hold(plan, self.follower.index_for(plan.record.at[0])))
             else:
                 if rejected is None:
                     outcome["processed"].inc()
-                self.follower.completed.add(plan.done_key(), plan.record.timestamp)
+                self.follower.completed_for(plan.record.at[0]).add(
+                    plan.done_key(), plan.record.timestamp
+                )
         if late:
             await self._release(late)
 
@@ -568,7 +653,7 @@ class Processor:
     async def _release(self, opened: list[OpenWait]) -> None:
         """Deliver held events to waits that just appeared, then audit them again,
         complete, with the new delivery."""
-        pairs = self.holding.take(opened, self.follower.index.workflow_id)
+        pairs = self.holding.take(opened, self.follower.workflow_id)
         if not pairs:
             return
         await self.deliveries.release(pairs)
@@ -595,11 +680,13 @@ class Processor:
             self.settings.kafka.request_timeout_s,
         )
         for p in plans:
-            self.follower.completed.add(p.completion_key, p.record.timestamp)
+            self.follower.completed_for(p.record.at[0]).add(p.completion_key, p.record.timestamp)
 
     def _audit_record(self, plan: Plan, held: bool) -> Outgoing:
         """The plan's audit record, announced to the follower, which reads it back."""
-        item = audits.outgoing(self.audit_topic, plan, held)
+        item = audits.outgoing(
+            self.audit_topic, plan, held, plan.record.at[0] if self.partitioned else None
+        )
         assert item.value is not None
         self.follower.expect_audit(item.value, plan.audit)
         return item

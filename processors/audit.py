@@ -17,6 +17,7 @@ from collections.abc import Callable
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from processors.pipeline import Plan
+from processors.routing_key import PARTITION_HEADER
 from topics.producing import Outgoing, Retry, produce, produce_all
 from topics.serde import encode
 
@@ -34,8 +35,12 @@ def audit_key(plan: Plan) -> bytes:
     return f"ingress:{audit.source_topic}:{audit.source_partition}:{audit.source_offset}".encode()
 
 
-def outgoing(topic: str, plan: Plan, held: bool) -> Outgoing:
-    return Outgoing(topic, audit_key(plan), encode(plan.audit), headers(held))
+def outgoing(topic: str, plan: Plan, held: bool, routing_partition: int | None = None) -> Outgoing:
+    marks = headers(held)
+    if routing_partition is not None:
+        # Whose state it folds into: the routing partition's (partitioned routing).
+        marks.append((PARTITION_HEADER, str(routing_partition).encode()))
+    return Outgoing(topic, audit_key(plan), encode(plan.audit), marks)
 
 
 def headers(held: bool) -> list[tuple[str, str | bytes | None]]:

@@ -211,6 +211,12 @@ class LogFollower:
                 own.pop(stale, None)
 
     def _on_audit(self, msg: Message) -> OpenWait | None:
+        record = self._audit_of(msg)
+        if record is not None:
+            fold_audit(record, msg.headers(), self.completed, self.pending_held)
+        return None
+
+    def _audit_of(self, msg: Message) -> AuditRecord | None:
         value = msg.value() or b""
         record = self._own_audits.pop(value, None)
         if record is None:
@@ -218,19 +224,46 @@ class LogFollower:
                 record = decode_audit(value)
             except RecordRefused:
                 return None
-        keys = audit_completion_keys(record)
-        if audit_records.is_held(msg.headers()):
-            # Held, not done: whoever owns its ingress partition holds it again.
-            if keys[-1] not in self.completed:
-                self.pending_held[keys[-1]] = record
-            return None
-        self.completed.update(keys, record.received_at)
-        for key in keys:
-            self.pending_held.pop(key, None)
-        return None
+        return record
+
+    # What the processor asks of the state, by the partition it consumed a record from;
+    # here one state serves every partition (see PartitionedFollower for the other way).
+
+    def index_for(self, _partition: int) -> RouterIndex:
+        return self.index
+
+    def completed_for(self, _partition: int) -> HorizonSet:
+        return self.completed
+
+    def workflow_id(self, run_id: str) -> str:
+        return self.index.workflow_id(run_id)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "open_waits": len(self.index.waits),
+            "completed": len(self.completed),
+            "held": len(self.pending_held),
+        }
 
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
         self.snapshots.close()
+
+
+def fold_audit(
+    record: AuditRecord,
+    headers: object,
+    completed: HorizonSet,
+    pending_held: dict[str, AuditRecord],
+) -> None:
+    keys = audit_completion_keys(record)
+    if audit_records.is_held(headers):
+        # Held, not done: whoever owns its partition holds it again.
+        if keys[-1] not in completed:
+            pending_held[keys[-1]] = record
+        return
+    completed.update(keys, record.received_at)
+    for key in keys:
+        pending_held.pop(key, None)

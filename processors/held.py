@@ -29,8 +29,8 @@ class Holding:
             event_id=str(plan.envelope.event_id),
             received_at=plan.record.timestamp,
             expires_at=plan.record.timestamp + self.window,
-            partition=plan.record.partition,
-            offset=plan.record.offset,
+            partition=plan.record.at[0],
+            offset=plan.record.at[1],
             item=plan,
         )
 
@@ -49,17 +49,23 @@ class Holding:
         owned: set[int],
         now: datetime,
         index: RouterIndex,
+        routing_partition: int | None = None,
     ) -> list[OpenWait]:
         """The early events of newly owned partitions, from their held audits: the
         commit went past them when they were held, so this is where they live on.
         Returns the waits already open that may take one of them: a wait that opened
         while its event was held elsewhere (before this instance owned the partition,
-        or before it started) must be offered it now, or the wake-up is lost."""
+        or before it started) must be offered it now, or the wake-up is lost.
+        Partitioned routing passes the routing partition whose held audits `pending`
+        are: all of them are that partition's."""
         offer: dict[str, OpenWait] = {}
         for key, audit in list(pending.items()):
-            if audit.source_topic != topic or audit.source_partition not in owned:
+            routed = None
+            if routing_partition is not None:
+                routed = (routing_partition, audit.source_offset)
+            elif audit.source_topic != topic or audit.source_partition not in owned:
                 continue
-            held = self.held_event(plan_from_held_audit(audit, key))
+            held = self.held_event(plan_from_held_audit(audit, key, routed))
             if held.expires_at > now:
                 self.early.hold(held)
                 for wait in index.matching(*held.key):

@@ -43,6 +43,14 @@ class IngressRecord:
     timestamp: datetime
     # The record's Kafka headers, as they came (a dead letter keeps them).
     headers: tuple[tuple[str, bytes | None], ...] = ()
+    # Partitioned routing: the partition and offset of its copy on the routing topic,
+    # which the router consumes and commits (the fields above stay the ingress record's).
+    routed: tuple[int, int] | None = None
+
+    @property
+    def at(self) -> tuple[int, int]:
+        """Where the processor consumed this record: the copy's place, or its own."""
+        return self.routed if self.routed is not None else (self.partition, self.offset)
 
     @property
     def traceparent(self) -> str | None:
@@ -282,7 +290,9 @@ def utc_from_ms(timestamp_ms: int) -> datetime:
     return datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
 
 
-def plan_from_held_audit(audit: AuditRecord, completion_key: str) -> Plan:
+def plan_from_held_audit(
+    audit: AuditRecord, completion_key: str, routed: tuple[int, int] | None = None
+) -> Plan:
     """A held event again, from its held audit record, after a restart or rebalance:
     the audit carries the whole envelope, the correlation and the source coordinates."""
     fields = set(EventEnvelope.model_fields)
@@ -299,6 +309,7 @@ def plan_from_held_audit(audit: AuditRecord, completion_key: str) -> Plan:
         None,
         None,
         audit.received_at,
+        routed=routed,
     )
     return Plan(
         record, audit, completion_key, envelope=envelope, correlation=correlation, hold=True

@@ -8,7 +8,7 @@ rebuild it from the runtime topic on its own."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,6 +67,9 @@ class RouterIndex:
     # event whose signal already landed before a crash still gets its delivery in the
     # audit. Event ids are unique only within a tenant.
     resolved_by: HorizonDict[tuple[str, str], list[tuple[str, str]]] = field(init=False)
+    # Partitioned routing: the waits this index holds (those of its routing partition);
+    # None holds every wait.
+    accepts: Callable[[WaitKey], bool] | None = None
 
     def __post_init__(self) -> None:
         self.resolved_by = HorizonDict(self.horizon)
@@ -74,8 +77,13 @@ class RouterIndex:
     def apply(self, event: RuntimeEvent) -> OpenWait | None:
         """Fold one runtime event; returns the event wait it opened, if any."""
         if isinstance(event, RunStarted):
-            if event.data.workflow_id:
-                self.workflow_ids[event.run_id] = event.data.workflow_id
+            wid = event.data.workflow_id
+            if wid and self.accepts is not None and wid == run_workflow_id(event.run_id):
+                # A partition's index (one of several per instance) keeps only the
+                # workflow ids that `workflow_id` could not work out from the run id.
+                return None
+            if wid:
+                self.workflow_ids[event.run_id] = wid
         elif isinstance(event, WaitCreated):
             data = event.data
             if data.wait_type != "event" or not data.event_type or data.correlation_key is None:
@@ -89,13 +97,16 @@ class RouterIndex:
                 event.occurred_at,
                 data.eligible_from or event.occurred_at,
             )
+            if self.accepts is not None and not self.accepts(wait.key):
+                return None
             self.waits[wait.wait_id] = wait
             self.by_key.setdefault(wait.key, {})[wait.wait_id] = wait
             return wait
         elif isinstance(event, WaitResolved):
-            self._close(event.data.wait_id)
+            closed = self._close(event.data.wait_id)
             matched = event.data.matched_event_id
-            if matched:
+            # A partition's index keeps only the resolutions of its own waits.
+            if matched and (self.accepts is None or closed is not None):
                 key = (event.tenant, matched)
                 found = self.resolved_by.get(key, [])
                 pair = (event.run_id, event.data.wait_id)
@@ -122,15 +133,16 @@ class RouterIndex:
         for wait_id in [w for w, wait in self.waits.items() if wait.run_id == run_id]:
             self._close(wait_id)
 
-    def _close(self, wait_id: str) -> None:
+    def _close(self, wait_id: str) -> OpenWait | None:
         wait = self.waits.pop(wait_id, None)
         if wait is None:
-            return
+            return None
         bucket = self.by_key.get(wait.key)
         if bucket is not None:
             bucket.pop(wait_id, None)
             if not bucket:
                 del self.by_key[wait.key]
+        return wait
 
     def matching(self, tenant: str, event_type: str, correlation_key: str) -> list[OpenWait]:
         return list(self.by_key.get((tenant, event_type, correlation_key), {}).values())

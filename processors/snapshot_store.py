@@ -41,10 +41,15 @@ class Loaded:
 
 
 class SnapshotStore:
-    def __init__(self, settings: Settings) -> None:
+    """One group's snapshots; with `partition`, those of one routing partition's state
+    (partitioned routing), all written to and read from that partition of the topic."""
+
+    def __init__(self, settings: Settings, partition: int | None = None) -> None:
         self.settings = settings
         self.topic = settings.topic(SNAPSHOTS)
-        self.group = settings.processor.group_id
+        group = settings.processor.group_id
+        self.group = group if partition is None else f"{group}/routing-{partition}"
+        self.partition = partition
         self.horizon = settings.processor.dedup_horizon
         self._partitions = 1
         # Chunks each slot holds now, so a smaller snapshot removes the extra ones.
@@ -69,7 +74,8 @@ class SnapshotStore:
                     topic=self.topic,
                 )
             self._partitions = len(meta.partitions)
-            ends = {p: high_watermark(consumer, self.topic, p, timeout) for p in meta.partitions}
+            readable = meta.partitions if self.partition is None else [self._home()]
+            ends = {p: high_watermark(consumer, self.topic, p, timeout) for p in readable}
             latest, read = self._read(consumer, ends)
         finally:
             consumer.close()
@@ -153,20 +159,27 @@ class SnapshotStore:
                 self.settings, **{"linger.ms": 20, "compression.type": "none"}
             )
         records: list[tuple[str, bytes | None, int]] = [
-            (self._key(slot, str(i)), chunk, i % self._partitions)
+            (self._key(slot, str(i)), chunk, self._chunk_partition(i))
             for i, chunk in enumerate(encoded.chunks)
         ]
         # Chunks an earlier, bigger snapshot left in this slot: removed.
         records += [
-            (self._key(slot, str(i)), None, i % self._partitions)
+            (self._key(slot, str(i)), None, self._chunk_partition(i))
             for i in range(len(encoded.chunks), self._chunk_counts.get(slot, 0))
         ]
         self._send(records, snapshot_id)
         manifest = json.dumps(encoded.manifest).encode()
-        self._send([(self._key(slot, "manifest"), manifest, 0)], snapshot_id)
+        self._send([(self._key(slot, "manifest"), manifest, self._chunk_partition(0))], snapshot_id)
         self._chunk_counts[slot] = len(encoded.chunks)
         self._last_slot = slot
         return encoded.manifest
+
+    def _home(self) -> int:
+        assert self.partition is not None
+        return self.partition % self._partitions
+
+    def _chunk_partition(self, i: int) -> int:
+        return i % self._partitions if self.partition is None else self._home()
 
     def _send(self, records: list[tuple[str, bytes | None, int]], snapshot_id: str) -> None:
         failures: list[str] = []

@@ -18,8 +18,12 @@ REDRIVES = "flowledger.redrives.v1"
 INTERNAL_PREFIX = "flowledger.internal."
 # The processor's routing-state snapshots (processors/snapshot_store.py).
 SNAPSHOTS = f"{INTERNAL_PREFIX}processor-snapshots.v1"
+# Ingress records re-keyed by routing key (processors/forwarder.py), when partitioned.
+ROUTING = f"{INTERNAL_PREFIX}routing.v1"
 
 _THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
+# A repartition topic is read within moments; a week covers a router down for days.
+_SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,15 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
             },
             key="group:slot:chunk (or :manifest)",
             purpose="the processor's routing-state snapshots, with the offsets they cover",
+        ),
+        TopicSpec(
+            settings.topic(ROUTING),
+            # Co-partitioned with the snapshots: routing partition p's state is in
+            # snapshot partition p, so its owner reads only that one.
+            k.events_partitions,
+            {"cleanup.policy": "delete", "retention.ms": str(_SEVEN_DAYS_MS)},
+            key="the ingress record's key (partition: its routing key's)",
+            purpose="ingress records re-keyed by routing key (processor.routing partitioned)",
         ),
     ]
     # Set on every topic alike: a record one topic takes, the next one takes too.

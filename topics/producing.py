@@ -24,6 +24,8 @@ class Outgoing:
     headers: list[Header] = field(default_factory=list)
     # The record's own time (ms since the epoch); None lets the producer stamp it now.
     timestamp_ms: int | None = None
+    # The partition to write to; None lets the producer's partitioner choose by key.
+    partition: int | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,17 @@ def produce(
     on_delivery: Callable[[KafkaError | None, Message], None],
 ) -> None:
     """Hand one item to the producer (it may raise BufferError or KafkaException)."""
+    if item.partition is not None:
+        producer.produce(
+            item.topic,
+            key=item.key,
+            value=item.value,
+            partition=item.partition,
+            headers=item.headers or None,
+            timestamp=item.timestamp_ms or 0,
+            on_delivery=on_delivery,
+        )
+        return
     producer.produce(
         item.topic,
         key=item.key,

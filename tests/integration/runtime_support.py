@@ -166,6 +166,7 @@ def component_env(settings: Settings) -> dict[str, str]:
             "FLOWLEDGER_STACK__STATE_DIR": str(settings.stack.state_dir),
             "FLOWLEDGER_PROCESSOR__GROUP_ID": settings.processor.group_id,
             "FLOWLEDGER_PROCESSOR__SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
+            "FLOWLEDGER_PROCESSOR__ROUTING": settings.processor.routing,
             "FLOWLEDGER_PROJECTOR__GROUP_ID": settings.projector.group_id,
             "PYTHONUNBUFFERED": "1",
         }
