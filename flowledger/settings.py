@@ -210,6 +210,16 @@ class ProcessorSettings(_Section):
     routing: Literal["replicated", "partitioned"] = "replicated"
 
     @property
+    def partitioned(self) -> bool:
+        return self.routing == "partitioned"
+
+    @property
+    def routing_group_id(self) -> str:
+        """The group of the loop that takes the routing topic when partitioned; the
+        forwarder keeps `group_id` on the ingress topic."""
+        return f"{self.group_id}.routing"
+
+    @property
     def dedup_horizon(self) -> timedelta:
         return timedelta(seconds=self.dedup_horizon_s)
 

@@ -89,9 +89,9 @@ class Processor:
         self.window = timedelta(seconds=p.early_event_window_s)
         # Partitioned routing: the forwarder consumes the ingress topic and this loop
         # consumes the routing topic, in a group of its own (processors/forwarder.py).
-        self.partitioned = p.routing == "partitioned"
+        self.partitioned = p.partitioned
         self.events_topic = settings.topic(ROUTING if self.partitioned else EVENTS)
-        self.group_id = f"{p.group_id}.routing" if self.partitioned else p.group_id
+        self.group_id = p.routing_group_id if self.partitioned else p.group_id
         self.audit_topic = settings.topic(AUDIT)
         self.deadletter_topic = settings.topic(DEADLETTER)
         self.backoff = Backoff(settings, self.stop)

@@ -1,5 +1,6 @@
 """`processor status`: per-partition lag of the ingress topic for the processor's
-consumer group (committed offset against the high watermark)."""
+consumer group (committed offset against the high watermark), and of the routing
+topic for the routing group when routing is partitioned."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from flowledger import retry
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from topics import clients, kafka_errors
-from topics.catalogue import EVENTS
+from topics.catalogue import EVENTS, ROUTING
 from topics.codes import KAFKA_UNAVAILABLE, TOPIC_MISSING
 
 
@@ -27,42 +28,64 @@ def _committed(probe: Consumer, partitions: list[TopicPartition], timeout: float
     )
 
 
-def lag(settings: Settings) -> dict[str, Any]:
-    topic = settings.topic(EVENTS)
-    group = settings.processor.group_id
-    timeout = settings.kafka.request_timeout_s
-    # Its own consumer with the group's id, never subscribed: reading the committed
-    # offsets does not join the group or disturb the running instances.
-    probe = clients.consumer(settings, group, **{"client.id": f"status-{uuid.uuid4().hex[:6]}"})
-    try:
-        meta = probe.list_topics(topic, timeout=timeout).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise ServiceUnavailable(f"topic {topic} is not available", code=TOPIC_MISSING)
-        partitions = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        committed = {tp.partition: tp.offset for tp in _committed(probe, partitions, timeout)}
-        rows = []
-        for tp in partitions:
-            low, high = probe.get_watermark_offsets(tp, timeout=timeout, cached=False)
-            done = committed.get(tp.partition, -1)
-            # No commit yet: everything still in the partition is to do.
-            position = done if done >= 0 else low
-            rows.append(
-                {
-                    "partition": tp.partition,
-                    "committed": done if done >= 0 else None,
-                    "end_offset": high,
-                    "lag": max(0, high - position),
-                }
-            )
-    except ServiceUnavailable:
-        raise
-    except Exception as exc:
-        raise ServiceUnavailable(f"Kafka did not answer: {exc}", code=KAFKA_UNAVAILABLE) from exc
-    finally:
-        probe.close()
+def _stage(probe: Consumer, topic: str, group: str, timeout: float) -> dict[str, Any]:
+    meta = probe.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise ServiceUnavailable(f"topic {topic} is not available", code=TOPIC_MISSING)
+    partitions = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+    committed = {tp.partition: tp.offset for tp in _committed(probe, partitions, timeout)}
+    rows = []
+    for tp in partitions:
+        low, high = probe.get_watermark_offsets(tp, timeout=timeout, cached=False)
+        done = committed.get(tp.partition, -1)
+        # No commit yet: everything still in the partition is to do.
+        position = done if done >= 0 else low
+        rows.append(
+            {
+                "partition": tp.partition,
+                "committed": done if done >= 0 else None,
+                "end_offset": high,
+                "lag": max(0, high - position),
+            }
+        )
     return {
         "group": group,
         "topic": topic,
         "partitions": rows,
         "total_lag": sum(r["lag"] for r in rows),
     }
+
+
+def _probe(settings: Settings, group: str) -> Consumer:
+    # Its own consumer with the group's id, never subscribed: reading the committed
+    # offsets does not join the group or disturb the running instances.
+    return clients.consumer(settings, group, **{"client.id": f"status-{uuid.uuid4().hex[:6]}"})
+
+
+def lag(settings: Settings) -> dict[str, Any]:
+    """The ingress stage at the top level; when routing is partitioned, the routing
+    topic's stage under "routing", and `total_lag` counts both: a record forwarded
+    but not yet routed is still to do."""
+    p = settings.processor
+    timeout = settings.kafka.request_timeout_s
+    stages = [(settings.topic(EVENTS), p.group_id)]
+    if p.partitioned:
+        stages.append((settings.topic(ROUTING), p.routing_group_id))
+    reports = []
+    for topic, group in stages:
+        probe = _probe(settings, group)
+        try:
+            reports.append(_stage(probe, topic, group, timeout))
+        except ServiceUnavailable:
+            raise
+        except Exception as exc:
+            raise ServiceUnavailable(
+                f"Kafka did not answer: {exc}", code=KAFKA_UNAVAILABLE
+            ) from exc
+        finally:
+            probe.close()
+    report = reports[0]
+    if len(reports) > 1:
+        report["routing"] = reports[1]
+        report["total_lag"] += reports[1]["total_lag"]
+    return report

@@ -53,7 +53,8 @@ def processor(
 
 @app.command("status")
 def status(ctx: typer.Context, as_json: bool = JSON_FLAG) -> None:
-    """Per-partition lag of the ingress topic for the processor's group."""
+    """Per-partition lag of the ingress topic for the processor's group (and of the
+    routing topic for the routing group when routing is partitioned)."""
     from processors.status import lag
 
     with refusals(as_json):
@@ -61,13 +62,15 @@ def status(ctx: typer.Context, as_json: bool = JSON_FLAG) -> None:
     if as_json:
         print_json(report)
         return
-    console.print(
-        table(
-            f"{report['topic']} / group {report['group']} (lag {report['total_lag']})",
-            ["partition", "committed", "end offset", "lag"],
-            [
-                [r["partition"], r["committed"], r["end_offset"], r["lag"]]
-                for r in report["partitions"]
-            ],
+    for stage in [report, *([report["routing"]] if "routing" in report else [])]:
+        console.print(
+            table(
+                f"{stage['topic']} / group {stage['group']} "
+                f"(lag {sum(r['lag'] for r in stage['partitions'])})",
+                ["partition", "committed", "end offset", "lag"],
+                [
+                    [r["partition"], r["committed"], r["end_offset"], r["lag"]]
+                    for r in stage["partitions"]
+                ],
+            )
         )
-    )
