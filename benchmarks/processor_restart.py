@@ -9,7 +9,12 @@ each reports its ready time, what it read (snapshot bytes, records after it), th
 waits it holds and its peak memory. Each processor is its own process.
 
 --restarts restarts are measured one after the other ("restart" shows the last one's
-instances). The last line printed is one JSON object."""
+instances). The last line printed is one JSON object.
+
+--routing partitioned measures partitioned routing: each instance restores only the
+routing partitions the group gives it (their snapshots and the records after them), so
+its ready time is until it holds partitions and has caught up with them, and the JSON
+gives each instance's share of the open waits it holds and of the records it read."""
 
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from benchmarks._stack import local_stack
 from flowledger.settings import Settings
 
 
-def _env(settings: Settings, group: str) -> dict[str, str]:
+def _env(settings: Settings, group: str, routing: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLEDGER_")}
     env.update(
         {
@@ -43,6 +48,7 @@ def _env(settings: Settings, group: str) -> dict[str, str]:
             "FLOWLEDGER_TEMPORAL__NAMESPACE": settings.temporal.namespace,
             "FLOWLEDGER_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue,
             "FLOWLEDGER_PROCESSOR__GROUP_ID": group,
+            "FLOWLEDGER_PROCESSOR__ROUTING": routing,
             "FLOWLEDGER_PROCESSOR__SESSION_TIMEOUT_S": "6",
             "FLOWLEDGER_METRICS__ENABLED": "false",
             "FLOWLEDGER_STACK__STATE_DIR": str(settings.stack.state_dir.resolve()),
@@ -58,11 +64,16 @@ def child() -> None:
     settings = Settings()
     processor = Processor(settings, threading.Event())
     stats = asyncio.run(processor.run(until_idle=True, timeout=600))
+    # Partitioned: connected is not ready; holding its partitions, caught up with them is.
+    ready = stats.caught_up_seconds if settings.processor.partitioned else stats.ready_seconds
     print(
         json.dumps(
             {
-                "ready_s": round(stats.ready_seconds, 3),
+                "ready_s": round(ready, 3),
                 "startup": stats.startup,
+                # What it holds once the group settled, and what it read to get there.
+                "held_at_stop": processor.follower.counts(),
+                "records_read": processor.follower.records_read,
                 "snapshots_written": stats.snapshots,
                 # Linux reports kilobytes.
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -72,11 +83,11 @@ def child() -> None:
     )
 
 
-def _instances(settings: Settings, group: str, count: int) -> list[dict[str, Any]]:
+def _instances(settings: Settings, group: str, count: int, routing: str) -> list[dict[str, Any]]:
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, "--child"],
-            env=_env(settings, group),
+            env=_env(settings, group, routing),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
@@ -97,6 +108,7 @@ def main() -> None:
     parser.add_argument("--open-waits", type=int, default=100_000)
     parser.add_argument("--instances", type=int, default=1)
     parser.add_argument("--restarts", type=int, default=3, help="restarts measured")
+    parser.add_argument("--routing", choices=["replicated", "partitioned"], default="replicated")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -110,17 +122,22 @@ def main() -> None:
         produce_s = time.monotonic() - started
         if not args.json:
             print(f"produced {produced} records in {produce_s:.1f} s", flush=True)
-        first = _instances(settings, group, 1)[0]
+        first = _instances(settings, group, 1, args.routing)[0]
         if not args.json:
             print(f"first start (folds the history): {first}", flush=True)
-        rounds = [_instances(settings, group, args.instances) for _ in range(args.restarts)]
+        rounds = [
+            _instances(settings, group, args.instances, args.routing) for _ in range(args.restarts)
+        ]
         restarted = rounds[-1]
-        held = [r["startup"].get("open_waits", 0) for r in restarted]
+        held = [r["held_at_stop"]["open_waits"] for r in restarted]
+        read = [r["records_read"] for r in restarted]
+        state = [r["startup"].get("snapshot_bytes", 0) for r in restarted]
         readies = sorted(max(r["ready_s"] for r in one) for one in rounds)
         result = {
             "history": produced,
             "open_waits": args.open_waits,
             "instances": args.instances,
+            "routing": args.routing,
             "produce_s": round(produce_s, 1),
             "first_start": first,
             "restart": restarted,
@@ -129,6 +146,10 @@ def main() -> None:
             "ready_s_median": readies[len(readies) // 2],
             # Of the routing state (the open waits), the share each instance holds.
             "held_share": [round(h / max(1, args.open_waits), 3) for h in held],
+            # Of the records read by all instances of the last restart, each one's share,
+            # and of the snapshot bytes (the routing state) they read.
+            "read_share": [round(r / max(1, sum(read)), 3) for r in read],
+            "snapshot_read_share": [round(b / max(1, sum(state)), 3) for b in state],
         }
         print(json.dumps(result), flush=True)
 

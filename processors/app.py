@@ -103,6 +103,7 @@ class Processor:
         self.stats = Stats()
         self.metrics = ProcessorMetrics()
         self.metrics.held.set_function(lambda: self.holding.early.count)
+        self.metrics.open_waits.set_function(lambda: self.follower.counts()["open_waits"])
         self.deliveries = Deliveries(settings, self.backoff, self.stats, self.metrics)
         self._server: HealthServer | None = None
         # Set once start-up is done: Temporal connected, the routing index caught up
@@ -315,7 +316,7 @@ class Processor:
                 )
             )
         self._reoffer.extend(opened)
-        self.stats.startup |= follower.counts()
+        self.stats.startup |= follower.startup | follower.counts()
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = {tp.partition for tp in partitions}

@@ -238,6 +238,11 @@ class LogFollower:
     def workflow_id(self, run_id: str) -> str:
         return self.index.workflow_id(run_id)
 
+    @property
+    def records_read(self) -> int:
+        """Records of the runtime, audit and definitions topics read since start."""
+        return self._read
+
     def counts(self) -> dict[str, int]:
         return {
             "open_waits": len(self.index.waits),

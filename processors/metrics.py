@@ -46,6 +46,12 @@ class ProcessorMetrics:
             "Early events held for a wait not seen yet.",
             registry=r,
         )
+        self.open_waits = Gauge(
+            "flowledger_processor_open_waits",
+            "Open waits in this instance's routing state (all of them when routing is "
+            "replicated, those of its routing partitions when partitioned).",
+            registry=r,
+        )
         self.wake_latency = Histogram(
             "flowledger_processor_wake_latency_seconds",
             "Broker timestamp of an event to its signal acknowledged by Temporal.",

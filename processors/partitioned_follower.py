@@ -215,7 +215,8 @@ class PartitionedFollower(LogFollower):
         return run_workflow_id(run_id)
 
     def counts(self) -> dict[str, int]:
-        states = self.parts.values()
+        # A list first: a metrics scrape calls this from its own thread.
+        states = list(self.parts.values())
         return {
             "open_waits": sum(len(s.index.waits) for s in states),
             "completed": sum(len(s.completed) for s in states),

@@ -206,6 +206,7 @@ class SnapshotStore:
             )
 
     def close(self) -> None:
+        # The producer is kept: a snapshot being written in the background when its
+        # partition is revoked finishes (a whole, older fold; the new owner's is newer).
         if self._producer is not None:
             self._producer.flush(self.settings.kafka.request_timeout_s)
-            self._producer = None

@@ -90,6 +90,11 @@ async def _until_ready(runner: object) -> None:
 async def test_restart_after_a_million_history_records_is_ready_within_the_bound(
     settings: Settings,
 ) -> None:
+    # The one snapshot of replicated routing; partitioned routing's restart (a snapshot
+    # per routing partition) is benchmarks/processor_restart.py --routing partitioned.
+    settings = settings.model_copy(
+        update={"processor": settings.processor.model_copy(update={"routing": "replicated"})}
+    )
     at = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
     produced = await asyncio.to_thread(produce, settings, HISTORY, OPEN_WAITS)
     assert produced >= HISTORY - 2
@@ -190,7 +195,7 @@ def test_internal_topics_are_ensured_and_described_with_their_configs(settings: 
     from typer.testing import CliRunner
 
     from flowledger.cli import _register, app
-    from topics.catalogue import INTERNAL_PREFIX, SNAPSHOTS
+    from topics.catalogue import INTERNAL_PREFIX, ROUTING, SNAPSHOTS
 
     _register()
     described = CliRunner().invoke(
@@ -198,8 +203,11 @@ def test_internal_topics_are_ensured_and_described_with_their_configs(settings: 
     )
     assert described.exit_code == 0
     internal = [t for t in json.loads(described.stdout) if INTERNAL_PREFIX in t["name"]]
-    assert [t["name"] for t in internal] == [settings.topic(SNAPSHOTS)]
-    (snapshots,) = internal
-    assert snapshots["status"] == "exists"
-    assert snapshots["partitions"] == settings.kafka.events_partitions
+    by_name = {t["name"]: t for t in internal}
+    assert set(by_name) == {settings.topic(SNAPSHOTS), settings.topic(ROUTING)}
+    snapshots, routing = by_name[settings.topic(SNAPSHOTS)], by_name[settings.topic(ROUTING)]
+    for topic in (snapshots, routing):
+        assert topic["status"] == "exists"
+        assert topic["partitions"] == settings.kafka.events_partitions
     assert snapshots["config"]["cleanup.policy"] == "compact"
+    assert routing["config"]["cleanup.policy"] == "delete"
