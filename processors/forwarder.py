@@ -158,6 +158,13 @@ class Forwarder:
         for tp in positions:
             high = high_watermark(self._consumer, self.events_topic, tp.partition, timeout)
             done = max(tp.offset, committed.get(tp.partition, -1))
+            if done < 0:
+                # Nothing consumed or committed yet: at the end only if the partition
+                # holds nothing (an empty ingress is idle too).
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.events_topic, tp.partition), timeout=timeout
+                )
+                done = low
             if done < high:
                 return False
         return True
