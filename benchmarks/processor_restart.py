@@ -23,8 +23,10 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -57,23 +59,47 @@ def _env(settings: Settings, group: str, routing: str) -> dict[str, str]:
     return env
 
 
-def child() -> None:
-    """One processor: until ready and idle (no ingress), then a clean stop."""
+def child(instances: int, barrier: Path) -> None:
+    """One processor: until ready and idle (no ingress), then a clean stop.
+
+    With several instances, "ready" is when this one holds no more than its share of
+    the partitions (the group has settled) and has caught up with them; what it holds
+    and has read is taken then. It then keeps routing until every instance got there,
+    so that none leaves the group (handing its partitions over) while another settles.
+    """
     from processors.app import Processor
 
     settings = Settings()
-    processor = Processor(settings, threading.Event())
+    share = -(-settings.kafka.events_partitions // instances)
+    seen: dict[str, Any] = {}
+
+    class Settling(Processor):
+        def idle(self) -> bool:
+            if instances > 1 and len(self._assigned) > share:
+                return False
+            if not super().idle():
+                return False
+            if not seen:
+                seen["ready_s"] = time.monotonic() - self._started
+                seen["held"] = self.follower.counts()
+                seen["records_read"] = self.follower.records_read
+                (barrier / uuid.uuid4().hex).touch()
+            return len(list(barrier.iterdir())) >= instances
+
+    processor = Settling(settings, threading.Event())
     stats = asyncio.run(processor.run(until_idle=True, timeout=600))
-    # Partitioned: connected is not ready; holding its partitions, caught up with them is.
-    ready = stats.caught_up_seconds if settings.processor.partitioned else stats.ready_seconds
+    if not seen:
+        raise SystemExit("timed out before the group settled")
     print(
         json.dumps(
             {
-                "ready_s": round(ready, 3),
+                "ready_s": round(seen["ready_s"], 3),
+                # Connected, index restored (partitioned: before it holds partitions).
+                "started_s": round(stats.ready_seconds, 3),
                 "startup": stats.startup,
-                # What it holds once the group settled, and what it read to get there.
-                "held_at_stop": processor.follower.counts(),
-                "records_read": processor.follower.records_read,
+                # What it held once the group settled, and what it had read by then.
+                "held_at_ready": seen["held"],
+                "records_read": seen["records_read"],
                 "snapshots_written": stats.snapshots,
                 # Linux reports kilobytes.
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -84,9 +110,10 @@ def child() -> None:
 
 
 def _instances(settings: Settings, group: str, count: int, routing: str) -> list[dict[str, Any]]:
+    barrier = Path(tempfile.mkdtemp(prefix="bench-restart-"))
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--child"],
+            [sys.executable, __file__, "--child", str(count), str(barrier)],
             env=_env(settings, group, routing),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -99,6 +126,7 @@ def _instances(settings: Settings, group: str, count: int, routing: str) -> list
         if proc.returncode != 0:
             raise RuntimeError(f"processor exited with {proc.returncode}")
         out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
+    shutil.rmtree(barrier)
     return out
 
 
@@ -110,10 +138,10 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=3, help="restarts measured")
     parser.add_argument("--routing", choices=["replicated", "partitioned"], default="replicated")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child()
+        child(int(args.child[0]), Path(args.child[1]))
         return
     with local_stack() as settings:
         group = f"bench-restart-{uuid.uuid4().hex[:6]}"
@@ -129,7 +157,7 @@ def main() -> None:
             _instances(settings, group, args.instances, args.routing) for _ in range(args.restarts)
         ]
         restarted = rounds[-1]
-        held = [r["held_at_stop"]["open_waits"] for r in restarted]
+        held = [r["held_at_ready"]["open_waits"] for r in restarted]
         read = [r["records_read"] for r in restarted]
         state = [r["startup"].get("snapshot_bytes", 0) for r in restarted]
         readies = sorted(max(r["ready_s"] for r in one) for one in rounds)

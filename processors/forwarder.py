@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from flowledger import tracing
 from flowledger.errors import ServiceUnavailable
@@ -24,10 +25,10 @@ from processors.correlation import CorrelationPaths
 from processors.effects import Backoff
 from processors.routing_key import SOURCE_HEADER, record_partition, source_header
 from topics import clients
+from topics.admin import end_offsets
 from topics.catalogue import EVENTS, ROUTING
 from topics.codes import TOPIC_MISSING
 from topics.producing import Header, NotAcknowledged, Outgoing, produce_all
-from topics.watermarks import high_watermark
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Forwarder:
         self._consumer: Consumer | None = None
         self._producer = clients.producer(settings)
         self._assigned: set[int] = set()
+        self._admin: AdminClient | None = None
 
     def open(self) -> None:
         timeout = self.settings.kafka.request_timeout_s
@@ -148,23 +150,25 @@ class Forwarder:
         if not owned:
             return False
         timeout = self.settings.kafka.request_timeout_s
-        positions = self._consumer.position([TopicPartition(self.events_topic, p) for p in owned])
+        partitions = [TopicPartition(self.events_topic, p) for p in owned]
+        positions = self._consumer.position(partitions)
         committed = {
-            tp.partition: tp.offset
-            for tp in self._consumer.committed(
-                [TopicPartition(self.events_topic, p) for p in owned], timeout=timeout
-            )
+            tp.partition: tp.offset for tp in self._consumer.committed(partitions, timeout=timeout)
         }
+        # One request of a client of its own: the group consumer would queue each
+        # watermark request behind its fetch long-poll.
+        if self._admin is None:
+            self._admin = clients.admin(self.settings)
+        ends = end_offsets(self._admin, [(self.events_topic, p) for p in owned], timeout)
         for tp in positions:
-            high = high_watermark(self._consumer, self.events_topic, tp.partition, timeout)
+            high = ends[(self.events_topic, tp.partition)]
             done = max(tp.offset, committed.get(tp.partition, -1))
             if done < 0:
                 # Nothing consumed or committed yet: at the end only if the partition
                 # holds nothing (an empty ingress is idle too).
-                low, high = self._consumer.get_watermark_offsets(
+                done, _high = self._consumer.get_watermark_offsets(
                     TopicPartition(self.events_topic, tp.partition), timeout=timeout
                 )
-                done = low
             if done < high:
                 return False
         return True

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from flowledger import tracing
 from flowledger.errors import ServiceUnavailable
@@ -34,6 +35,7 @@ from processors.snapshot import FollowerState
 from processors.snapshot_store import SnapshotStore
 from schemas.schedule import ScheduleEvent
 from topics import clients
+from topics.admin import end_offsets
 from topics.codes import TOPIC_MISSING
 from topics.serde import RecordRefused, decode_runtime_topic
 from topics.watermarks import high_watermark
@@ -53,6 +55,7 @@ class PartitionedFollower(LogFollower):
         self._handlers[self.audit_topic] = self._on_audit_parts
         # Per adoption: what was read (snapshot bytes, records folded after them).
         self.adopted: dict[int, dict[str, int]] = {}
+        self._admin: AdminClient | None = None
 
     # -- start and assignment --------------------------------------------------
 
@@ -125,16 +128,18 @@ class PartitionedFollower(LogFollower):
             self.parts[p] = state
             self.stores[p] = store
         # Back to the oldest offset a new state still needs, then forward to the end.
-        timeout = self.settings.kafka.request_timeout_s
+        # The ends in one request of a client of their own: asked of the follower's
+        # consumer, each would queue behind its fetch long-poll (half a second each).
+        if self._admin is None:
+            self._admin = clients.admin(self.settings)
+        tails = [tp for tp in self._positions if tp[0] != self.definitions_topic]
+        self._ends.update(end_offsets(self._admin, tails, self.settings.kafka.request_timeout_s))
         assignment: list[TopicPartition] = []
         for (topic, partition), position in self._positions.items():
             start = position
             if topic != self.definitions_topic:
                 need = min(self.parts[p].positions.get(topic, {}).get(partition, 0) for p in new)
                 start = min(position, need)
-                self._ends[(topic, partition)] = high_watermark(
-                    self._consumer, topic, partition, timeout
-                )
             self._positions[(topic, partition)] = start
             assignment.append(
                 TopicPartition(topic, partition, start if start else OFFSET_BEGINNING)

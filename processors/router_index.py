@@ -59,6 +59,8 @@ def eligible(wait: OpenWait, received_at: datetime, skew: timedelta) -> bool:
 class RouterIndex:
     waits: dict[str, OpenWait] = field(default_factory=dict)
     by_key: dict[WaitKey, dict[str, OpenWait]] = field(default_factory=dict)
+    # run_id -> its open waits' ids: closing a run must not scan every open wait.
+    by_run: dict[str, set[str]] = field(default_factory=dict)
     workflow_ids: dict[str, str] = field(default_factory=dict)
     # How long `resolved_by` remembers an event's resolutions: the de-duplication
     # horizon, counted from the resolution's workflow time.
@@ -99,8 +101,7 @@ class RouterIndex:
             )
             if self.accepts is not None and not self.accepts(wait.key):
                 return None
-            self.waits[wait.wait_id] = wait
-            self.by_key.setdefault(wait.key, {})[wait.wait_id] = wait
+            self.add(wait)
             return wait
         elif isinstance(event, WaitResolved):
             closed = self._close(event.data.wait_id)
@@ -129,8 +130,14 @@ class RouterIndex:
                     self.apply(inner)
         return None
 
+    def add(self, wait: OpenWait) -> None:
+        self._close(wait.wait_id)
+        self.waits[wait.wait_id] = wait
+        self.by_key.setdefault(wait.key, {})[wait.wait_id] = wait
+        self.by_run.setdefault(wait.run_id, set()).add(wait.wait_id)
+
     def _close_run(self, run_id: str) -> None:
-        for wait_id in [w for w, wait in self.waits.items() if wait.run_id == run_id]:
+        for wait_id in list(self.by_run.get(run_id, ())):
             self._close(wait_id)
 
     def _close(self, wait_id: str) -> OpenWait | None:
@@ -142,6 +149,11 @@ class RouterIndex:
             bucket.pop(wait_id, None)
             if not bucket:
                 del self.by_key[wait.key]
+        ids = self.by_run.get(wait.run_id)
+        if ids is not None:
+            ids.discard(wait_id)
+            if not ids:
+                del self.by_run[wait.run_id]
         return wait
 
     def matching(self, tenant: str, event_type: str, correlation_key: str) -> list[OpenWait]:

@@ -167,8 +167,7 @@ def _decode(chunks: Iterable[bytes], horizon: timedelta) -> FollowerState:
     index = RouterIndex(horizon=horizon)
     for run_id, wait_id, tenant, event_type, key, created, eligible_from in document["waits"]:
         wait = OpenWait(run_id, wait_id, tenant, event_type, key, _at(created), _at(eligible_from))
-        index.waits[wait_id] = wait
-        index.by_key.setdefault(wait.key, {})[wait_id] = wait
+        index.add(wait)
     index.workflow_ids = dict(document["workflow_ids"])
     for tenant, event_id, at, pairs in document["resolved"]:
         index.resolved_by.put((tenant, event_id), [(r, w) for r, w in pairs], _at(at))

@@ -73,6 +73,26 @@ def test_resolved_and_completed_runs_close_their_waits() -> None:
     assert index.resolved_by[("acme", "e1")] == [("r1", "w1")]
 
 
+def test_a_closed_run_closes_only_its_own_waits() -> None:
+    index = RouterIndex()
+    index.apply(created("r1", "w1", key="a"))
+    index.apply(created("r1", "w2", key="b"))
+    index.apply(created("r2", "w3", key="a"))
+    index.apply(ev("RunCompleted", "r1", {"status": "CANCELED"}))
+    assert list(index.waits) == ["w3"]
+    assert [w.wait_id for w in index.matching("acme", "paid", "a")] == ["w3"]
+    assert index.matching("acme", "paid", "b") == []
+    assert index.by_run == {"r2": {"w3"}}
+
+
+def test_a_wait_created_again_with_another_key_leaves_no_stale_entry() -> None:
+    index = RouterIndex()
+    index.apply(created("r1", "w1", key="a"))
+    index.apply(created("r1", "w1", key="b"))
+    assert index.matching("acme", "paid", "a") == []
+    assert [w.wait_id for w in index.matching("acme", "paid", "b")] == ["w1"]
+
+
 def test_only_event_waits_with_a_key_are_indexed() -> None:
     index = RouterIndex()
     timer = ev("WaitCreated", "r1", {"wait_id": "t", "wait_type": "time", "step_path": "p"})
