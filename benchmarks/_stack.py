@@ -17,10 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
-def local_stack(database: str | None = None) -> Iterator[Settings]:
+def local_stack(database: str | None = None, rebalance_delay_ms: int = 0) -> Iterator[Settings]:
     with tempfile.TemporaryDirectory(prefix="flowledger-bench-") as tmp:
         base = Settings(
-            stack={"state_dir": Path(tmp) / "stack", "cache_dir": REPO / ".flowledger" / "cache"}
+            stack={
+                "state_dir": Path(tmp) / "stack",
+                "cache_dir": REPO / ".flowledger" / "cache",
+                "kafka_initial_rebalance_delay_ms": rebalance_delay_ms,
+            }
         )
         state = launcher.up(base, database_choice=database)
         try:

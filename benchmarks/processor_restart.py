@@ -8,6 +8,11 @@ writes a snapshot at its clean stop; then --instances processors start together 
 each reports its ready time, what it read (snapshot bytes, records after it), the open
 waits it holds and its peak memory. Each processor is its own process.
 
+With several instances the brokers delay a new group's first rebalance as Kafka does by
+default (3 s, --rebalance-delay-ms), so instances started together share the partitions
+from the first generation; with 0 the first to join takes (and restores) them all and
+hands half over.
+
 --restarts restarts are measured one after the other ("restart" shows the last one's
 instances). The last line printed is one JSON object.
 
@@ -137,13 +142,23 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=1)
     parser.add_argument("--restarts", type=int, default=3, help="restarts measured")
     parser.add_argument("--routing", choices=["replicated", "partitioned"], default="replicated")
+    parser.add_argument(
+        "--rebalance-delay-ms",
+        type=int,
+        default=None,
+        help="the brokers' group.initial.rebalance.delay.ms (default: Kafka's own, 3000, "
+        "with several instances, so those started together join one generation; else 0)",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(int(args.child[0]), Path(args.child[1]))
         return
-    with local_stack() as settings:
+    delay = args.rebalance_delay_ms
+    if delay is None:
+        delay = 3000 if args.instances > 1 else 0
+    with local_stack(rebalance_delay_ms=delay) as settings:
         group = f"bench-restart-{uuid.uuid4().hex[:6]}"
         started = time.monotonic()
         produced = produce(settings, args.history, args.open_waits)
@@ -166,6 +181,7 @@ def main() -> None:
             "open_waits": args.open_waits,
             "instances": args.instances,
             "routing": args.routing,
+            "rebalance_delay_ms": delay,
             "produce_s": round(produce_s, 1),
             "first_start": first,
             "restart": restarted,

@@ -163,6 +163,10 @@ class StackSettings(_Section):
     kafka_heap: str = "512m"
     # Brokers of our own Kafka: 1, or a KRaft cluster on loopback (3 as users run it).
     kafka_brokers: int = Field(default=1, ge=1, le=9)
+    # The brokers' group.initial.rebalance.delay.ms: 0 lets a new group start at once
+    # (every test has its own); Kafka's default, 3000, lets instances started together
+    # join one generation instead of the first taking every partition.
+    kafka_initial_rebalance_delay_ms: int = Field(default=0, ge=0, le=300_000)
     # 0 picks a free loopback port at start.
     kafka_port: int = Field(default=0, ge=0, le=65535)
     temporal_port: int = Field(default=0, ge=0, le=65535)

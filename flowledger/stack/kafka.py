@@ -86,6 +86,7 @@ def _properties(
     controller_port: int,
     secure: SaslSslListener | None = None,
     cluster: Cluster | None = None,
+    rebalance_delay_ms: int = 0,
 ) -> str:
     """One node's server.properties. Alone it bootstraps its own single-voter quorum;
     in a cluster every node is a broker and one of its static controller voters, and
@@ -124,7 +125,7 @@ def _properties(
             "transaction.state.log.num.partitions=6",
             f"share.coordinator.state.topic.replication.factor={replicas}",
             f"share.coordinator.state.topic.min.isr={min_isr}",
-            "group.initial.rebalance.delay.ms=0",
+            f"group.initial.rebalance.delay.ms={rebalance_delay_ms}",
             "auto.create.topics.enable=false",
             "log.flush.interval.messages=9223372036854775807",
             "",
@@ -230,7 +231,14 @@ def _launch_node(
     node.home.mkdir(parents=True, exist_ok=True)
     config = node.home / "server.properties"
     config.write_text(
-        _properties(node.data, node.port, node.controller_port, secure, cluster),
+        _properties(
+            node.data,
+            node.port,
+            node.controller_port,
+            secure,
+            cluster,
+            stack.kafka_initial_rebalance_delay_ms,
+        ),
         encoding="utf-8",
     )
     config.chmod(0o600)  # it may hold the broker's own SCRAM password
