@@ -357,6 +357,8 @@ class Processor:
         self._loop = asyncio.get_running_loop()
         self._serve()
         try:
+            if until_idle and self.forwarder is not None:
+                self.forwarder.watch_end = True
             await self.open()
             if until_idle:
                 await asyncio.to_thread(self._open_probe)

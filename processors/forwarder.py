@@ -49,6 +49,9 @@ class Forwarder:
         self._producer = clients.producer(settings)
         self._assigned: set[int] = set()
         self._admin: AdminClient | None = None
+        # Only `run --until-idle` asks whether every owned partition is forwarded to its
+        # end: asking costs round trips while a record that lands meanwhile waits.
+        self.watch_end = False
 
     def open(self) -> None:
         timeout = self.settings.kafka.request_timeout_s
@@ -94,7 +97,8 @@ class Forwarder:
         )
         batch = [m for m in messages if not m.error()]
         if not batch:
-            self.caught_up = await asyncio.to_thread(self._at_end)
+            if self.watch_end:
+                self.caught_up = await asyncio.to_thread(self._at_end)
             return
         self.caught_up = False
         await produce_all(
@@ -152,17 +156,20 @@ class Forwarder:
         timeout = self.settings.kafka.request_timeout_s
         partitions = [TopicPartition(self.events_topic, p) for p in owned]
         positions = self._consumer.position(partitions)
-        committed = {
-            tp.partition: tp.offset for tp in self._consumer.committed(partitions, timeout=timeout)
-        }
         # One request of a client of its own: the group consumer would queue each
         # watermark request behind its fetch long-poll.
         if self._admin is None:
             self._admin = clients.admin(self.settings)
         ends = end_offsets(self._admin, [(self.events_topic, p) for p in owned], timeout)
+        unknown = [TopicPartition(tp.topic, tp.partition) for tp in positions if tp.offset < 0]
+        committed = (
+            {tp.partition: tp.offset for tp in self._consumer.committed(unknown, timeout=timeout)}
+            if unknown
+            else {}
+        )
         for tp in positions:
             high = ends[(self.events_topic, tp.partition)]
-            done = max(tp.offset, committed.get(tp.partition, -1))
+            done = tp.offset if tp.offset >= 0 else committed.get(tp.partition, -1)
             if done < 0:
                 # Nothing consumed or committed yet: at the end only if the partition
                 # holds nothing (an empty ingress is idle too).

@@ -21,6 +21,8 @@ from temporalio.client import Client, WorkflowHandle
 
 from flowledger.settings import Settings
 from processors.app import Processor
+from processors.partitioned_follower import PartitionedFollower
+from processors.router_index import OpenWait
 from projections import migrate
 from schemas.definition_record import DefinitionRecord
 from schemas.envelope import EventEnvelope
@@ -148,6 +150,17 @@ async def processing(settings: Settings) -> AsyncIterator[Processor]:
     finally:
         stop.set()
         await task
+
+
+def routed_waits(runner: Processor, tenant: str, event_type: str, key: str) -> list[OpenWait]:
+    """The open waits the processor would hand an event with this routing key, in
+    either routing mode (partitioned: the states of the partitions it owns)."""
+    follower = runner.follower
+    if isinstance(follower, PartitionedFollower):
+        indexes = [state.index for state in list(follower.parts.values())]
+    else:
+        indexes = [follower.index]
+    return [wait for index in indexes for wait in index.matching(tenant, event_type, key)]
 
 
 def component_env(settings: Settings) -> dict[str, str]:

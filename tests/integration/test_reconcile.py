@@ -24,6 +24,7 @@ from tests.integration.runtime_support import (
     processing,
     projector,
     record,
+    routed_waits,
     start,
     worker,
 )
@@ -123,9 +124,10 @@ async def test_terminate_through_the_temporal_cli_is_reflected_and_unrouted(
                 REFLECTED_S,
                 "the run WAITING in the tables",
             )
-            index = runner.follower.index
             await until(
-                lambda: index.matching("acme", "go", key), REFLECTED_S, "the wait in the router"
+                lambda: routed_waits(runner, "acme", "go", key),
+                REFLECTED_S,
+                "the wait in the router",
             )
             await asyncio.to_thread(
                 temporal_cli,
@@ -151,7 +153,7 @@ async def test_terminate_through_the_temporal_cli_is_reflected_and_unrouted(
                 (document["waits"][0]["wait_id"], "CANCELED")
             ]
             await until(
-                lambda: not index.matching("acme", "go", key),
+                lambda: not routed_waits(runner, "acme", "go", key),
                 REFLECTED_S,
                 "the wait gone from the router",
             )
