@@ -347,6 +347,9 @@ async def measure(
     tail.close()
     log.close()
 
+    # Which wake-ups (1 = the first after the processor's start) were the slowest.
+    slowest = sorted(range(len(latencies)), key=latencies.__getitem__)[-5:]
+    extra["wake_worst_at"] = [n + 1 for n in slowest]
     latencies.sort()
     emitted.sort()
     audited.sort()

@@ -31,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._runtime_events import EVENTS_PER_RUN, produce
 from benchmarks._stack import local_stack
+from flowledger.cli.foreground import tune_gc
 from flowledger.settings import Settings
 from flowledger.stack import database
 from projections import db, migrate
-from projections.projector import Projector, tune_gc
+from projections.projector import Projector
 from topics import admin, clients
 from topics.catalogue import RUNTIME
 

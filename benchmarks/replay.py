@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._runtime_events import produce
 from benchmarks._stack import local_stack
+from flowledger.cli.foreground import tune_gc
 from flowledger.settings import Settings
 from projections import db
-from projections.projector import Projector, tune_gc
+from projections.projector import Projector
 from projections.replay import cut as cuts
 from projections.replay.rebuild import rebuild
 from projections.replay.verify import compare

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._handwritten import HandWrittenWorkflow
 from benchmarks._stack import local_stack
+from flowledger.cli.foreground import tune_gc
 from flowledger.settings import Settings
 from schemas.definition_record import DefinitionRecord
 from workflows import control
@@ -75,6 +76,8 @@ def record(steps: list[dict[str, object]]) -> DefinitionRecord:
 async def measure(
     settings: Settings, steps: int, runs: int, sandboxed: bool = True, rounds: int = 2
 ) -> dict[str, object]:
+    # The collector settings of `flowledger worker`.
+    tune_gc()
     client = await connect(settings)
     runner: WorkflowRunner = WORKFLOW_RUNNER if sandboxed else UnsandboxedWorkflowRunner()
     activities = RuntimeActivities(settings)

@@ -31,8 +31,10 @@ class OffsetWindow(Generic[T]):
         self.keys: set[str] = set()
         # Per owned partition, the offset after the last record fully handled.
         self.next: dict[int, int] = {}
-        # What was last committed per partition, so a commit sends only what moved.
+        # What was last sent in a commit per partition, so a commit sends only what
+        # moved; and what a commit that waited for the broker's answer confirmed.
         self.committed: dict[int, int] = {}
+        self.confirmed: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -66,19 +68,25 @@ class OffsetWindow(Generic[T]):
             settled.append(head.item)
         return settled
 
-    def targets(self, only: Container[int] | None = None) -> dict[int, int]:
-        """The offsets to commit now: those that moved since the last commit."""
+    def targets(self, only: Container[int] | None = None, confirm: bool = False) -> dict[int, int]:
+        """The offsets to commit now: those that moved since the last commit, or with
+        ``confirm`` since the last confirmed one (a commit that was sent without waiting
+        may have failed: before the partitions change hands, it is sent again)."""
+        last = self.confirmed if confirm else self.committed
         return {
             p: nxt
             for p, nxt in self.next.items()
-            if (only is None or p in only) and self.committed.get(p) != nxt
+            if (only is None or p in only) and last.get(p) != nxt
         }
 
-    def committed_at(self, offsets: dict[int, int]) -> None:
+    def committed_at(self, offsets: dict[int, int], confirmed: bool = False) -> None:
         self.committed.update(offsets)
+        if confirmed:
+            self.confirmed.update(offsets)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions revoked or lost: their next owner starts from the last commit."""
         for p in partitions:
             self.next.pop(p, None)
             self.committed.pop(p, None)
+            self.confirmed.pop(p, None)

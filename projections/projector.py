@@ -9,7 +9,6 @@ seeked to the stored checkpoints, and offsets are committed to Kafka only as a c
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -41,18 +40,6 @@ log = logging.getLogger(__name__)
 POLL_S = 0.2
 # How often the lag is sampled (from the consumer's cached end offsets).
 LAG_EVERY_S = 1.0
-
-
-def tune_gc() -> None:
-    """Collector settings for a process that runs a projector: a batch allocates a few
-    hundred thousand objects that all stay alive until its plan is written, while the
-    run cache holds many long-lived ones. With the default thresholds the collector
-    rescanned both over and over (about a quarter of the projector's time); with a
-    young generation of a million net allocations it runs about once a run instead
-    of dozens of times. Reference counting frees what a batch allocates; the folds
-    make no cycles."""
-    gc.freeze()
-    gc.set_threshold(1_000_000, 50, 100)
 
 
 def topic_kinds(settings: Settings) -> dict[str, Kind]:

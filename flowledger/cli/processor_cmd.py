@@ -9,7 +9,7 @@ import typer
 
 from flowledger import logs
 from flowledger.cli import context
-from flowledger.cli.foreground import report, stop_on_signals
+from flowledger.cli.foreground import report, stop_on_signals, tune_gc
 from flowledger.cli.output import JSON_FLAG, console, err_console, print_json, refusals, table
 
 app = typer.Typer(
@@ -37,6 +37,7 @@ def processor(
         return
     from processors.app import Processor
 
+    tune_gc()
     with stop_on_signals() as stop, refusals(as_json):
         settings = context.settings(ctx)
         logs.configure(settings)

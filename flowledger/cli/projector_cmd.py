@@ -6,7 +6,7 @@ import typer
 
 from flowledger import logs
 from flowledger.cli import context
-from flowledger.cli.foreground import report, stop_on_signals
+from flowledger.cli.foreground import report, stop_on_signals, tune_gc
 from flowledger.cli.output import JSON_FLAG, console, refusals
 from flowledger.cli.runs import DATABASE
 
@@ -34,7 +34,7 @@ def projector(
     as_json: bool = JSON_FLAG,
 ) -> None:
     """Fold the runtime, audit and definitions topics into the projection tables."""
-    from projections.projector import Projector, tune_gc
+    from projections.projector import Projector
 
     tune_gc()
     overrides = {} if session_timeout_ms is None else {"session.timeout.ms": session_timeout_ms}

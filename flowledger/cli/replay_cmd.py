@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine
 
 from flowledger.cli import context
+from flowledger.cli.foreground import tune_gc
 from flowledger.cli.output import (
     EXIT_CHECK_FAILED,
     JSON_FLAG,
@@ -27,7 +28,6 @@ from flowledger.codes import REPLAY_SWAP_REFUSED, REPLAY_TARGET_IS_LIVE
 from flowledger.errors import FlowledgerError, InvalidInput
 from flowledger.settings import Settings, redact_url
 from projections import db
-from projections.projector import tune_gc
 from projections.replay import cut as cuts
 from projections.replay import explain, state, targets
 from projections.replay.rebuild import Progress as ProgressFn

@@ -13,6 +13,7 @@ import typer
 
 from flowledger import logs
 from flowledger.cli import context
+from flowledger.cli.foreground import tune_gc
 from flowledger.cli.operators import by_option, default_operator
 from flowledger.cli.output import JSON_FLAG, console, err_console, print_json, refusals
 from flowledger.errors import InvalidInput
@@ -131,6 +132,7 @@ def _announce(name: str) -> Callable[[str], None]:
 def worker(ctx: typer.Context) -> None:
     """Run the Temporal worker in the foreground (Ctrl-C stops it cleanly)."""
     settings = context.settings(ctx)
+    tune_gc()
 
     async def body(stop: asyncio.Event) -> None:
         # The worker writes the action ledger, one of the migrated tables, and may

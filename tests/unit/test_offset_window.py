@@ -66,6 +66,18 @@ def test_targets_are_what_moved_since_the_last_commit() -> None:
     assert w.targets() == {0: 5}
 
 
+def test_a_commit_sent_without_waiting_is_sent_again_by_one_that_waits() -> None:
+    w = window({0: 5, 1: 3})
+    w.settle(lambda _b: True, OWNED)
+    w.committed_at(w.targets())  # sent, its answer not awaited
+    assert w.targets() == {}
+    assert w.targets(confirm=True) == {0: 5, 1: 3}
+    w.committed_at({0: 5}, confirmed=True)
+    assert w.targets(confirm=True) == {1: 3} and w.targets() == {}
+    w.forget([1])
+    assert w.targets(confirm=True) == {} and w.confirmed == {0: 5}
+
+
 @given(st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=12), st.randoms())
 def test_the_commit_never_passes_a_batch_not_done(sizes: list[int], rnd: object) -> None:
     import random
