@@ -47,6 +47,7 @@ from processors.snapshot_store import SnapshotStore
 from processors.stats import Stats
 from topics import clients
 from topics.catalogue import AUDIT, DEADLETTER, EVENTS, ROUTING
+from topics.consuming import take
 from topics.producing import NotAcknowledged, Outgoing, produce_all
 from topics.watermarks import high_watermark
 from workflows.client import connect
@@ -493,18 +494,9 @@ class Processor:
             log.debug("batch in flight failed: %s", exc)
 
     def _take(self, poll_s: float) -> list[Message]:
-        """Up to a batch of what is there now; when nothing is, wait up to `poll_s` for
-        the first record only (`consume(n, t)` waits out `t` unless `n` arrive), so a
-        lone event is handled the moment it lands."""
+        """Up to a batch: a lone event is handled the moment it lands."""
         assert self._consumer is not None
-        size = self.settings.processor.batch_size
-        messages = self._consumer.consume(size, 0)
-        if messages:
-            return messages
-        messages = self._consumer.consume(1, poll_s)
-        if messages and size > 1:
-            messages.extend(self._consumer.consume(size - 1, 0))
-        return messages
+        return take(self._consumer, self.settings.processor.batch_size, poll_s)
 
     def idle(self) -> bool:
         """Every owned partition handled up to its end (held events aside)."""

@@ -28,6 +28,7 @@ from topics import clients
 from topics.admin import end_offsets
 from topics.catalogue import EVENTS, ROUTING
 from topics.codes import TOPIC_MISSING
+from topics.consuming import take
 from topics.producing import Header, NotAcknowledged, Outgoing, produce_all
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,10 @@ class Forwarder:
 
     async def turn(self) -> None:
         assert self._consumer is not None
+        # A lone event is forwarded the moment it lands, not after the poll timeout.
         messages = await asyncio.to_thread(
-            self._consumer.consume,
+            take,
+            self._consumer,
             self.settings.processor.batch_size,
             self.settings.processor.poll_timeout_s,
         )
