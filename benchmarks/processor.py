@@ -16,11 +16,12 @@ process, as in production; this process only publishes, starts runs and measures
   produce call) to its run resuming: the `occurred_at` of the WaitResolved runtime
   event, which is the workflow time of the workflow task that took the signal. One
   event at a time, the processor already running and caught up with the ingress
-  topic (wake_worst_at: which of them were slowest, 1 the first). wake_emit_* is the same up to the
-  broker timestamp of that WaitResolved record (adds the emitting activity), and
-  wake_audit_* up to the event's audit record (the processor's part and the signal
-  RPC). bare_wake_* is the same wake-up from a bare signal (no Kafka, no processor),
-  interleaved with the others: the floor that Temporal and the worker set here.
+  topic (wake_worst_at: which of them were slowest, 1 the first measured). wake_emit_*
+  is the same up to the broker timestamp of that WaitResolved record (adds the
+  emitting activity), and wake_audit_* up to the event's audit record (the processor's
+  part and the signal RPC). bare_wake_* is the same wake-up from a bare signal (no
+  Kafka, no processor), interleaved with the others: the floor that Temporal and the
+  worker set here.
 
 The last line printed is one JSON object."""
 
@@ -230,18 +231,21 @@ def _until_idle(settings: Settings, group: str, log: IO[bytes]) -> dict[str, Any
     return stats
 
 
+def _for_group(settings: Settings, group: str) -> Settings:
+    return settings.model_copy(
+        update={"processor": settings.processor.model_copy(update={"group_id": group})}
+    )
+
+
 def _commit_at_end(settings: Settings, group: str) -> None:
     """The group's committed offsets at the end of every ingress partition."""
-    topic = settings.topic(EVENTS)
+    report = status.lag(_for_group(settings, group))
+    ends = [
+        TopicPartition(report["topic"], r["partition"], r["end_offset"])
+        for r in report["partitions"]
+    ]
     consumer = clients.consumer(settings, group)
     try:
-        meta = consumer.list_topics(topic, timeout=30).topics[topic]
-        ends = [
-            TopicPartition(
-                topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1]
-            )
-            for p in meta.partitions
-        ]
         consumer.commit(offsets=ends, asynchronous=False)
     finally:
         consumer.close()
@@ -249,9 +253,7 @@ def _commit_at_end(settings: Settings, group: str) -> None:
 
 def _caught_up(settings: Settings, group: str, tail: RuntimeTail, timeout: float = 120) -> None:
     """Until the group's commits reach the end of every ingress partition."""
-    group_settings = settings.model_copy(
-        update={"processor": settings.processor.model_copy(update={"group_id": group})}
-    )
+    group_settings = _for_group(settings, group)
     tail.until(lambda: status.lag(group_settings)["total_lag"] == 0, timeout, "caught up")
 
 
@@ -383,7 +385,8 @@ async def measure(
     tail.close()
     log.close()
 
-    # Which wake-ups (1 = the first after the processor's start) were the slowest.
+    # Which wake-ups were the slowest: 1 is the first measured, the one after the event
+    # that waited out the processor's start.
     slowest = sorted(range(len(latencies)), key=latencies.__getitem__)[-5:]
     extra["wake_worst_at"] = [n + 1 for n in slowest]
     latencies.sort()
