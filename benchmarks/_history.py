@@ -1,5 +1,5 @@
 """Synthetic runtime history for the processor's restart benchmark and test: closed
-runs (a wait created, resolved by an event, the run completed), older than the
+runs (started, a wait created, resolved by an event, the run completed), older than the
 de-duplication horizon, then the open waits. Produced in bulk from text templates (no
 models per record) with big batches, so millions of records take seconds."""
 
@@ -40,23 +40,28 @@ def wait_created(run: str, seq: int, at: str, wait: str, key: str) -> bytes:
     return _record(run, seq, at, "WaitCreated", data)
 
 
-def samples(now: datetime) -> list[bytes]:
-    """One closed run's records, to check that the templates make valid events."""
-    old = (now - CLOSED_AGE).isoformat()
-    run = _uuid(1, 0)
-    sample = [
-        wait_created(run, 1, old, _uuid(2, 0), "k0"),
+def closed_run(n: int, at: str) -> list[bytes]:
+    """The records of closed run number `n`."""
+    run, wait, event = _uuid(1, n), _uuid(2, n), _uuid(3, n)
+    return [
+        _record(
+            run, 1, at, "RunStarted", '{"definition_id":"bench","version":1,"definition_hash":"h"}'
+        ),
+        wait_created(run, 2, at, wait, f"c{n}"),
         _record(
             run,
-            2,
-            old,
+            3,
+            at,
             "WaitResolved",
-            f'{{"wait_id":"{_uuid(2, 0)}","resolution":"RESOLVED",'
-            f'"matched_event_id":"{_uuid(3, 0)}"}}',
+            f'{{"wait_id":"{wait}","resolution":"RESOLVED","matched_event_id":"{event}"}}',
         ),
-        _record(run, 3, old, "RunCompleted", '{"status":"SUCCEEDED"}'),
+        _record(run, 4, at, "RunCompleted", '{"status":"SUCCEEDED"}'),
     ]
-    return sample
+
+
+def samples(now: datetime) -> list[bytes]:
+    """One closed run's records, to check that the templates make valid events."""
+    return closed_run(0, (now - CLOSED_AGE).isoformat())
 
 
 def open_wait_records(count: int, at: str) -> Iterator[tuple[str, bytes]]:
@@ -100,21 +105,12 @@ def produce(settings: Settings, history: int, open_waits: int) -> int:
         if produced % 20_000 == 0:
             producer.poll(0)
 
-    closed_runs = max(0, history - open_waits) // 3
+    closed_runs = max(0, history - open_waits) // 4
     for n in range(closed_runs):
-        run, wait, event = _uuid(1, n), _uuid(2, n), _uuid(3, n)
-        send(run, wait_created(run, 1, old, wait, f"c{n}"))
-        send(
-            run,
-            _record(
-                run,
-                2,
-                old,
-                "WaitResolved",
-                f'{{"wait_id":"{wait}","resolution":"RESOLVED","matched_event_id":"{event}"}}',
-            ),
-        )
-        send(run, _record(run, 3, old, "RunCompleted", '{"status":"SUCCEEDED"}'))
+        records = closed_run(n, old)
+        key = _uuid(1, n)
+        for value in records:
+            send(key, value)
     for key, value in open_wait_records(open_waits, recent):
         send(key, value)
     left = producer.flush(300)

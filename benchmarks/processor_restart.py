@@ -17,9 +17,11 @@ hands half over.
 instances). The last line printed is one JSON object.
 
 --routing partitioned measures partitioned routing: each instance restores only the
-routing partitions the group gives it (their snapshots and the records after them), so
-its ready time is until it holds partitions and has caught up with them, and the JSON
-gives each instance's share of the open waits it holds and of the records it read."""
+routing partitions the group gives it (their snapshots and the records of their waits
+and audit partitions after them), so its ready time is until it holds partitions and
+has caught up with them, and the JSON gives each instance's share of the open waits it
+holds and of the records it read. The first start then also relays the history's wait
+records onto the waits topic (processors/waits_relay.py), once."""
 
 from __future__ import annotations
 

@@ -224,6 +224,12 @@ class ProcessorSettings(_Section):
         return f"{self.group_id}.routing"
 
     @property
+    def waits_group_id(self) -> str:
+        """The group of the relay that re-keys the runtime topic's wait records onto
+        the waits topic when partitioned (each instance relays a share of it)."""
+        return f"{self.group_id}.waits"
+
+    @property
     def dedup_horizon(self) -> timedelta:
         return timedelta(seconds=self.dedup_horizon_s)
 

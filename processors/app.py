@@ -20,12 +20,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from temporalio.client import Client
 
 from flowledger import tracing
-from flowledger.errors import FlowledgerError
+from flowledger.errors import ConfigError, FlowledgerError
 from flowledger.metrics import HealthServer
 from flowledger.settings import Settings
 from processors import audit as audits
@@ -40,13 +41,16 @@ from processors.metrics import ProcessorMetrics
 from processors.offsets import OffsetWindow
 from processors.partitioned_follower import PartitionedFollower
 from processors.pipeline import IngressRecord, Plan, decide, utc_from_ms
+from processors.repartition import Repartitioner, member_consumer
 from processors.router_index import OpenWait
 from processors.routing_key import SOURCE_HEADER, parse_source
 from processors.snapshot import FollowerState
 from processors.snapshot_store import SnapshotStore
 from processors.stats import Stats
+from processors.waits_relay import WaitsRelay
 from topics import clients
 from topics.catalogue import AUDIT, DEADLETTER, EVENTS, ROUTING
+from topics.codes import TOPICS_NOT_COPARTITIONED
 from topics.consuming import take
 from topics.producing import NotAcknowledged, Outgoing, produce_all
 from topics.watermarks import high_watermark
@@ -89,7 +93,9 @@ class Processor:
         self.skew = timedelta(seconds=p.clock_skew_tolerance_s)
         self.window = timedelta(seconds=p.early_event_window_s)
         # Partitioned routing: the forwarder consumes the ingress topic and this loop
-        # consumes the routing topic, in a group of its own (processors/forwarder.py).
+        # consumes the routing topic, in a group of its own (processors/forwarder.py);
+        # the relay re-keys the runtime topic's wait records for the followers
+        # (processors/waits_relay.py), in a third.
         self.partitioned = p.partitioned
         self.events_topic = settings.topic(ROUTING if self.partitioned else EVENTS)
         self.group_id = p.routing_group_id if self.partitioned else p.group_id
@@ -97,8 +103,12 @@ class Processor:
         self.deadletter_topic = settings.topic(DEADLETTER)
         self.backoff = Backoff(settings, self.stop)
         self.follower = PartitionedFollower(settings) if self.partitioned else LogFollower(settings)
-        self.forwarder = Forwarder(settings, self.paths, self.backoff) if self.partitioned else None
-        self._forwarding: asyncio.Task[None] | None = None
+        self.repartitioners: list[Repartitioner] = (
+            [Forwarder(settings, self.paths, self.backoff), WaitsRelay(settings, self.backoff)]
+            if self.partitioned
+            else []
+        )
+        self._repartitioning: list[asyncio.Task[None]] = []
         self._forward_stop = asyncio.Event()
         self.holding = Holding(self.skew, self.window)
         self.stats = Stats()
@@ -156,25 +166,25 @@ class Processor:
         self.stats.startup["follower_start_ms"] = followed_ms
         self.stats.startup["open_waits"] = self.follower.counts()["open_waits"]
         self._snapshot_at = time.monotonic()
-        if self.forwarder is not None:
-            forwarder = self.forwarder
+        for stage in self.repartitioners:
             await self.backoff.retry(
-                "opening the forwarder",
-                lambda: asyncio.to_thread(forwarder.open),
+                f"opening the {stage.group} stage",
+                partial(asyncio.to_thread, stage.open),
                 on=(FlowledgerError, KafkaException),
             )
-            assert isinstance(self.follower, PartitionedFollower)
-            self.follower.partitions = forwarder.partitions
-            self._forwarding = asyncio.create_task(forwarder.run(self._forward_stop))
-        session_ms = int(self.settings.processor.session_timeout_s * 1000)
-        consumer = clients.consumer(
-            self.settings,
-            self.group_id,
-            **{
-                "session.timeout.ms": session_ms,
-                "heartbeat.interval.ms": max(100, min(3000, session_ms // 3)),
-            },
-        )
+        if isinstance(self.follower, PartitionedFollower):
+            counts = {stage.target_topic: stage.partitions for stage in self.repartitioners}
+            if len(set(counts.values())) != 1:
+                raise ConfigError(
+                    f"the internal topics must have as many partitions each: {counts}",
+                    code=TOPICS_NOT_COPARTITIONED,
+                    topics=counts,
+                )
+            self.follower.partitions = self.repartitioners[0].partitions
+        self._repartitioning = [
+            asyncio.create_task(stage.run(self._forward_stop)) for stage in self.repartitioners
+        ]
+        consumer = member_consumer(self.settings, self.group_id)
         consumer.subscribe(
             [self.events_topic],
             on_assign=self._on_assign,
@@ -276,8 +286,8 @@ class Processor:
             self._probe.close()
             self._probe = None
         self.follower.close()
-        if self.forwarder is not None:
-            self.forwarder.close()
+        for stage in self.repartitioners:
+            stage.close()
         self._acks.close()
         self._producer.flush(self.settings.kafka.request_timeout_s)
 
@@ -358,8 +368,9 @@ class Processor:
         self._loop = asyncio.get_running_loop()
         self._serve()
         try:
-            if until_idle and self.forwarder is not None:
-                self.forwarder.watch_end = True
+            if until_idle:
+                for stage in self.repartitioners:
+                    stage.watch_end = True
             await self.open()
             if until_idle:
                 await asyncio.to_thread(self._open_probe)
@@ -376,9 +387,9 @@ class Processor:
             log.info("stop requested: finishing the batches in flight")
         finally:
             await self._drain()
-            if self._forwarding is not None:
+            if self._repartitioning:
                 self._forward_stop.set()
-                await asyncio.wait([self._forwarding])
+                await asyncio.wait(self._repartitioning)
             if self._snapshotting is not None:
                 await asyncio.wait([self._snapshotting])
             self.close()
@@ -389,11 +400,15 @@ class Processor:
 
     async def step(self) -> None:
         assert self._consumer is not None
-        if self._forwarding is not None and self._forwarding.done():
-            failed = self._forwarding.exception()
-            raise failed if failed is not None else Stopped()
+        for stage in self._repartitioning:
+            if stage.done():
+                failed = stage.exception()
+                raise failed if failed is not None else Stopped()
         poll_s = self.settings.processor.poll_timeout_s
         opened = await asyncio.to_thread(self.follower.poll, poll_s if not self._assigned else 0)
+        for index in self.follower.indexes():
+            if index.taken:
+                self.holding.settle(index)
         if self._reoffer:
             opened, self._reoffer = [*self._reoffer, *opened], []
         await self._release(opened)
@@ -501,7 +516,7 @@ class Processor:
     def idle(self) -> bool:
         """Every owned partition handled up to its end (held events aside)."""
         assert self._consumer is not None
-        if self.forwarder is not None and not self.forwarder.caught_up:
+        if not all(stage.caught_up for stage in self.repartitioners):
             return False
         if not self._assigned or self._last_took or self.offsets:
             # A step that found records is no reason to ask the broker yet.
@@ -648,6 +663,9 @@ class Processor:
     async def _release(self, opened: list[OpenWait]) -> None:
         """Deliver held events to waits that just appeared, then audit them again,
         complete, with the new delivery."""
+        if self.holding.finished:
+            finished, self.holding.finished = self.holding.finished, []
+            await self._audit_again(finished)
         pairs = self.holding.take(opened, self.follower.workflow_id)
         if not pairs:
             return
@@ -679,9 +697,12 @@ class Processor:
 
     def _audit_record(self, plan: Plan, held: bool) -> Outgoing:
         """The plan's audit record, announced to the follower, which reads it back."""
-        item = audits.outgoing(
-            self.audit_topic, plan, held, plan.record.at[0] if self.partitioned else None
-        )
+        if isinstance(self.follower, PartitionedFollower):
+            item = audits.outgoing(
+                self.audit_topic, plan, held, plan.record.at[0], self.follower.audit_partitions
+            )
+        else:
+            item = audits.outgoing(self.audit_topic, plan, held)
         assert item.value is not None
         self.follower.expect_audit(item.value, plan.audit)
         return item

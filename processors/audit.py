@@ -35,12 +35,22 @@ def audit_key(plan: Plan) -> bytes:
     return f"ingress:{audit.source_topic}:{audit.source_partition}:{audit.source_offset}".encode()
 
 
-def outgoing(topic: str, plan: Plan, held: bool, routing_partition: int | None = None) -> Outgoing:
+def outgoing(
+    topic: str,
+    plan: Plan,
+    held: bool,
+    routing_partition: int | None = None,
+    audit_partitions: int = 0,
+) -> Outgoing:
     marks = headers(held)
+    partition = None
     if routing_partition is not None:
         # Whose state it folds into: the routing partition's (partitioned routing).
         marks.append((PARTITION_HEADER, str(routing_partition).encode()))
-    return Outgoing(topic, audit_key(plan), encode(plan.audit), marks)
+        if audit_partitions:
+            # Written where that partition's owner reads, so no owner reads them all.
+            partition = routing_partition % audit_partitions
+    return Outgoing(topic, audit_key(plan), encode(plan.audit), marks, partition=partition)
 
 
 def headers(held: bool) -> list[tuple[str, str | bytes | None]]:

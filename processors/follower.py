@@ -124,6 +124,8 @@ class LogFollower:
         before, began = self._read, time.monotonic()
         while not self.caught_up() and not stop():
             self.poll(0.2)
+        # What the fold closed before any event was held: restoring looks at resolved_by.
+        self.index.taken.clear()
         self.startup["tail_records"] = self._read - before
         self.startup["catch_up_ms"] = int((time.monotonic() - began) * 1000)
 
@@ -232,6 +234,9 @@ class LogFollower:
     def index_for(self, _partition: int) -> RouterIndex:
         return self.index
 
+    def indexes(self) -> list[RouterIndex]:
+        return [self.index]
+
     def completed_for(self, _partition: int) -> HorizonSet:
         return self.completed
 
@@ -240,7 +245,8 @@ class LogFollower:
 
     @property
     def records_read(self) -> int:
-        """Records of the runtime, audit and definitions topics read since start."""
+        """Records the follower read since start (partitioned: of the waits, audit and
+        definitions partitions it reads; else of the runtime, audit and definitions)."""
         return self._read
 
     def counts(self) -> dict[str, int]:

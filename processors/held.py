@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from processors.pipeline import Plan, SignalTarget, plan_from_held_audit
 from processors.router_index import EarlyEvents, HeldEvent, OpenWait, RouterIndex, eligible
-from schemas.audit import AuditRecord
+from schemas.audit import AuditRecord, Delivery
 
 
 class Holding:
@@ -18,6 +18,9 @@ class Holding:
         self.skew = skew
         self.window = window
         self.early = EarlyEvents(skew)
+        # Restored held events that their waits already took (the previous owner
+        # signalled them and stopped before auditing them again): to audit, complete.
+        self.finished: list[Plan] = []
 
     def held_event(self, plan: Plan) -> HeldEvent:
         assert plan.envelope is not None and plan.correlation is not None
@@ -65,13 +68,39 @@ class Holding:
                 routed = (routing_partition, audit.source_offset)
             elif audit.source_topic != topic or audit.source_partition not in owned:
                 continue
-            held = self.held_event(plan_from_held_audit(audit, key, routed))
+            plan = plan_from_held_audit(audit, key, routed)
+            taken = index.resolved_by.get((audit.tenant or "", audit.event_id or ""), [])
+            if taken:
+                delivered = [
+                    Delivery(run_id=run, wait_id=wait, kind="signal", outcome="delivered")
+                    for run, wait in taken
+                ]
+                plan.audit = plan.audit.model_copy(
+                    update={"deliveries": [*plan.audit.deliveries, *delivered]}
+                )
+                self.finished.append(plan)
+                continue
+            held = self.held_event(plan)
             if held.expires_at > now:
                 self.early.hold(held)
                 for wait in index.matching(*held.key):
                     if eligible(wait, held.received_at, self.skew):
                         offer[wait.wait_id] = wait
         return list(offer.values())
+
+    def settle(self, index: RouterIndex) -> None:
+        """Held events that the waits just closed took: finished, with that delivery."""
+        taken, index.taken = index.taken, []
+        for wait, event_id in taken:
+            for held in self.early.take_event(wait.key, event_id):
+                plan: Plan = held.item
+                delivery = Delivery(
+                    run_id=wait.run_id, wait_id=wait.wait_id, kind="signal", outcome="delivered"
+                )
+                plan.audit = plan.audit.model_copy(
+                    update={"deliveries": [*plan.audit.deliveries, delivery]}
+                )
+                self.finished.append(plan)
 
     def take(
         self, opened: list[OpenWait], workflow_id: Callable[[str], str]

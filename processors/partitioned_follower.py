@@ -1,17 +1,16 @@
 """The log follower of partitioned routing: the state of the routing partitions this
 instance owns, one FollowerState each, and nothing of the others.
 
-Every instance still reads the runtime and audit topics as they grow (a wait's routing
-partition is known only once its WaitCreated is read), but folds into a partition's
-state only what belongs to it: the waits whose routing key falls in it, the resolutions
-of those waits, and the completion keys and held events of the audit records its router
-wrote (the PARTITION_HEADER). When a partition is assigned, its state is the newest
-snapshot its previous owner wrote (processors/snapshot_store.py, one snapshot per
-partition, in that partition of the snapshot topic) plus the runtime and audit records
-after the offsets that snapshot covers: the follower goes back to those offsets and
-reads forward, and each state folds a record only past its own offsets, so a record is
-never folded twice into one state. A start reads no history at all: the definitions
-topic whole, and the rest from the end, until partitions are assigned."""
+It reads, of the partitions it owns, only theirs: partition p of
+flowledger.internal.waits.v1 (the wait records of the runtime topic re-keyed by routing
+key, processors/waits_relay.py) and partition p mod n of the audit topic's n (where its
+router writes the audit records of p, with the PARTITION_HEADER saying whose they are).
+When a partition is assigned, its state is the newest snapshot its previous owner
+wrote (processors/snapshot_store.py, one snapshot per partition, in that partition of
+the snapshot topic) plus the records after the offsets that snapshot covers: the
+follower reads those partitions from there to their end, and each state folds a record
+only past its own offsets, so a record is never folded twice into one state. A start
+reads the definitions topic whole and nothing else until partitions are assigned."""
 
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from datetime import datetime
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from flowledger import tracing
+from flowledger import retry, tracing
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from processors.follower import LogFollower, fold_audit
@@ -35,7 +34,8 @@ from processors.snapshot import FollowerState
 from processors.snapshot_store import SnapshotStore
 from schemas.schedule import ScheduleEvent
 from topics import clients
-from topics.admin import end_offsets
+from topics.admin import end_offsets, group_offsets
+from topics.catalogue import WAITS
 from topics.codes import TOPIC_MISSING
 from topics.serde import RecordRefused, decode_runtime_topic
 from topics.watermarks import high_watermark
@@ -43,15 +43,22 @@ from workflows.messages import run_workflow_id
 
 log = logging.getLogger(__name__)
 
+Tail = tuple[str, int]
+
 
 class PartitionedFollower(LogFollower):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         # Routing partitions in all (set by the router once it knows the topic).
         self.partitions = 0
+        # Partitions of the audit and runtime topics (known at start).
+        self.audit_partitions = 0
+        self.runtime_partitions = 0
+        self.waits_topic = settings.topic(WAITS)
         self.parts: dict[int, FollowerState] = {}
         self.stores: dict[int, SnapshotStore] = {}
-        self._handlers[self.runtime_topic] = self._on_runtime_parts
+        del self._handlers[self.runtime_topic]
+        self._handlers[self.waits_topic] = self._on_waits
         self._handlers[self.audit_topic] = self._on_audit_parts
         # Per adoption: what was read (snapshot bytes, records folded after them).
         self.adopted: dict[int, dict[str, int]] = {}
@@ -74,15 +81,21 @@ class PartitionedFollower(LogFollower):
                         code=TOPIC_MISSING,
                         topic=topic,
                     )
+                if topic == self.audit_topic:
+                    self.audit_partitions = len(meta.partitions)
+                if topic == self.waits_topic:
+                    runtime = consumer.list_topics(self.runtime_topic, timeout=timeout)
+                    found = runtime.topics.get(self.runtime_topic)
+                    self.runtime_partitions = len(found.partitions) if found is not None else 0
+                if topic != self.definitions_topic:
+                    # Read only once partitions are owned, and only theirs.
+                    continue
                 for partition in sorted(meta.partitions):
-                    high = high_watermark(consumer, topic, partition, timeout)
-                    # No partition is owned yet: only the definitions are read whole.
-                    start = 0 if topic == self.definitions_topic else high
-                    self._ends[(topic, partition)] = high
-                    self._positions[(topic, partition)] = start
-                    assignment.append(
-                        TopicPartition(topic, partition, start if start else OFFSET_BEGINNING)
+                    self._ends[(topic, partition)] = high_watermark(
+                        consumer, topic, partition, timeout
                     )
+                    self._positions[(topic, partition)] = 0
+                    assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
         except Exception:
             consumer.close()
             raise
@@ -102,10 +115,14 @@ class PartitionedFollower(LogFollower):
         index = RouterIndex(horizon=self.horizon, accepts=self._accepts(partition))
         return FollowerState(index, HorizonSet(self.horizon), {}, {})
 
+    def tails(self, p: int) -> list[Tail]:
+        """What routing partition p's state is folded from."""
+        return [(self.waits_topic, p), (self.audit_topic, p % max(1, self.audit_partitions))]
+
     def adopt(self, owned: set[int], stop: Callable[[], bool]) -> list[OpenWait]:
         """Take on the state of newly owned routing partitions: each one's newest
-        snapshot, then the records after it, read to the current end of the runtime
-        and audit topics. Returns the waits that opened in that read. Called while the
+        snapshot, then the records after it, read to the current end of their waits and
+        audit partitions. Returns the waits that opened in that read. Called while the
         follower is not polling (inside the router's consume, on assignment)."""
         assert self._consumer is not None
         new = sorted(set(owned) - set(self.parts))
@@ -127,34 +144,92 @@ class PartitionedFollower(LogFollower):
                 self.adopted[p] = {"snapshot_bytes": 0}
             self.parts[p] = state
             self.stores[p] = store
-        # Back to the oldest offset a new state still needs, then forward to the end.
-        # The ends in one request of a client of their own: asked of the follower's
-        # consumer, each would queue behind its fetch long-poll (half a second each).
-        if self._admin is None:
-            self._admin = clients.admin(self.settings)
-        tails = [tp for tp in self._positions if tp[0] != self.definitions_topic]
-        self._ends.update(end_offsets(self._admin, tails, self.settings.kafka.request_timeout_s))
-        assignment: list[TopicPartition] = []
-        for (topic, partition), position in self._positions.items():
-            start = position
-            if topic != self.definitions_topic:
-                need = min(self.parts[p].positions.get(topic, {}).get(partition, 0) for p in new)
-                start = min(position, need)
-            self._positions[(topic, partition)] = start
-            assignment.append(
-                TopicPartition(topic, partition, start if start else OFFSET_BEGINNING)
-            )
-        self._consumer.assign(assignment)
+        # Each tail from the oldest offset a new state still needs (or where it is, if
+        # already read for another partition), then forward to the end.
+        for p in new:
+            positions = self.parts[p].positions
+            for tail in self.tails(p):
+                need = positions.get(tail[0], {}).get(tail[1], 0)
+                self._positions[tail] = min(self._positions.get(tail, need), need)
         before = self._read
+        relayed = self._runtime_ends()
+        self._reassign()
         opened: list[OpenWait] = []
+        while not self.caught_up() and not stop():
+            opened.extend(self.poll(0.2))
+        # The waits of the runtime topic as it was at this adoption are in: once the
+        # relay's group has committed past where it ended, read the waits to their end
+        # again. Bounded: a relay member that died holds its partitions up to a session
+        # timeout, and an event meanwhile is held, not lost, as any event that
+        # overtakes its wait.
+        deadline = time.monotonic() + self.settings.processor.session_timeout_s
+        while not self._relayed(relayed) and not stop():
+            if time.monotonic() > deadline:
+                log.warning("adopting %s before the waits relay caught up", new)
+                break
+            opened.extend(self.poll(0.1))
+        self._reassign()
         while not self.caught_up() and not stop():
             opened.extend(self.poll(0.2))
         for p in new:
             self.adopted[p]["records_after"] = self._read - before
+            # Restoring its held events looks at resolved_by for what the tail closed.
+            self.parts[p].index.taken.clear()
         self.startup["adopt_ms"] = self.startup.get("adopt_ms", 0) + int(
             (time.monotonic() - began) * 1000
         )
         return opened
+
+    def _asked(self, call: Callable[[AdminClient, float], dict[Tail, int]]) -> dict[Tail, int]:
+        """An offsets request of the admin client, asked again while Kafka cannot answer
+        (a broker that just came back reports a fenced leader epoch until the client's
+        metadata is new, so each attempt after a failure takes a new client): this runs
+        inside the router's assignment, where a failure stops the processor."""
+        timeout = self.settings.kafka.request_timeout_s
+
+        def attempt() -> dict[Tail, int]:
+            if self._admin is None:
+                self._admin = clients.admin(self.settings)
+            try:
+                return call(self._admin, timeout)
+            except ServiceUnavailable:
+                self._admin = None
+                raise
+
+        return retry.until_deadline(
+            attempt,
+            transient=lambda exc: isinstance(exc, ServiceUnavailable),
+            seconds=max(timeout, 2 * self.settings.processor.session_timeout_s),
+            initial=0.2,
+        )
+
+    def _runtime_ends(self) -> dict[Tail, int]:
+        tails = [(self.runtime_topic, p) for p in range(self.runtime_partitions)]
+        return self._asked(lambda admin, timeout: end_offsets(admin, tails, timeout))
+
+    def _relayed(self, ends: dict[Tail, int]) -> bool:
+        """Whether the waits relay committed every runtime partition up to ``ends``."""
+        group = self.settings.processor.waits_group_id
+        done = self._asked(lambda admin, timeout: group_offsets(admin, group, ends, timeout))
+        return all(end == 0 or done.get(tail, -1) >= end for tail, end in ends.items())
+
+    def _reassign(self) -> None:
+        """Assign what the owned partitions need, from the positions kept, with the
+        current end of every tail (to read up to before routing)."""
+        assert self._consumer is not None
+        # The ends in one request of a client of its own: asked of the follower's
+        # consumer, each would queue behind its fetch long-poll (half a second each).
+        tails = [tp for tp in self._positions if tp[0] != self.definitions_topic]
+        self._ends.update(self._asked(lambda admin, timeout: end_offsets(admin, tails, timeout)))
+        # Offsets as numbers, never OFFSET_BEGINNING: a partition assigned so while it
+        # was empty, and then read only by polls that do not wait, was never fetched
+        # (an adoption into empty topics folded none of its own audit records).
+        self._consumer.assign(
+            [
+                TopicPartition(topic, partition, offset)
+                for (topic, partition), offset in self._positions.items()
+            ]
+        )
 
     def drop(self, partitions: set[int]) -> None:
         for p in partitions:
@@ -162,55 +237,80 @@ class PartitionedFollower(LogFollower):
             store = self.stores.pop(p, None)
             if store is not None:
                 store.close()
+        needed = {tail for p in self.parts for tail in self.tails(p)}
+        gone = [
+            tp for tp in self._positions if tp[0] != self.definitions_topic and tp not in needed
+        ]
+        if gone and self._consumer is not None:
+            for tp in gone:
+                self._positions.pop(tp, None)
+                self._ends.pop(tp, None)
+            self._consumer.assign(
+                [
+                    TopicPartition(topic, partition, offset)
+                    for (topic, partition), offset in self._positions.items()
+                ]
+            )
 
     # -- folding -----------------------------------------------------------------
 
-    def _due(self, msg: Message) -> list[tuple[int, FollowerState]]:
-        """The owned states that have not folded this record yet (each moves past it)."""
+    def _fresh(self, msg: Message, state: FollowerState) -> bool:
+        """Whether ``state`` has not read this record yet (it moves past it)."""
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None
-        due = []
-        for p, state in self.parts.items():
-            positions = state.positions.setdefault(topic, {})
-            if positions.get(partition, 0) <= offset:
-                positions[partition] = offset + 1
-                due.append((p, state))
-        return due
+        positions = state.positions.setdefault(topic, {})
+        if positions.get(partition, 0) > offset:
+            return False
+        positions[partition] = offset + 1
+        return True
 
-    def _on_runtime_parts(self, msg: Message) -> OpenWait | None:
-        due = self._due(msg)
-        if not due:
+    def _on_waits(self, msg: Message) -> OpenWait | None:
+        p = msg.partition()
+        state = self.parts.get(p) if p is not None else None
+        value = msg.value()
+        if state is None or not self._fresh(msg, state) or not value:
             return None
         try:
-            event = decode_runtime_topic(msg.value() or b"")
+            event = decode_runtime_topic(value)
         except RecordRefused as exc:
-            log.warning("runtime record at %s refused: %s", msg.offset(), exc)
+            log.warning("waits record at %s refused: %s", msg.offset(), exc)
             return None
         if isinstance(event, ScheduleEvent):
             return None
-        opened = None
-        for _p, state in due:
-            wait = state.index.apply(event)
-            if wait is not None:
-                opened = wait
-        return opened
+        return state.index.apply(event)
 
     def _on_audit_parts(self, msg: Message) -> OpenWait | None:
-        due = dict(self._due(msg))
+        at = msg.partition()
+        whose = _header_partition(msg)
+        target = None
+        # Every state that reads this audit partition moves past the record; only the
+        # one it names folds it.
+        for p, state in self.parts.items():
+            if p % self.audit_partitions == at and self._fresh(msg, state) and p == whose:
+                target = state
+        if target is None:
+            # Not ours to fold: nothing to decode (and nothing to remember, if ours).
+            self._own_audits.pop(msg.value() or b"", None)
+            return None
         record = self._audit_of(msg)
-        partition = _header_partition(msg)
-        state = due.get(partition) if partition is not None else None
-        if record is not None and state is not None:
-            fold_audit(record, msg.headers(), state.completed, state.pending_held)
+        if record is not None:
+            fold_audit(record, msg.headers(), target.completed, target.pending_held)
         return None
 
     # -- what the router asks ----------------------------------------------------
 
+    def indexes(self) -> list[RouterIndex]:
+        return [state.index for state in self.parts.values()]
+
     def index_for(self, partition: int) -> RouterIndex:
-        return self.parts[partition].index
+        state = self.parts.get(partition)
+        return state.index if state is not None else self._empty(partition).index
 
     def completed_for(self, partition: int) -> HorizonSet:
-        return self.parts[partition].completed
+        # A batch of a partition lost meanwhile (no drain: the group moved it on) still
+        # finishes; what it adds is the new owner's to fold from the audit.
+        state = self.parts.get(partition)
+        return state.completed if state is not None else self._empty(partition).completed
 
     def workflow_id(self, run_id: str) -> str:
         for state in self.parts.values():
@@ -244,7 +344,7 @@ class PartitionedFollower(LogFollower):
         positions = {
             topic: dict(parts)
             for topic, parts in state.positions.items()
-            if topic != self.definitions_topic
+            if topic in (self.waits_topic, self.audit_topic)
         }
         return FollowerState(index, state.completed.copy(), dict(state.pending_held), positions)
 

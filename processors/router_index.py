@@ -75,6 +75,10 @@ class RouterIndex:
 
     def __post_init__(self) -> None:
         self.resolved_by = HorizonDict(self.horizon)
+        # Waits closed by the event they took, since the shell last asked: an event
+        # still held for such a wait (signalled by an instance that stopped before
+        # auditing it again) is done (`Holding.settle`).
+        self.taken: list[tuple[OpenWait, str]] = []
 
     def apply(self, event: RuntimeEvent) -> OpenWait | None:
         """Fold one runtime event; returns the event wait it opened, if any."""
@@ -106,6 +110,8 @@ class RouterIndex:
         elif isinstance(event, WaitResolved):
             closed = self._close(event.data.wait_id)
             matched = event.data.matched_event_id
+            if closed is not None and matched:
+                self.taken.append((closed, matched))
             # A partition's index keeps only the resolutions of its own waits.
             if matched and (self.accepts is None or closed is not None):
                 key = (event.tenant, matched)
@@ -214,6 +220,19 @@ class EarlyEvents:
                 self.held[wait.key] = keep
             else:
                 del self.held[wait.key]
+            self.count -= len(taken)
+        return taken
+
+    def take_event(self, key: WaitKey, event_id: str) -> list[HeldEvent]:
+        """The held copy of one event, released from holding (its wait took it)."""
+        bucket = self.held.get(key, [])
+        taken = [h for h in bucket if h.event_id == event_id]
+        if taken:
+            keep = [h for h in bucket if h.event_id != event_id]
+            if keep:
+                self.held[key] = keep
+            else:
+                del self.held[key]
             self.count -= len(taken)
         return taken
 

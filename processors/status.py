@@ -1,6 +1,7 @@
 """`processor status`: per-partition lag of the ingress topic for the processor's
-consumer group (committed offset against the high watermark), and of the routing
-topic for the routing group when routing is partitioned."""
+consumer group (committed offset against the high watermark), and when routing is
+partitioned, of the routing topic for the routing group and of the runtime topic for
+the waits relay's group."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from flowledger import retry
 from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from topics import clients, kafka_errors
-from topics.catalogue import EVENTS, ROUTING
+from topics.catalogue import EVENTS, ROUTING, RUNTIME
 from topics.codes import KAFKA_UNAVAILABLE, TOPIC_MISSING
 
 
@@ -64,13 +65,15 @@ def _probe(settings: Settings, group: str) -> Consumer:
 
 def lag(settings: Settings) -> dict[str, Any]:
     """The ingress stage at the top level; when routing is partitioned, the routing
-    topic's stage under "routing", and `total_lag` counts both: a record forwarded
-    but not yet routed is still to do."""
+    topic's stage under "routing" and the runtime topic's relay (its wait records
+    re-keyed for the routers) under "waits", and `total_lag` counts all of them: a
+    record forwarded but not yet routed, or a wait not yet relayed, is still to do."""
     p = settings.processor
     timeout = settings.kafka.request_timeout_s
     stages = [(settings.topic(EVENTS), p.group_id)]
     if p.partitioned:
         stages.append((settings.topic(ROUTING), p.routing_group_id))
+        stages.append((settings.topic(RUNTIME), p.waits_group_id))
     reports = []
     for topic, group in stages:
         probe = _probe(settings, group)
@@ -85,7 +88,7 @@ def lag(settings: Settings) -> dict[str, Any]:
         finally:
             probe.close()
     report = reports[0]
-    if len(reports) > 1:
-        report["routing"] = reports[1]
-        report["total_lag"] += reports[1]["total_lag"]
+    for name, stage in zip(("routing", "waits"), reports[1:], strict=False):
+        report[name] = stage
+        report["total_lag"] += stage["total_lag"]
     return report

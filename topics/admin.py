@@ -8,7 +8,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -231,3 +236,23 @@ def end_offsets(
             f"Kafka did not report end offsets: {exc or 'no answer in time'}",
             code=KAFKA_UNAVAILABLE,
         ) from exc
+
+
+def group_offsets(
+    client: AdminClient, group: str, partitions: Iterable[tuple[str, int]], timeout: float
+) -> dict[tuple[str, int], int]:
+    """The group's committed offset in each partition (-1: none), in one request."""
+    wanted = [TopicPartition(topic, p) for topic, p in partitions]
+    if not wanted:
+        return {}
+    try:
+        futures = client.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group, wanted)], request_timeout=timeout
+        )
+        answer = futures[group].result(timeout=timeout)
+    except (KafkaException, TimeoutError) as exc:
+        raise ServiceUnavailable(
+            f"Kafka did not report the offsets of group {group}: {exc or 'no answer in time'}",
+            code=KAFKA_UNAVAILABLE,
+        ) from exc
+    return {(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions or []}

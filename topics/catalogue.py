@@ -20,6 +20,9 @@ INTERNAL_PREFIX = "flowledger.internal."
 SNAPSHOTS = f"{INTERNAL_PREFIX}processor-snapshots.v1"
 # Ingress records re-keyed by routing key (processors/forwarder.py), when partitioned.
 ROUTING = f"{INTERNAL_PREFIX}routing.v1"
+# The wait lifecycle records of the runtime topic re-keyed by routing key
+# (processors/waits_relay.py), when partitioned: each router reads only its partitions.
+WAITS = f"{INTERNAL_PREFIX}waits.v1"
 
 _THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
 # A repartition topic is read within moments; a week covers a router down for days.
@@ -112,6 +115,17 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "delete", "retention.ms": str(_SEVEN_DAYS_MS)},
             key="the ingress record's key (partition: its routing key's)",
             purpose="ingress records re-keyed by routing key (processor.routing partitioned)",
+        ),
+        TopicSpec(
+            settings.topic(WAITS),
+            # Co-partitioned with the routing topic: the waits of routing partition p
+            # are in partition p, which only p's owner reads.
+            k.events_partitions,
+            # A later record of a key supersedes the earlier one (a wait's resolution
+            # its creation), so compaction keeps what a reader from offset 0 needs.
+            {"cleanup.policy": "compact"},
+            key="run_id:wait_id (a wait), run_id (a run's start, end or reset)",
+            purpose="runtime wait records re-keyed by routing key (processor.routing partitioned)",
         ),
     ]
     # Set on every topic alike: a record one topic takes, the next one takes too.

@@ -23,3 +23,5 @@ TOPIC_CONFIG_FAILED: Final = "TOPIC_CONFIG_FAILED"
 PUBLISH_FAILED: Final = "PUBLISH_FAILED"
 #: Reading a topic up to its end stopped making progress before the end.
 TOPIC_READ_STALLED: Final = "TOPIC_READ_STALLED"
+#: The internal routing topics do not have the same number of partitions.
+TOPICS_NOT_COPARTITIONED: Final = "TOPICS_NOT_COPARTITIONED"

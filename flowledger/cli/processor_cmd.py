@@ -54,8 +54,9 @@ def processor(
 
 @app.command("status")
 def status(ctx: typer.Context, as_json: bool = JSON_FLAG) -> None:
-    """Per-partition lag of the ingress topic for the processor's group (and of the
-    routing topic for the routing group when routing is partitioned)."""
+    """Per-partition lag of the ingress topic for the processor's group (and, when
+    routing is partitioned, of the routing topic for the routing group and of the
+    runtime topic for the waits relay's group)."""
     from processors.status import lag
 
     with refusals(as_json):
@@ -63,7 +64,7 @@ def status(ctx: typer.Context, as_json: bool = JSON_FLAG) -> None:
     if as_json:
         print_json(report)
         return
-    for stage in [report, *([report["routing"]] if "routing" in report else [])]:
+    for stage in [report, *(report[name] for name in ("routing", "waits") if name in report)]:
         console.print(
             table(
                 f"{stage['topic']} / group {stage['group']} "

@@ -112,6 +112,11 @@ def env_for(tag: str, state_dir: Path) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    # The suite run in partitioned routing runs the stack's processors so too (the
+    # test's own Settings read the same variable).
+    routing = os.environ.get("FLOWLEDGER_PROCESSOR__ROUTING")
+    if routing:
+        env["FLOWLEDGER_PROCESSOR__ROUTING"] = routing
     return env
 
 

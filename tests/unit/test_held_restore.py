@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from processors.held import Holding
 from processors.router_index import RouterIndex
 from schemas.audit import AuditRecord
-from tests.unit.test_router_index import created
+from tests.unit.test_router_index import created, ev
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SKEW = timedelta(seconds=2)
@@ -64,3 +64,49 @@ def test_expired_events_are_not_restored() -> None:
         {"event:acme:a": _held_audit("k1", 0, T0)}, TOPIC, {0}, T0 + timedelta(minutes=11), index
     )
     assert offered == [] and len(holding.early) == 0
+
+
+def test_a_restored_event_its_wait_already_took_is_finished_not_held() -> None:
+    # The previous owner signalled it (the run's WaitResolved names it) and stopped
+    # before auditing it again: it is audited now with that delivery.
+    index = RouterIndex()
+    index.apply(created("r1", "w1", key="k1", at=T0 - timedelta(seconds=1)))
+    audit = _held_audit("k1", 0, T0)
+    index.apply(
+        ev(
+            "WaitResolved",
+            "r1",
+            {"wait_id": "w1", "resolution": "RESOLVED", "matched_event_id": audit.event_id},
+            T0 + timedelta(seconds=1),
+        )
+    )
+    holding = Holding(SKEW, timedelta(minutes=10))
+    offered = holding.restore({"event:acme:a": audit}, TOPIC, {0}, T0 + timedelta(minutes=1), index)
+    assert offered == [] and len(holding.early) == 0
+    [plan] = holding.finished
+    assert [(d.run_id, d.wait_id, d.outcome) for d in plan.audit.deliveries] == [
+        ("r1", "w1", "delivered")
+    ]
+
+
+def test_a_held_event_whose_wait_then_closes_on_it_is_finished() -> None:
+    # Restored as held before its wait was read; the wait is then read together with
+    # the WaitResolved naming the event (another instance signalled it).
+    audit = _held_audit("k1", 0, T0)
+    holding = Holding(SKEW, timedelta(minutes=10))
+    holding.restore({"event:acme:a": audit}, TOPIC, {0}, T0 + timedelta(minutes=1), RouterIndex())
+    assert len(holding.early) == 1
+    index = RouterIndex()
+    index.apply(created("r1", "w1", key="k1", at=T0 - timedelta(seconds=1)))
+    index.apply(
+        ev(
+            "WaitResolved",
+            "r1",
+            {"wait_id": "w1", "resolution": "RESOLVED", "matched_event_id": audit.event_id},
+            T0 + timedelta(seconds=1),
+        )
+    )
+    holding.settle(index)
+    assert len(holding.early) == 0 and index.taken == []
+    [plan] = holding.finished
+    assert [(d.run_id, d.wait_id) for d in plan.audit.deliveries] == [("r1", "w1")]
