@@ -53,7 +53,7 @@ def measure(
     cut = cuts.from_checkpoints(settings, live)
 
     target = db.engine(f"sqlite:///{tmp / 'rebuilt.db'}")
-    rebuilt = rebuild(settings, target, cut)
+    rebuilt = rebuild(settings, target, cut, helper_setup=tune_gc)
     say(f"rebuild: {rebuilt.as_dict()}")
     differences = compare(live, target)
     live.dispose()

@@ -253,6 +253,9 @@ class ProjectorSettings(_Section):
     group_id: str = "flowledger-projector"
     # Records per transaction: bigger batches amortise the commit and bulk writes.
     batch_size: int = Field(default=10_000, ge=1)
+    # Processes that fold a `replay rebuild` or `verify` (the runtime partitions are
+    # shared among them); 0: one per CPU core.
+    rebuild_processes: int = Field(default=0, ge=0)
 
 
 class ReconcilerSettings(_Section):

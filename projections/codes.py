@@ -27,5 +27,7 @@ AUDIT_TABLE_UNKNOWN: Final = "AUDIT_TABLE_UNKNOWN"
 REPLAY_OFFSETS_INVALID: Final = "REPLAY_OFFSETS_INVALID"
 #: Reading the log for a replay stopped making progress.
 REPLAY_READ_STALLED: Final = "REPLAY_READ_STALLED"
+#: A helper process of a rebuild failed or was killed; the rebuild did not finish.
+REBUILD_HELPER_FAILED: Final = "REBUILD_HELPER_FAILED"
 #: A shadow schema is not supported on this database.
 REPLAY_SHADOW_UNSUPPORTED: Final = "REPLAY_SHADOW_UNSUPPORTED"

@@ -91,7 +91,7 @@ def _rebuild_into(settings: Settings, target: Engine, cut: cuts.Cut, show: bool)
     # the collector settings of `flowledger projector`: a rebuild folds the same way
     tune_gc()
     with _progress(show, "rebuilding") as progress:
-        return rebuild(settings, target, cut, progress=progress).as_dict()
+        return rebuild(settings, target, cut, progress=progress, helper_setup=tune_gc).as_dict()
 
 
 @app.command("rebuild")

@@ -4,28 +4,18 @@ or schema, through the same write path and pipeline the live projector uses."""
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import TopicPartition
 from sqlalchemy import Engine, MetaData, text
 
-from flowledger.errors import ServiceUnavailable
 from flowledger.settings import Settings
 from projections import migrate
-from projections.apply import Applier, BatchResult
-from projections.changes import Coordinates
-from projections.checkpoints import read_checkpoints
-from projections.codes import REPLAY_READ_STALLED
-from projections.pipeline import Pipeline
 from projections.projector import topic_kinds
-from projections.records import Incoming
 from projections.replay.cut import Cut
-from projections.run_cache import RunCache
-from topics import clients
+from projections.replay.helpers import Team, helper_count
+from projections.replay.ranges import apply_range, pipeline_for
 
-BATCH = 20_000
 # Definitions first, so runs can refer to them; then what the runs did; then audits.
 _ORDER = {"definitions": 0, "runtime": 1, "audit": 2, "operators": 3}
 Progress = Callable[[int, int], None]
@@ -58,50 +48,6 @@ def reset(target: Engine) -> None:
     migrate.upgrade(target)
 
 
-def read_range(
-    settings: Settings, topic: str, partition: int, end: int, start: int = 0, batch: int = BATCH
-) -> Iterator[list[Incoming]]:
-    """Records [start, end) of one partition, in offset order, in batches."""
-    if end <= start:
-        return
-    kind = topic_kinds(settings)[topic]
-    consumer = clients.consumer(
-        settings, f"flowledger-replay-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": True}
-    )
-    timeout = settings.kafka.request_timeout_s
-    try:
-        consumer.assign([TopicPartition(topic, partition, start)])
-        position = start
-        deadline = time.monotonic() + timeout
-        while position < end:
-            messages = consumer.consume(num_messages=min(batch, end - position), timeout=0.5)
-            chunk: list[Incoming] = []
-            for msg in messages:
-                if msg.error():
-                    continue
-                offset = msg.offset()
-                assert offset is not None
-                if offset >= end:
-                    position = end
-                    break
-                position = offset + 1
-                chunk.append(
-                    Incoming(kind, Coordinates(topic, partition, offset), msg.key(), msg.value())
-                )
-            if chunk:
-                deadline = time.monotonic() + timeout
-                yield chunk
-            elif time.monotonic() > deadline:
-                raise ServiceUnavailable(
-                    f"{topic}[{partition}] stopped at offset {position} before {end}",
-                    code=REPLAY_READ_STALLED,
-                    topic=topic,
-                    partition=partition,
-                )
-    finally:
-        consumer.close()
-
-
 def rebuild(
     settings: Settings,
     target: Engine,
@@ -110,46 +56,49 @@ def rebuild(
     start: Cut | None = None,
     progress: Progress | None = None,
     fresh: bool = True,
+    helper_setup: Callable[[], None] | None = None,
 ) -> RebuildStats:
     """Apply every record below the cut to `target` (emptied first unless `fresh` is
-    False, in which case reading resumes from `start`)."""
+    False, in which case reading resumes from `start`). The runtime partitions are
+    shared with helper processes (`projector.rebuild_processes`); `helper_setup`, a
+    module-level function, runs first in each helper (the CLI's collector settings)."""
     if fresh:
         reset(target)
     kinds = topic_kinds(settings)
-    slots = sorted(cut, key=lambda s: (_ORDER[kinds[s[0]]], s))
     begin = start or {}
-    total = sum(max(0, cut[s] - begin.get(s, 0)) for s in slots)
+    ranges = {s: (begin.get(s, 0), end) for s, end in cut.items() if end > begin.get(s, 0)}
+    total = sum(end - first for first, end in ranges.values())
+    # Every record of a run is on its run's runtime partition (the topic is keyed by
+    # run id), so those partitions fold apart; the biggest go first.
+    shared = sorted(
+        (s for s in ranges if kinds[s[0]] == "runtime"),
+        key=lambda s: (ranges[s][0] - ranges[s][1], s),
+    )
+    own = sorted(
+        (s for s in ranges if kinds[s[0]] != "runtime"), key=lambda s: (_ORDER[kinds[s[0]]], s)
+    )
+    helpers = helper_count(settings, target, len(shared))
     stats = RebuildStats()
 
-    def count(_result: BatchResult, records: int) -> None:
+    def count(records: int) -> None:
         stats.events += records
         if progress:
             progress(stats.events, total)
 
-    pipeline = Pipeline(
-        target,
-        # An emptied target holds no run this rebuild has not written: those runs
-        # are not looked up (the live projector must, another instance may have).
-        Applier(cache=RunCache(complete=fresh)),
-        retry_timeout_s=settings.kafka.request_timeout_s,
-        on_batch=count,
-        thread_name="rebuild-writer",
-    )
-    with target.connect() as conn:
-        pipeline.positions.update(read_checkpoints(conn))
     started = time.monotonic()
-    try:
-        for topic, partition in slots:
-            for chunk in read_range(
-                settings,
-                topic,
-                partition,
-                cut[(topic, partition)],
-                begin.get((topic, partition), 0),
-            ):
-                pipeline.submit(chunk)
-        pipeline.drain()
-    finally:
-        pipeline.close()
+    tasks = [(slot, ranges[slot]) for slot in shared]
+    with Team(settings, target, helpers, fresh, helper_setup, tasks, count) as team:
+        # Each process writes the runs of the runtime partitions it takes, and all of
+        # them: the cache of a fresh rebuild knows which runs exist, in every process.
+        pipeline = pipeline_for(settings, target, complete=fresh, count=count)
+        try:
+            for slot in own:
+                apply_range(settings, pipeline, slot, ranges[slot], team.collect)
+            while (task := team.take()) is not None:
+                apply_range(settings, pipeline, *task, team.collect)
+            pipeline.drain()
+        finally:
+            pipeline.close()
+        team.finish()
     stats.seconds = time.monotonic() - started
     return stats

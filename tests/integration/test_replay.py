@@ -15,13 +15,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
 from flowledger.cli import _register, app
+from flowledger.errors import FlowledgerError
 from flowledger.settings import Settings
 from projections import db
-from projections.projector import Projector
+from projections.codes import REBUILD_HELPER_FAILED
+from projections.projector import Projector, topic_kinds
+from projections.replay.cut import from_checkpoints
+from projections.replay.helpers import helper_count
+from projections.replay.rebuild import rebuild
+from projections.replay.verify import compare
 from projections.synthetic import Generated, stream
 from schemas.runtime import RUNTIME_EVENT_ADAPTER, runtime_event_id
 from tests.waiting import wait_for
@@ -267,3 +274,46 @@ async def test_router_dry_run_reports_changed_routing(settings: Settings, tmp_pa
     assert outcome["correlation"]["key"] == "T-5"
     assert outcome["would_wake"] == [{"run_id": run_id, "wait_id": f"{run_id}:root.steps[0]"}]
     assert outcome["did_wake"] == []
+
+
+def a_helper_that_breaks() -> None:
+    raise RuntimeError("this helper cannot start")
+
+
+def test_a_rebuild_in_helper_processes_equals_one_in_a_single_process(
+    settings: Settings, tmp_path: Path
+) -> None:
+    produce(settings, list(stream(runs=400, seed=5, audits=60, definitions=3)))
+    project_until_idle(settings)
+    live = db.engine(settings.database_url())
+    try:
+        cut = from_checkpoints(settings, live)
+        kinds = topic_kinds(settings)
+        for processes in (1, 3):
+            tuned = settings.model_copy(
+                update={
+                    "projector": settings.projector.model_copy(
+                        update={"rebuild_processes": processes}
+                    )
+                }
+            )
+            target = db.engine(f"sqlite:///{tmp_path / f'rebuilt-{processes}.db'}")
+            try:
+                runtime = [s for s in cut if kinds[s[0]] == "runtime"]
+                assert helper_count(tuned, target, len(runtime)) == processes - 1
+                stats = rebuild(tuned, target, cut)
+                assert stats.events == sum(cut.values())
+                assert compare(live, target) == []
+            finally:
+                target.dispose()
+
+        broken = db.engine(f"sqlite:///{tmp_path / 'broken.db'}")
+        try:
+            with pytest.raises(FlowledgerError) as failed:
+                rebuild(settings, broken, cut, helper_setup=a_helper_that_breaks)
+            assert failed.value.code == REBUILD_HELPER_FAILED
+            assert "this helper cannot start" in str(failed.value)
+        finally:
+            broken.dispose()
+    finally:
+        live.dispose()
